@@ -1,0 +1,95 @@
+// Runs a validated graph over a stream of frames on a oneTBB flow graph: real pipelining (the
+// next image decodes while the network works on this one), node concurrency as declared, a
+// bounded number of frames in flight, results delivered in input order, and failures rethrown
+// as NodeError with the node id, type, frame and source attached. TBB stays inside executor.cpp.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/graph.h"
+
+namespace fmam {
+
+// One frame's packets, one slot per stream of the graph.
+class Frame {
+ public:
+  Frame(const ValidatedGraph* g, long long id) : graph_(g), id_(id), streams_(g->streams.size()) {}
+  long long id() const { return id_; }
+  std::string source;  // file path, or "" for in-memory frames
+  bool dropped = false;
+  std::string drop_reason;  // why (an unreadable file: names the file and the node)
+
+  // Graph inputs are set by the source callback; everything else by nodes.
+  void set(const std::string& stream, Packet p);
+  bool has(const std::string& stream) const;
+  const Packet& packet(const std::string& stream) const;
+  template <class T>
+  const T& get(const std::string& stream) const {
+    return packet(stream).get<T>();
+  }
+  Packet& slot(int stream) { return streams_[stream]; }
+  const Packet& slot(int stream) const { return streams_[stream]; }
+  const ValidatedGraph& graph() const { return *graph_; }
+
+ private:
+  const ValidatedGraph* graph_;
+  long long id_;
+  std::vector<Packet> streams_;
+};
+
+struct RunOptions {
+  int max_in_flight = 8;  // frames between source and sink at once (memory bound)
+  int batch = 1;          // frames stacked per call of a batchable node
+  Device device = Device::kCpu;
+  int threads = 0;        // TBB worker threads; 0 = one per core
+};
+
+struct NodeStats {
+  std::string id, type;
+  long long calls = 0;
+  double total_ms = 0;            // time inside process()
+  std::vector<double> call_ms;    // per call, for medians
+};
+
+struct RunStats {
+  long long frames = 0, dropped = 0;
+  double wall_ms = 0;
+  int peak_in_flight = 0;
+  std::vector<NodeStats> nodes;   // graph order
+  // [start, end) of every process() call per node, ms since run start (for overlap tests).
+  std::vector<std::vector<std::pair<double, double>>> intervals;
+};
+
+class Executor {
+ public:
+  // Builds every node (weights load here, once, not per frame).
+  Executor(const ValidatedGraph& g, RunOptions options = {});
+  ~Executor();
+  Executor(const Executor&) = delete;
+  Executor& operator=(const Executor&) = delete;
+
+  // Called serially until it returns false; fills the frame's source and graph inputs.
+  using Source = std::function<bool(Frame&)>;
+  // Called serially, in input order, once per frame (dropped frames too: check frame.dropped).
+  using Sink = std::function<void(const Frame&)>;
+
+  // Streams frames from source through the graph into sink. Throws NodeError on failure.
+  RunStats run(const Source& source, const Sink& sink, bool record_intervals = false);
+
+  const ValidatedGraph& graph() const { return graph_; }
+  Node& node(const std::string& id);
+  const RunOptions& options() const { return options_; }
+
+ private:
+  ValidatedGraph graph_;
+  RunOptions options_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+};
+
+}  // namespace fmam

@@ -1,0 +1,49 @@
+// Resizes an image to the network's input size and normalises it into a [1, 3, H, W] float
+// tensor with cv::dnn::blobFromImage (BGR -> RGB, scale 1/255), then ImageNet mean/std per
+// channel. Default interpolation "area": OpenCV's closest match to the antialiased bilinear
+// downscale of PIL that torchvision pipelines (RD4AD, anomalib) use.
+#pragma once
+
+#include "framework/node.h"
+#include "framework/tensor_types.h"
+#include "framework/types.h"
+
+namespace fmam {
+
+class ResizeNode final : public Node {
+ public:
+  enum class Norm { kImageNet, kUnit };
+  struct Params {
+    int width = 256;
+    int height = 256;
+    int interpolation = 3;  // cv::INTER_AREA
+    Norm normalize = Norm::kImageNet;
+  };
+  static constexpr In<Image> kIn{"image"};
+  static constexpr Out<Tensor> kOut{"tensor"};
+  static Contract contract() {
+    return Contract("Resize")
+        .doc("resize + normalise an image into the network's input tensor")
+        .in(kIn, "image, 8-bit BGR or gray, any size")
+        .out(kOut, "float32 [1, 3, height, width], RGB, normalised")
+        .param(&Params::width, "width", "output width in pixels", Range{8, 4096})
+        .param(&Params::height, "height", "output height in pixels", Range{8, 4096})
+        .param(&Params::interpolation, "interpolation", "resampling filter",
+               Choices<int>{{"area", 3}, {"linear", 1}, {"cubic", 2}, {"nearest", 0}})
+        .param(&Params::normalize, "normalize",
+               "imagenet: (x/255 - mean) / std with torchvision's ImageNet values; unit: x/255",
+               Choices<Norm>{{"imagenet", Norm::kImageNet}, {"unit", Norm::kUnit}})
+        .concurrency(Concurrency::kUnlimited);
+  }
+  static Shapes infer(const Params& p, const Shapes& in);
+  explicit ResizeNode(const Params& p) : params_(p) {}
+  void process(Context& ctx) override;
+
+  // The work itself, for callers outside a graph (training data loading, tests).
+  static at::Tensor to_tensor(const cv::Mat& image, const Params& p);
+
+ private:
+  Params params_;
+};
+
+}  // namespace fmam
