@@ -10,9 +10,12 @@
 // parallel branches write distinct slots without locks.
 #include "framework/executor.h"
 
+#include "framework/stateful.h"
+
 #include <tbb/flow_graph.h>
 #include <tbb/task_arena.h>
 
+#include <algorithm>
 #include <mutex>
 #include <set>
 
@@ -58,16 +61,43 @@ Executor::Executor(const ValidatedGraph& g, RunOptions options) : graph_(g), opt
       }
     }
     try {
-      nodes_.push_back(vn.type->make(vn.params.get()));
+      NodeEnv env(vn.config.id, options_.device, &shared_);
+      nodes_.push_back(vn.type->make(vn.params.get(), env));
     } catch (const std::exception& e) {
       throw Error(pre + ": " + e.what());
+    }
+  }
+  // The serial tail: the named nodes and all their descendants (nodes are in topological order).
+  in_tail_.assign(graph_.nodes.size(), false);
+  for (const auto& id : options_.tail_from) {
+    bool found = false;
+    for (size_t i = 0; i < graph_.nodes.size(); ++i)
+      if (graph_.nodes[i].config.id == id) in_tail_[i] = found = true;
+    if (!found) throw Error(graph_.config.file + ": no node \"" + id + "\" to start the training tail at");
+  }
+  if (options_.tail_trainable)
+    for (size_t i = 0; i < nodes_.size(); ++i)
+      if (dynamic_cast<Trainable*>(nodes_[i].get())) in_tail_[i] = true;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i)
+    for (int s : graph_.nodes[i].in_streams)
+      if (s >= 0 && graph_.streams[s].producer >= 0 && in_tail_[graph_.streams[s].producer]) in_tail_[i] = true;
+  // Streams entering the tail are stacked into batches: their types must allow it.
+  for (size_t i = 0; i < graph_.nodes.size(); ++i) {
+    if (!in_tail_[i]) continue;
+    for (int s : graph_.nodes[i].in_streams) {
+      if (s < 0 || (graph_.streams[s].producer >= 0 && in_tail_[graph_.streams[s].producer])) continue;
+      const DataTypeInfo* t = DataTypes::global().find(graph_.streams[s].type);
+      if (!t || !t->concat)
+        throw Error(node_prefix(graph_.config.file, graph_.nodes[i].config.id, graph_.nodes[i].config.type) +
+                    ": stream \"" + graph_.streams[s].name + "\" (" + graph_.streams[s].type +
+                    ") enters the training tail but cannot be batched");
     }
   }
 }
 
 Executor::~Executor() = default;
 
-RunStats Executor::run(const Source& source, const Sink& sink, bool record_intervals) {
+RunStats Executor::run(const Source& source, const Sink& sink, bool record_intervals, const BatchSink& batch_sink) {
   const size_t n = graph_.nodes.size();
   const int batch = options_.batch;
   // A batcher holds up to batch-1 frames waiting for more; enough tokens that every batcher can
@@ -90,6 +120,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
   std::vector<bool> has_succ(n, false);
   for (size_t i = 0; i < n; ++i) {
     const auto& vn = graph_.nodes[i];
+    if (in_tail_[i]) continue;  // runs inside the sink, not on the flow graph
     if (vn.in_streams.empty() || std::all_of(vn.in_streams.begin(), vn.in_streams.end(), [](int s) { return s < 0; }))
       preds[i].insert(-1);
     for (int s : vn.in_streams) {
@@ -100,8 +131,8 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     }
   }
   for (size_t i = 0; i < n; ++i)
-    if (!has_succ[i]) preds[n].insert(int(i));
-  if (n == 0) preds[n].insert(-1);
+    if (!has_succ[i] && !in_tail_[i]) preds[n].insert(int(i));
+  if (preds[n].empty()) preds[n].insert(-1);
 
   const auto t0 = Clock::now();
   auto ms_since = [t0](Clock::time_point t) { return std::chrono::duration<double, std::milli>(t - t0).count(); };
@@ -119,11 +150,11 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
   };
 
   // Runs node i on `frames` (one frame, or a batch); empty when all were dropped.
-  auto invoke = [&](size_t i, const std::vector<Msg>& frames) {
+  auto invoke = [&](size_t i, const std::vector<Msg>& frames, int batch_size) {
     const auto& vn = graph_.nodes[i];
     const Contract& k = vn.type->contract;
     const FrameState& first = *frames.front();
-    Context ctx(first.frame.id(), first.frame.source, int(frames.size()), options_.device);
+    Context ctx(first.frame.id(), first.frame.source, batch_size, options_.device);
     for (const auto& m : frames) ctx.mutable_sources().push_back(m->frame.source);
     for (size_t p = 0; p < k.inputs().size(); ++p) {
       int s = vn.in_streams[p];
@@ -185,13 +216,49 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
       else if (!m->dropped.load()) live.push_back(m);
     }
     try {
-      if (!live.empty()) invoke(i, live);
+      if (!live.empty()) invoke(i, live, int(live.size()));
       if (eos) nodes_[i]->finish();
     } catch (const NodeError&) {
       throw;
     } catch (const std::exception& e) {
       throw make_error(i, eos && live.empty() ? **eos : *live.front(), e.what());
     }
+  };
+
+  // The serial tail (training): batches of frames, run in order inside the sink.
+  std::vector<Msg> tail_batch;
+  std::vector<int> tail_inputs;  // streams entering the tail
+  for (size_t i = 0; i < n; ++i)
+    if (in_tail_[i])
+      for (int s : graph_.nodes[i].in_streams)
+        if (s >= 0 && (graph_.streams[s].producer < 0 || !in_tail_[graph_.streams[s].producer]) &&
+            std::find(tail_inputs.begin(), tail_inputs.end(), s) == tail_inputs.end())
+          tail_inputs.push_back(s);
+  const bool has_tail = std::find(in_tail_.begin(), in_tail_.end(), true) != in_tail_.end();
+  auto run_tail = [&]() {
+    if (tail_batch.empty()) return;
+    auto bm = std::make_shared<FrameState>(&graph_, tail_batch.front()->frame.id(), n + 1);
+    bm->frame.source = tail_batch.front()->frame.source;
+    for (int s : tail_inputs) {
+      std::vector<Packet> parts;
+      for (const auto& m : tail_batch) parts.push_back(m->frame.slot(s));
+      bm->frame.slot(s) = parts.size() == 1 ? parts[0] : DataTypes::global().find(graph_.streams[s].type)->concat(parts);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (!in_tail_[i]) continue;
+      try {
+        invoke(i, {bm}, int(tail_batch.size()));
+      } catch (const NodeError&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw make_error(i, *tail_batch.front(), e.what());
+      }
+      if (bm->dropped) break;
+    }
+    std::vector<const Frame*> members;
+    for (const auto& m : tail_batch) members.push_back(&m->frame);
+    if (batch_sink && !bm->dropped) batch_sink(bm->frame, members);
+    tail_batch.clear();
   };
 
   tbb::task_arena arena(options_.threads > 0 ? options_.threads : tbb::task_arena::automatic);
@@ -202,7 +269,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
         fc.stop();
         return nullptr;
       }
-      auto m = std::make_shared<FrameState>(&graph_, next_id, n + 1);
+      auto m = std::make_shared<FrameState>(&graph_, options_.first_frame_id + next_id, n + 1);
       bool more = source(m->frame);
       if (!more) {
         m->eos = true;
@@ -227,7 +294,8 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     std::vector<std::unique_ptr<flow::graph_node>> owned;
     std::vector<flow::receiver<Msg>*> entry(n + 1);
     std::vector<flow::sender<Msg>*> exit(n);
-    auto seq_key = [](const Msg& m) -> size_t { return size_t(m->frame.id()); };
+    const long long first_id = options_.first_frame_id;
+    auto seq_key = [first_id](const Msg& m) -> size_t { return size_t(m->frame.id() - first_id); };
 
     // Builds [gate] -> [sequencer] chain ahead of vertex i; returns the chain's entry and
     // connects its exit to `next`.
@@ -251,6 +319,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     };
 
     for (size_t i = 0; i < n; ++i) {
+      if (in_tail_[i]) continue;
       const Contract& k = graph_.nodes[i].type->contract;
       const auto conc = k.concurrency() == Concurrency::kSerial ? flow::serial : flow::unlimited;
       const bool batched = k.is_batchable() && batch > 1;
@@ -298,9 +367,17 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     flow::function_node<Msg, flow::continue_msg> sink_fn(g, flow::serial, [&](const Msg& m) {
       if (!m->eos) {
         m->frame.dropped = m->dropped.load();
+        if (has_tail && !m->frame.dropped) {
+          tail_batch.push_back(m);
+          if (int(tail_batch.size()) >= batch) run_tail();
+        }
         sink(m->frame);
         ++stats.frames;
         stats.dropped += m->frame.dropped;
+      } else if (has_tail) {
+        run_tail();  // the partial last batch
+        for (size_t i = 0; i < n; ++i)
+          if (in_tail_[i]) nodes_[i]->finish();
       }
       --in_flight;
       return flow::continue_msg();
@@ -310,6 +387,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
 
     for (size_t i = 0; i <= n; ++i)
       for (int p : preds[i]) {
+        if (i < n && in_tail_[i]) continue;
         if (p < 0) flow::make_edge(limiter, *entry[i]);
         else flow::make_edge(*exit[p], *entry[i]);
       }

@@ -48,6 +48,13 @@ struct RunOptions {
   int batch = 1;          // frames stacked per call of a batchable node
   Device device = Device::kCpu;
   int threads = 0;        // TBB worker threads; 0 = one per core
+  long long first_frame_id = 0;  // ids are first_frame_id, +1, ... (epochs of training differ)
+  // Training: these nodes and everything downstream of them run in input order on whole
+  // batches of `batch` frames inside the serial sink, after which the batch sink runs
+  // (backward + optimizer step). Weights change between batches, so batch k+1 must not enter
+  // them before batch k has stepped; decoding, synthesis and the frozen teacher still pipeline.
+  std::vector<std::string> tail_from;
+  bool tail_trainable = false;  // also start the tail at every Trainable node
 };
 
 struct NodeStats {
@@ -79,17 +86,28 @@ class Executor {
   // Called serially, in input order, once per frame (dropped frames too: check frame.dropped).
   using Sink = std::function<void(const Frame&)>;
 
+  // Called with the tail's batch frame (streams hold whole batches) and the frames in it.
+  using BatchSink = std::function<void(Frame& batch, const std::vector<const Frame*>& frames)>;
+
   // Streams frames from source through the graph into sink. Throws NodeError on failure.
-  RunStats run(const Source& source, const Sink& sink, bool record_intervals = false);
+  RunStats run(const Source& source, const Sink& sink, bool record_intervals = false,
+               const BatchSink& batch_sink = {});
+  // Nodes that run in the serial tail (RunOptions::tail_from and their descendants).
+  const std::vector<bool>& in_tail() const { return in_tail_; }
 
   const ValidatedGraph& graph() const { return graph_; }
   Node& node(const std::string& id);
   const RunOptions& options() const { return options_; }
+  // Ids of the next run start here (training gives every epoch distinct ids, which seed the
+  // per-frame randomness of anomaly synthesis).
+  void set_first_frame_id(long long id) { options_.first_frame_id = id; }
 
  private:
   ValidatedGraph graph_;
   RunOptions options_;
   std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<bool> in_tail_;
+  std::map<std::string, std::shared_ptr<void>> shared_;  // NodeEnv::shared objects
 };
 
 }  // namespace fmam

@@ -87,7 +87,7 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
   GraphConfig g;
   g.file = file;
   if (!j.is_object()) throw GraphError({file + ": a graph must be a JSON object"});
-  static const std::set<std::string> kTop = {"schema", "name", "doc", "inputs", "outputs", "nodes"};
+  static const std::set<std::string> kTop = {"schema", "name", "doc", "inputs", "outputs", "nodes", "train"};
   for (const auto& [k, v] : j.items())
     if (!kTop.count(k))
       errors.push_back(file + ": unknown field \"" + k + "\"; known: " + join({kTop.begin(), kTop.end()}));
@@ -95,6 +95,10 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
     errors.push_back(file + ": field \"schema\": this fmam reads schema 1, got " + j["schema"].dump());
   if (j.contains("name") && j["name"].is_string()) g.name = j["name"];
   if (j.contains("doc") && j["doc"].is_string()) g.doc = j["doc"];
+  if (j.contains("train")) {
+    if (!j["train"].is_object()) errors.push_back(file + ": field \"train\" must be an object");
+    else g.train_json = j["train"].dump();
+  }
   read_string_map(j, file, "inputs", g.inputs, errors);
   read_string_map(j, file, "outputs", g.outputs, errors);
   if (!j.contains("nodes") || !j["nodes"].is_array()) {
@@ -191,6 +195,50 @@ void apply_overrides(GraphConfig& g, const std::vector<ParamOverride>& overrides
   if (!errors.empty()) throw GraphError(errors);
 }
 
+GraphConfig prune_to_streams(const GraphConfig& g, const std::vector<std::string>& streams) {
+  std::map<std::string, const NodeConfig*> producer;
+  for (const auto& n : g.nodes)
+    for (const auto& [port, stream] : n.out) producer[stream] = &n;
+  std::set<std::string> needed(streams.begin(), streams.end()), keep;
+  std::vector<std::string> todo(streams.begin(), streams.end());
+  while (!todo.empty()) {
+    std::string s = todo.back();
+    todo.pop_back();
+    auto it = producer.find(s);
+    if (it == producer.end() || !keep.insert(it->second->id).second) continue;
+    for (const auto& [port, in] : it->second->in)
+      if (needed.insert(in).second) todo.push_back(in);
+  }
+  GraphConfig out = g;
+  out.nodes.clear();
+  for (const auto& n : g.nodes)
+    if (keep.count(n.id)) out.nodes.push_back(n);
+  out.inputs.clear();
+  for (const auto& [name, type] : g.inputs)
+    if (needed.count(name)) out.inputs.emplace_back(name, type);
+  out.outputs.clear();
+  std::vector<std::string> missing;
+  for (const auto& s : streams) {
+    auto it = producer.find(s);
+    if (it == producer.end()) {
+      missing.push_back(s);
+      continue;
+    }
+    const NodeType* t = Registry::global().find(it->second->type);
+    std::string type;
+    if (t)
+      for (const auto& [port, stream] : it->second->out)
+        if (stream == s && t->contract.find_output(port)) type = t->contract.find_output(port)->type;
+    out.outputs.emplace_back(s, type.empty() ? "Tensor" : type);
+  }
+  if (!missing.empty()) {
+    std::vector<std::string> errs;
+    for (const auto& m : missing) errs.push_back(g.file + ": no node produces stream \"" + m + "\"");
+    throw GraphError(errs);
+  }
+  return out;
+}
+
 ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
   std::vector<std::string> errors;
   const std::string& file = g.file;
@@ -236,6 +284,9 @@ ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
       std::string hint = near.empty() ? "; known types: " + join(registry.names())
                                       : "; did you mean \"" + join(near, "\" or \"") + "\"?";
       errors.push_back(file + ": nodes[" + std::to_string(c.index) + "]: unknown type \"" + c.type + "\"" + hint);
+      // Its streams still exist (type unknown), so readers do not report them missing too.
+      for (const auto& [port, stream] : c.out)
+        if (!vg.stream_index.count(stream)) add_stream(stream, "", int(nodes.size()));
       nodes.push_back(std::move(vn));
       continue;
     }
@@ -317,7 +368,7 @@ ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
       }
       StreamInfo& s = vg.streams[it->second];
       s.consumers.push_back(int(i));
-      if (s.type != p->type) {
+      if (!s.type.empty() && s.type != p->type) {
         std::string from = s.producer < 0 ? "graph input" : "output of node \"" + nodes[s.producer].config.id + "\"";
         errors.push_back(pre + ": input \"" + port + "\" reads stream \"" + stream + "\" of type " + s.type +
                          " (" + from + "); expected " + p->type);
@@ -328,7 +379,7 @@ ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
     auto it = vg.stream_index.find(name);
     if (it == vg.stream_index.end())
       errors.push_back(file + ": graph output \"" + name + "\": no node produces stream \"" + name + "\"");
-    else if (vg.streams[it->second].type != type)
+    else if (!vg.streams[it->second].type.empty() && vg.streams[it->second].type != type)
       errors.push_back(file + ": graph output \"" + name + "\" is declared " + type + ", but the stream carries " +
                        vg.streams[it->second].type);
   }

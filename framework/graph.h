@@ -24,6 +24,7 @@ struct GraphConfig {
   std::string name, doc;
   std::vector<std::pair<std::string, std::string>> inputs, outputs;  // stream -> data type
   std::vector<NodeConfig> nodes;
+  std::string train_json;  // the "train" section of a training graph (read by fmam train), or ""
 };
 
 // Parses graph JSON. Syntax errors and wrong field types throw GraphError naming the file.
@@ -37,6 +38,10 @@ struct ParamOverride {
 };
 ParamOverride parse_override(const std::string& text);  // throws Error on bad syntax
 void apply_overrides(GraphConfig& g, const std::vector<ParamOverride>& overrides);
+
+// Keeps only the nodes needed to produce `streams` (their ancestors); the graph's outputs become
+// those streams. A training stage runs just the branches its losses need.
+GraphConfig prune_to_streams(const GraphConfig& g, const std::vector<std::string>& streams);
 
 struct StreamInfo {
   std::string name;

@@ -22,6 +22,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -405,13 +406,42 @@ class Node {
   virtual void finish() {}
 };
 
+// ---- construction environment ----------------------------------------------------------------
+
+// Handed to a node's constructor when it takes one (`N(const Params&, NodeEnv&)`): which node it
+// is, the device, and objects shared between the nodes of one executor, e.g. two Student nodes
+// of a training graph (normal and synthetic branch) that must train ONE set of weights, or two
+// Backbone nodes that need not load the same file twice.
+class NodeEnv {
+ public:
+  NodeEnv(std::string node_id, Device device, std::map<std::string, std::shared_ptr<void>>* store)
+      : node_id_(std::move(node_id)), device_(device), store_(store) {}
+  const std::string& node_id() const { return node_id_; }
+  Device device() const { return device_; }
+  // The object stored under `key` for type T, made by make() on first use.
+  template <class T, class Make>
+  std::shared_ptr<T> shared(const std::string& key, Make make) {
+    const std::string full = std::string(typeid(T).name()) + "|" + key;
+    auto it = store_->find(full);
+    if (it != store_->end()) return std::static_pointer_cast<T>(it->second);
+    std::shared_ptr<T> obj = make();
+    (*store_)[full] = obj;
+    return obj;
+  }
+
+ private:
+  std::string node_id_;
+  Device device_;
+  std::map<std::string, std::shared_ptr<void>>* store_;
+};
+
 // ---- registration --------------------------------------------------------------------------
 
 // Everything the runtime knows about a node type, built from its class by make_node_type<N>().
 struct NodeType {
   Contract contract{""};
   std::function<std::shared_ptr<void>()> make_params;
-  std::function<std::unique_ptr<Node>(const void* params)> make;
+  std::function<std::unique_ptr<Node>(const void* params, NodeEnv& env)> make;
   std::function<Shapes(const void* params, const Shapes& in)> infer;  // empty: shapes unknown
   std::string plugin;                                                 // filled by the loader
 };
@@ -431,8 +461,11 @@ NodeType make_node_type() {
   NodeType t;
   t.contract = N::contract();
   t.make_params = [] { return std::static_pointer_cast<void>(std::make_shared<P>()); };
-  t.make = [](const void* p) -> std::unique_ptr<Node> {
-    return std::make_unique<N>(*static_cast<const P*>(p));
+  t.make = [](const void* p, NodeEnv& env) -> std::unique_ptr<Node> {
+    if constexpr (std::is_constructible_v<N, const P&, NodeEnv&>)
+      return std::make_unique<N>(*static_cast<const P*>(p), env);
+    else
+      return std::make_unique<N>(*static_cast<const P*>(p));
   };
   if constexpr (detail::HasInfer<N>::value)
     t.infer = [](const void* p, const Shapes& in) { return N::infer(*static_cast<const P*>(p), in); };
@@ -454,5 +487,5 @@ struct Registrar {
 #define FMAM_REGISTER_NODE_CONCAT(a, b) FMAM_REGISTER_NODE_CONCAT2(a, b)
 // The last line of a node's .cpp (MediaPipe's REGISTER_CALCULATOR).
 #define FMAM_REGISTER_NODE(N)                                                    \
-  static ::fmam::plugin_local::Registrar FMAM_REGISTER_NODE_CONCAT(fmam_reg_, N)( \
+  static ::fmam::plugin_local::Registrar FMAM_REGISTER_NODE_CONCAT(fmam_registrar_, __COUNTER__)( \
       ::fmam::make_node_type<N>())

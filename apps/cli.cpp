@@ -1,0 +1,241 @@
+#include "apps/cli.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+#include <set>
+
+#include "framework/graph.h"
+#include "framework/model_file.h"
+#include "framework/registry.h"
+#include <stdexcept>
+
+namespace fmam::cli {
+
+Args::Args(std::string command, std::string usage, std::string description, std::vector<Option> options,
+           std::string epilog)
+    : command_(std::move(command)), usage_(std::move(usage)), description_(std::move(description)),
+      epilog_(std::move(epilog)), options_(std::move(options)) {
+  options_.push_back({"help", "", "show this help and exit", false, "h"});
+}
+
+std::string Args::help() const {
+  std::string s = "usage: " + usage_ + "\n\n" + description_ + "\n\noptions:\n";
+  for (const auto& o : options_) {
+    std::string left = "  " + (o.short_name.empty() ? "    " : "-" + o.short_name + ", ") + "--" + o.name +
+                       (o.metavar.empty() ? "" : " " + o.metavar);
+    if (left.size() < 30) left += std::string(30 - left.size(), ' ');
+    else left += "\n" + std::string(30, ' ');
+    s += left + o.help + (o.repeatable ? " (repeatable)" : "") + "\n";
+  }
+  if (!epilog_.empty()) s += "\n" + epilog_ + "\n";
+  return s;
+}
+
+bool Args::parse(int argc, char** argv) {
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.size() > 1 && a[0] == '-' && a != "-") {
+      std::string name, value;
+      bool has_value = false;
+      if (a.rfind("--", 0) == 0) {
+        name = a.substr(2);
+        auto eq = name.find('=');
+        if (eq != std::string::npos) {
+          value = name.substr(eq + 1);
+          name = name.substr(0, eq);
+          has_value = true;
+        }
+      } else {
+        std::string s = a.substr(1);
+        for (const auto& o : options_)
+          if (o.short_name == s) name = o.name;
+        if (name.empty()) throw std::runtime_error("fmam " + command_ + ": unknown option " + a + "; see fmam " + command_ + " --help");
+      }
+      const Option* opt = nullptr;
+      for (const auto& o : options_)
+        if (o.name == name) opt = &o;
+      if (!opt) throw std::runtime_error("fmam " + command_ + ": unknown option --" + name + "; see fmam " + command_ + " --help");
+      if (name == "help") {
+        std::cout << help();
+        return false;
+      }
+      if (opt->metavar.empty()) {
+        if (has_value) throw std::runtime_error("fmam " + command_ + ": --" + name + " takes no value");
+        values_[name].push_back("1");
+        continue;
+      }
+      if (!has_value) {
+        if (i + 1 >= argc) throw std::runtime_error("fmam " + command_ + ": --" + name + " needs a value (" + opt->metavar + ")");
+        value = argv[++i];
+      }
+      if (!opt->repeatable && values_.count(name))
+        throw std::runtime_error("fmam " + command_ + ": --" + name + " given twice");
+      values_[name].push_back(value);
+    } else {
+      positionals_.push_back(a);
+    }
+  }
+  return true;
+}
+
+std::string Args::get(const std::string& name, const std::string& fallback) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? fallback : it->second.back();
+}
+
+std::vector<std::string> Args::all(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
+}
+
+int Args::get_int(const std::string& name, int fallback) const {
+  std::string v = get(name);
+  if (v.empty()) return fallback;
+  try {
+    size_t used = 0;
+    int x = std::stoi(v, &used);
+    if (used != v.size()) throw std::invalid_argument(v);
+    return x;
+  } catch (const std::exception&) {
+    throw std::runtime_error("fmam " + command_ + ": --" + name + " must be an integer, got \"" + v + "\"");
+  }
+}
+
+Progress::Progress(std::string what, long long total)
+    : what_(std::move(what)), total_(total), tty_(isatty(2)), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+
+void Progress::update(long long done, const std::string& extra) {
+  auto now = std::chrono::steady_clock::now();
+  double secs = std::chrono::duration<double>(now - start_).count();
+  double rate = secs > 0 ? done / secs : 0;
+  int decile = total_ > 0 ? int(10 * done / total_) : 0;
+  if (tty_) {
+    if (done != total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  } else if (decile == last_decile_) {
+    return;
+  }
+  last_draw_ = now;
+  last_decile_ = decile;
+  const int width = 30;
+  int filled = total_ > 0 ? int(width * done / total_) : 0;
+  std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(std::max(0, width - filled - 1), ' ');
+  char line[256];
+  double eta = rate > 0 && total_ > 0 ? (total_ - done) / rate : 0;
+  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f/s  ETA %.0fs", what_.c_str(), bar.c_str(), done,
+                total_, rate, eta);
+  std::cerr << (tty_ ? "\r" : "") << line << (extra.empty() ? "" : "  " + extra) << (tty_ ? "\033[K" : "\n") << std::flush;
+}
+
+void Progress::finish(const std::string& extra) {
+  if (tty_) {
+    std::cerr << "\r\033[K";
+  }
+  (void)extra;
+}
+
+void log(const std::string& msg) { std::cerr << "fmam: " << msg << "\n" << std::flush; }
+
+std::vector<Args::Option> common_options() {
+  return {{"plugin", "FILE", "load an extra node plugin (.so) before reading the graph", true, ""},
+          {"threads", "N", "worker threads for the graph and the networks (default: all cores)", false, ""}};
+}
+
+void load_plugins(const Args& a) {
+  load_builtin_plugin();
+  for (const auto& p : a.all("plugin")) load_plugin(p);
+}
+
+static double status_mib(const char* key) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
+  return 0;
+}
+void apply_model_settings(GraphConfig& g, const Model& m, double threshold) {
+  std::vector<ParamOverride> o;
+  auto user_set = [&](const NodeConfig& n, const std::string& p) {
+    for (const auto& [k, v] : n.params)
+      if (k == p) return true;
+    return false;
+  };
+  for (const auto& n : g.nodes) {
+    if (n.type == "Resize" || n.type == "UpsampleSum") {
+      o.push_back({n.id, "width", Value(m.image_width)});
+      o.push_back({n.id, "height", Value(m.image_height)});
+    }
+    if ((n.type == "Overlay" || n.type == "MapWriter") && m.map_lo && m.map_hi) {
+      if (!user_set(n, "lo")) o.push_back({n.id, "lo", Value(*m.map_lo)});
+      if (!user_set(n, "hi")) o.push_back({n.id, "hi", Value(*m.map_hi)});
+    }
+    if (n.type == "Overlay") {
+      if (threshold >= 0) o.push_back({n.id, "threshold", Value(threshold)});
+      else if (m.threshold && !user_set(n, "threshold")) o.push_back({n.id, "threshold", Value(*m.threshold)});
+    }
+  }
+  apply_overrides(g, o);
+}
+
+// Connects graph inputs to file sources and graph outputs to writers, by data type.
+void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir) {
+  std::set<std::string> ids;
+  for (const auto& n : g.nodes) ids.insert(n.id);
+  auto fresh_id = [&](std::string base) {
+    std::string id = base;
+    for (int k = 2; ids.count(id); ++k) id = base + "_" + std::to_string(k);
+    ids.insert(id);
+    return id;
+  };
+  std::vector<std::pair<std::string, std::string>> kept_inputs;
+  for (const auto& [stream, type] : g.inputs) {
+    if (type == "Image" && have_input) {
+      NodeConfig n;
+      n.index = int(g.nodes.size());
+      n.id = fresh_id("read_" + stream);
+      n.type = "ImageSource";
+      n.out = {{"image", stream}};
+      g.nodes.push_back(n);
+    } else {
+      kept_inputs.emplace_back(stream, type);
+    }
+  }
+  if (!kept_inputs.empty())
+    throw GraphError({g.file + ": graph input \"" + kept_inputs[0].first + "\" (" + kept_inputs[0].second +
+                      ") cannot be fed by fmam run" + (have_input ? "" : ": give --input")});
+  g.inputs.clear();
+  if (out_dir.empty()) return;
+  int scalars = 0;
+  for (const auto& [stream, type] : g.outputs) scalars += type == "Scalar";
+  for (const auto& [stream, type] : g.outputs) {
+    NodeConfig n;
+    n.index = int(g.nodes.size());
+    n.in = {{type == "Map2D" ? "map" : type == "Scalar" ? "score" : "image", stream}};
+    n.params.emplace_back("dir", Value(out_dir));
+    if (type == "Map2D") {
+      n.type = "MapWriter";
+      n.params.emplace_back("name", Value(stream));
+    } else if (type == "Scalar") {
+      n.type = "ScoreWriter";
+      n.params.emplace_back("file", Value(scalars == 1 ? std::string("scores.csv") : stream + ".csv"));
+      n.params.emplace_back("column", Value(stream));
+    } else if (type == "Image") {
+      n.type = "ImageWriter";
+      n.params.emplace_back("name", Value(stream));
+    } else {
+      log("graph output \"" + stream + "\" (" + type + ") is not written to files (no writer for " + type + ")");
+      continue;
+    }
+    n.id = fresh_id("write_" + stream);
+    g.nodes.push_back(n);
+  }
+}
+
+double peak_rss_mib() { return status_mib("VmHWM:"); }
+double rss_mib() { return status_mib("VmRSS:"); }
+
+}  // namespace fmam::cli

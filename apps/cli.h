@@ -1,0 +1,82 @@
+// Small command-line helpers for the fmam runner: argument parsing, logging, a progress bar.
+#pragma once
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fmam {
+struct GraphConfig;
+struct Model;
+}
+
+namespace fmam::cli {
+
+// Parses "--name value", "--name=value", flags and positionals. Unknown options are errors
+// naming the option and the subcommand's --help.
+class Args {
+ public:
+  struct Option {
+    std::string name;        // "output"
+    std::string metavar;     // "DIR"; empty for a flag
+    std::string help;
+    bool repeatable = false;
+    std::string short_name;  // "o" for -o
+  };
+  Args(std::string command, std::string usage, std::string description, std::vector<Option> options,
+       std::string epilog = "");
+  // Returns false if --help was printed.
+  bool parse(int argc, char** argv);
+  bool flag(const std::string& name) const { return values_.count(name) > 0; }
+  std::string get(const std::string& name, const std::string& fallback = "") const;
+  std::vector<std::string> all(const std::string& name) const;
+  int get_int(const std::string& name, int fallback) const;
+  const std::vector<std::string>& positionals() const { return positionals_; }
+  std::string help() const;
+
+ private:
+  std::string command_, usage_, description_, epilog_;
+  std::vector<Option> options_;
+  std::map<std::string, std::vector<std::string>> values_;
+  std::vector<std::string> positionals_;
+};
+
+// Progress on stderr: redrawn in place on a terminal, a line per 10% otherwise (CI logs).
+class Progress {
+ public:
+  Progress(std::string what, long long total);
+  void update(long long done, const std::string& extra = "");
+  void finish(const std::string& extra = "");
+
+ private:
+  std::string what_;
+  long long total_;
+  bool tty_;
+  int last_decile_ = -1;
+  std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+void log(const std::string& msg);  // "fmam: msg" on stderr
+
+// Options every command accepts (--plugin, --threads), and loading the plugins they name.
+std::vector<Args::Option> common_options();
+void load_plugins(const Args& a);
+// Feeds a graph's Image inputs from files (adds ImageSource nodes) and, if out_dir is set, writes
+// its outputs there by type (MapWriter, ScoreWriter, ImageWriter nodes).
+void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir);
+// With a model: takes its image size (Resize / UpsampleSum), its calibrated heatmap range and
+// threshold (Overlay, MapWriter) unless the user set them; `threshold` < 0 keeps the model's.
+void apply_model_settings(GraphConfig& g, const Model& m, double threshold);
+// Peak resident memory of this process so far (VmHWM), in MiB.
+double peak_rss_mib();
+double rss_mib();  // current (VmRSS)
+
+}  // namespace fmam::cli
+
+namespace fmam {
+// The subcommands (one file each under apps/).
+int cmd_train(int argc, char** argv);
+int cmd_bench(int argc, char** argv);
+}  // namespace fmam

@@ -1,0 +1,318 @@
+// fmam: the command-line runner. Loads the built-in node plugin (and any --plugin), then runs,
+// describes, checks or draws graphs. Logs go to stderr; results to files and stdout.
+#include <ATen/Parallel.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <thread>
+
+#include "apps/cli.h"
+#include "framework/executor.h"
+#include "framework/graph.h"
+#include "framework/io.h"
+#include "framework/model_file.h"
+#include "framework/registry.h"
+#include "framework/types.h"
+
+namespace fmam {
+namespace {
+
+using cli::Args;
+
+const char* kTopHelp = R"(usage: fmam <command> [options]
+
+fmam finds and localises defects in product images with teacher-student knowledge
+distillation (FMAM: feature mappings + angular margin). Detection and training are graphs
+of nodes (graphs/*.json) run on a oneTBB flow graph.
+
+commands:
+  run GRAPH       stream images (a folder, glob, list file or one file) through a graph
+                  and write its outputs (heatmaps, raw maps, scores CSV)
+  describe [TYPE] list node types, or print one type's ports and params
+  check GRAPH     validate a graph (types, params, streams, shapes) without running it
+  dot GRAPH       print the graph in Graphviz dot (fmam dot g.json | dot -Tpng > g.png)
+  train GRAPH     train a detector on the defect-free images of a category (train/good)
+  bench GRAPH     measure images/s end to end and each node's share of the time
+
+Every command takes --help. Global options (before or after the command):
+  --plugin FILE   load another node plugin (.so); repeatable
+  --threads N     worker threads (default: all cores)
+)";
+
+using cli::common_options;
+using cli::load_plugins;
+
+std::string pad(const std::string& s, size_t n) { return s.size() >= n ? s + " " : s + std::string(n - s.size(), ' '); }
+
+// ---- describe ----------------------------------------------------------------------------
+
+int cmd_describe(int argc, char** argv) {
+  auto opts = common_options();
+  Args a("describe", "fmam describe [TYPE] [--plugin FILE]",
+         "Without TYPE: list every node type and data type. With TYPE: print its inputs, outputs and\n"
+         "params (name, type, default, allowed values, meaning), as gst-inspect does.",
+         opts, "example:\n  fmam describe GaussianBlur");
+  if (!a.parse(argc, argv)) return 0;
+  load_plugins(a);
+  const Registry& r = Registry::global();
+  if (a.positionals().empty()) {
+    std::cout << "Node types:\n";
+    for (const auto& n : r.names()) std::cout << "  " << pad(n, 20) << r.find(n)->contract.doc() << "\n";
+    std::cout << "\nData types:\n";
+    for (const auto& n : DataTypes::global().names())
+      std::cout << "  " << pad(n, 20) << DataTypes::global().find(n)->description << "\n";
+    std::cout << "\nfmam describe TYPE prints one type's ports and params.\n";
+    return 0;
+  }
+  int rc = 0;
+  for (const auto& type : a.positionals()) {
+    const NodeType* t = r.find(type);
+    if (!t) {
+      auto near = r.closest(type);
+      std::cerr << "fmam describe: unknown node type \"" << type << "\"";
+      if (!near.empty()) std::cerr << "; did you mean \"" << near.front() << "\"?";
+      std::cerr << " (fmam describe lists them all)\n";
+      rc = 1;
+      continue;
+    }
+    const Contract& k = t->contract;
+    std::cout << k.type() << ": " << k.doc() << "\n\n";
+    std::cout << "  plugin        " << t->plugin << "\n";
+    std::cout << "  concurrency   "
+              << (k.concurrency() == Concurrency::kSerial ? "serial (stateful: one frame at a time, in input order)"
+                                                         : "unlimited (pure: frames run in parallel)")
+              << "\n";
+    std::cout << "  batchable     " << (k.is_batchable() ? "yes (fmam run --batch N stacks frames)" : "no") << "\n\n";
+    std::cout << "Inputs:\n";
+    if (k.inputs().empty()) std::cout << "  (none: a source node, fed by fmam run --input)\n";
+    for (const auto& p : k.inputs())
+      std::cout << "  " << pad(p.name, 14) << pad(p.type, 16) << p.description << (p.optional ? " (optional)" : "") << "\n";
+    std::cout << "\nOutputs:\n";
+    if (k.outputs().empty()) std::cout << "  (none: a sink)\n";
+    for (const auto& p : k.outputs()) std::cout << "  " << pad(p.name, 14) << pad(p.type, 16) << p.description << "\n";
+    std::cout << "\nParams:\n";
+    if (k.params().empty()) std::cout << "  (none)\n";
+    for (const auto& p : k.params()) {
+      std::cout << "  " << pad(p.name, 14) << pad(p.type, 14) << "default " << pad(p.default_value.str(), 12)
+                << (p.constraint.empty() ? "" : p.constraint + "  ") << "\n"
+                << "  " << std::string(14, ' ') << p.description << "\n";
+    }
+    std::cout << "\n";
+  }
+  return rc;
+}
+
+// ---- graph loading shared by check / dot / run ----------------------------------------------
+
+GraphConfig read_graph(const Args& a, const std::string& cmd) {
+  if (a.positionals().size() != 1)
+    throw std::runtime_error("fmam " + cmd + ": expected one GRAPH file; see fmam " + cmd + " --help");
+  GraphConfig g = load_graph_file(a.positionals()[0]);
+  std::vector<ParamOverride> ov;
+  for (const auto& s : a.all("set")) ov.push_back(parse_override(s));
+  apply_overrides(g, ov);
+  return g;
+}
+
+int cmd_check(int argc, char** argv) {
+  auto opts = common_options();
+  opts.push_back({"set", "ID.PARAM=VALUE", "override a node param before checking", true, ""});
+  Args a("check", "fmam check GRAPH [--set ID.PARAM=VALUE]...",
+         "Validate a graph without running it: node types, params and their ranges, streams (one\n"
+         "producer each, all produced, no cycle), port types and shapes. Every problem is reported\n"
+         "at once, each naming the file, the node and the field. Exit status 0 if valid, 1 if not.",
+         opts, "example:\n  fmam check graphs/fmam_rkd.json --set blur.sigma=2");
+  if (!a.parse(argc, argv)) return 0;
+  load_plugins(a);
+  ValidatedGraph vg = validate(read_graph(a, "check"));
+  std::cout << vg.config.file << ": OK (" << vg.config.name << ": " << vg.nodes.size() << " nodes, "
+            << vg.streams.size() << " streams)\n";
+  for (const auto& n : vg.nodes) {
+    std::cout << "  " << pad(n.config.id, 14) << pad(n.config.type, 18);
+    std::string outs;
+    for (const auto& [port, stream] : n.config.out) {
+      const auto& s = vg.streams[vg.stream(stream)];
+      outs += (outs.empty() ? "" : ", ") + stream + ": " + s.type + " " + s.shape.str();
+    }
+    std::cout << "-> " << (outs.empty() ? "(sink)" : outs) << "\n";
+  }
+  return 0;
+}
+
+int cmd_dot(int argc, char** argv) {
+  auto opts = common_options();
+  opts.push_back({"set", "ID.PARAM=VALUE", "override a node param", true, ""});
+  opts.push_back({"output", "FILE", "write to FILE instead of stdout", false, "o"});
+  Args a("dot", "fmam dot GRAPH [-o FILE]",
+         "Print the graph as Graphviz dot: nodes with their types, streams as labelled edges (with\n"
+         "their data type and inferred shape).",
+         opts, "example:\n  fmam dot graphs/fmam_rkd.json | dot -Tsvg > fmam_rkd.svg");
+  if (!a.parse(argc, argv)) return 0;
+  load_plugins(a);
+  std::string dot = to_dot(validate(read_graph(a, "dot")));
+  if (a.get("output").empty()) std::cout << dot;
+  else atomic_write_text(a.get("output"), dot);
+  return 0;
+}
+
+// ---- run ---------------------------------------------------------------------------------
+
+int cmd_run(int argc, char** argv) {
+  auto opts = common_options();
+  opts.insert(opts.begin(),
+              {{"input", "PATH", "images: a folder, a glob ('dir/*.png'), a .txt list or one file", false, "i"},
+               {"output", "DIR", "write the graph's outputs here: <key>_<stream>.png/.tiff, scores.csv", false, "o"},
+               {"set", "ID.PARAM=VALUE", "override a node param, e.g. --set blur.sigma=2", true, ""},
+               {"recursive", "", "look for images in sub-folders of --input too", false, "r"},
+               {"batch", "N", "frames stacked per call of batchable nodes (default 1)", false, ""},
+               {"max-in-flight", "N", "frames in the pipeline at once; bounds memory (default 8)", false, ""},
+               {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
+               {"model", "FILE", "a trained model (fmam train): learned weights, image size, calibration", false, "m"},
+               {"threshold", "T", "score above which an image FAILs (default: the model's calibrated one)", false, ""},
+               {"quiet", "", "no progress bar", false, "q"}});
+  Args a("run", "fmam run GRAPH --input PATH [--output DIR] [--set ID.PARAM=VALUE]...",
+         "Stream images through a graph. The graph's Image input is fed from --input (unreadable files\n"
+         "are reported and skipped); its outputs are written to --output by type: Map2D as a heatmap\n"
+         "PNG plus raw float32 TIFF, Scalar as a CSV (also printed on stdout), Image as PNG.\n"
+         "Frames are pipelined: images decode while the network works on earlier ones.",
+         opts,
+         "examples:\n"
+         "  fmam run graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/broken_large -o out/\n"
+         "  fmam run examples/graphs/sharpness_check.json -i 'photos/*.png' --plugin build/examples/libfmam_example_plugin.so");
+  if (!a.parse(argc, argv)) return 0;
+  load_plugins(a);
+  GraphConfig g = read_graph(a, "run");
+  std::optional<Model> model;
+  if (!a.get("model").empty()) model = load_model(a.get("model"));
+  double threshold = -1;
+  if (!a.get("threshold").empty()) {
+    try {
+      threshold = std::stod(a.get("threshold"));
+    } catch (const std::exception&) {
+      throw std::runtime_error("fmam run: --threshold must be a number, got \"" + a.get("threshold") + "\"");
+    }
+  } else if (model && model->threshold) {
+    threshold = *model->threshold;
+  }
+  if (model) cli::apply_model_settings(g, *model, threshold);
+  const std::string input = a.get("input");
+  if (input.empty()) throw std::runtime_error("fmam run: --input is required (a folder, glob, list file or image)");
+  std::vector<std::string> scalar_streams;
+  for (const auto& [s, t] : g.outputs)
+    if (t == "Scalar") scalar_streams.push_back(s);
+  cli::attach_io(g, true, a.get("output"));
+  ValidatedGraph vg = validate(g);
+  std::vector<std::string> files = list_images(input, a.flag("recursive"));
+
+  RunOptions ro;
+  ro.batch = a.get_int("batch", 1);
+  ro.max_in_flight = a.get_int("max-in-flight", 8);
+  ro.threads = a.get_int("threads", 0);
+  std::string dev = a.get("device", "cpu");
+  if (dev != "cpu" && dev != "cuda") throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + dev);
+  ro.device = dev == "cuda" ? Device::kCuda : Device::kCpu;
+  Executor ex(vg, ro);
+  if (model) apply_model(*model, ex, a.get("model"));
+  else
+    for (const auto& vn : vg.nodes)
+      if (vn.type->contract.type() == "Student" || vn.type->contract.type() == "FeatureMap")
+        cli::log("warning: no --model: node \"" + vn.config.id + "\" (" + vn.type->contract.type() +
+                 ") runs with untrained, randomly initialised weights; train one with fmam train");
+  const bool verdict = threshold >= 0 && scalar_streams.size() == 1;
+  long long failed = 0;
+  cli::log("running " + vg.config.file + " (" + std::to_string(vg.nodes.size()) + " nodes) on " +
+           std::to_string(files.size()) + " image(s)");
+
+  size_t next = 0;
+  long long done = 0, skipped = 0;
+  cli::Progress progress("run", (long long)files.size());
+  bool quiet = a.flag("quiet");
+  if (!scalar_streams.empty()) {
+    std::cout << "source";
+    for (const auto& s : scalar_streams) std::cout << "," << s;
+    std::cout << (verdict ? ",verdict" : "") << "\n";
+  }
+  RunStats st = ex.run(
+      [&](Frame& f) {
+        if (next >= files.size()) return false;
+        f.source = files[next++];
+        return true;
+      },
+      [&](const Frame& f) {
+        ++done;
+        if (f.dropped) {
+          ++skipped;
+          if (!quiet) progress.finish();
+          cli::log("skipped: " + f.drop_reason);
+        } else if (!scalar_streams.empty()) {
+          std::cout << f.source;
+          for (const auto& s : scalar_streams) {
+            char b[32];
+            std::snprintf(b, sizeof b, ",%.6g", f.get<Scalar>(s).value);
+            std::cout << b;
+          }
+          if (verdict) {
+            const bool fail = f.get<Scalar>(scalar_streams[0]).value > threshold;
+            failed += fail;
+            std::cout << (fail ? ",FAIL" : ",PASS");
+          }
+          std::cout << "\n";
+        }
+        if (!quiet) progress.update(done);
+      });
+  if (!quiet) progress.finish();
+  char summary[256];
+  std::snprintf(summary, sizeof summary, "%lld image(s), %lld skipped, %.1f s, %.2f images/s", st.frames, st.dropped,
+                st.wall_ms / 1000.0, st.wall_ms > 0 ? 1000.0 * (st.frames - st.dropped) / st.wall_ms : 0.0);
+  if (verdict) {
+    char v[128];
+    std::snprintf(v, sizeof v, "; %lld FAIL at threshold %.6g", failed, threshold);
+    std::strncat(summary, v, sizeof summary - std::strlen(summary) - 1);
+  }
+  cli::log(summary + (a.get("output").empty() ? std::string() : "; outputs in " + a.get("output")));
+  return st.frames > 0 && st.dropped == st.frames ? 1 : 0;
+}
+
+int dispatch(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h" || std::string(argv[1]) == "help") {
+    std::cout << kTopHelp;
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  // Threads for libtorch (it starts with 1 here) before any network is built.
+  for (int i = 2; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--threads") at::set_num_threads(std::max(1, std::atoi(argv[i + 1])));
+  if (at::get_num_threads() <= 1) at::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
+  if (cmd == "run") return cmd_run(argc - 2, argv + 2);
+  if (cmd == "describe") return cmd_describe(argc - 2, argv + 2);
+  if (cmd == "check") return cmd_check(argc - 2, argv + 2);
+  if (cmd == "dot") return cmd_dot(argc - 2, argv + 2);
+#ifdef FMAM_HAVE_TRAINING
+  if (cmd == "train") return cmd_train(argc - 2, argv + 2);
+#endif
+  if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
+  std::cerr << "fmam: unknown command \"" << cmd << "\"\n\n" << kTopHelp;
+  return 2;
+}
+
+}  // namespace
+}  // namespace fmam
+
+int main(int argc, char** argv) {
+  try {
+    return fmam::dispatch(argc, argv);
+  } catch (const fmam::GraphError& e) {
+    std::cerr << e.what() << "\n";
+    if (e.problems().size() > 1) std::cerr << "(" << e.problems().size() << " problems)\n";
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << e.what() << "\n";
+    return 1;
+  }
+}

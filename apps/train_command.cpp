@@ -1,0 +1,405 @@
+// fmam train: the training driver. It runs a training graph (graphs/*_train.json) stage by stage:
+// the data half (decode, anomaly synthesis, resize, frozen teacher) pipelines on the TBB graph;
+// the learning half (students, feature mappings, losses) runs in order on whole batches in the
+// executor's serial tail, where this file adds backward() and the optimizer step. A model file
+// (a resumable checkpoint) is written atomically after every epoch and on Ctrl-C / SIGTERM.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/cli.h"
+#include "framework/executor.h"
+#include "framework/graph.h"
+#include "framework/io.h"
+#include "framework/model_file.h"
+#include "framework/stateful.h"
+#include "training/adam.h"
+
+namespace fmam {
+namespace {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+
+std::atomic<int> g_interrupted{0};
+extern "C" void on_signal(int sig) { g_interrupted = sig; }
+
+struct Stage {
+  std::string name;
+  int epochs = 1;
+  double lr = 1e-3, weight_decay = 0, l1 = 0;
+  std::vector<std::string> train;                   // node ids whose weights this stage updates
+  std::vector<std::pair<std::string, double>> losses;  // loss stream -> weight
+};
+
+struct TrainConfig {
+  std::string inference_graph;
+  int batch_size = 16;
+  int image_size = 256;
+  int seed = 0;
+  std::vector<Stage> stages;
+};
+
+// Reads the "train" section, then applies --set overrides aimed at it ("train.batch_size=8",
+// "stage2.epochs=10"). Errors name the graph file and the field.
+TrainConfig parse_train(const std::string& file, const std::string& text, const std::vector<ParamOverride>& sets) {
+  if (text.empty()) throw Error(file + ": not a training graph (no \"train\" section); training graphs are graphs/*_train.json");
+  json j = json::parse(text);
+  for (const auto& o : sets) {
+    json v = json::parse(o.value.str());
+    if (o.node_id == "train") {
+      if (!j.contains(o.param) || j[o.param].is_object() || j[o.param].is_array())
+        throw Error(file + ": --set train." + o.param + ": no such train setting; known: batch_size, image_size, seed");
+      j[o.param] = v;
+      continue;
+    }
+    bool found = false;
+    for (auto& st : j["stages"])
+      if (st.value("name", "") == o.node_id) {
+        if (!st.contains(o.param) && o.param != "weight_decay" && o.param != "l1")
+          throw Error(file + ": --set " + o.node_id + "." + o.param + ": stage \"" + o.node_id +
+                      "\" has no setting \"" + o.param + "\"; known: epochs, lr, weight_decay, l1");
+        st[o.param] = v;
+        found = true;
+      }
+    if (!found) throw Error(file + ": --set " + o.node_id + "." + o.param + ": no node or stage \"" + o.node_id + "\"");
+  }
+  TrainConfig c;
+  auto where = [&](const std::string& f) { return file + ": train." + f; };
+  try {
+    c.inference_graph = j.at("inference_graph").get<std::string>();
+    c.batch_size = j.value("batch_size", 16);
+    c.image_size = j.value("image_size", 256);
+    c.seed = j.value("seed", 0);
+    for (const auto& st : j.at("stages")) {
+      Stage s;
+      s.name = st.at("name").get<std::string>();
+      s.epochs = st.at("epochs").get<int>();
+      s.lr = st.at("lr").get<double>();
+      s.weight_decay = st.value("weight_decay", 0.0);
+      s.l1 = st.value("l1", 0.0);
+      s.train = st.at("train").get<std::vector<std::string>>();
+      for (const auto& [k, v] : st.at("losses").items()) s.losses.emplace_back(k, v.get<double>());
+      if (s.epochs < 0) throw Error(where("stages") + " \"" + s.name + "\": epochs must be >= 0");
+      if (!(s.lr > 0)) throw Error(where("stages") + " \"" + s.name + "\": lr must be > 0");
+      if (s.losses.empty()) throw Error(where("stages") + " \"" + s.name + "\": losses is empty");
+      c.stages.push_back(s);
+    }
+  } catch (const json::exception& e) {
+    throw Error(file + ": train section: " + e.what());
+  }
+  if (c.batch_size < 1 || c.batch_size > 1024) throw Error(where("batch_size") + ": must be in [1, 1024]");
+  if (c.image_size < 32 || c.image_size > 2048) throw Error(where("image_size") + ": must be in [32, 2048]");
+  return c;
+}
+
+// Every Resize takes the configured size; UpsampleSum paints maps at it.
+void apply_image_size(GraphConfig& g, int size) {
+  std::vector<ParamOverride> o;
+  for (const auto& n : g.nodes)
+    if (n.type == "Resize" || n.type == "UpsampleSum") {
+      o.push_back({n.id, "width", Value(size)});
+      o.push_back({n.id, "height", Value(size)});
+    }
+  apply_overrides(g, o);
+}
+
+// Loads the tensors of `m` into the executor's Stateful nodes that have any (a partial load:
+// nodes new in this stage keep their seeded initialisation).
+void load_partial(Executor& ex, const std::map<std::string, at::Tensor>& tensors) {
+  for (const auto& vn : ex.graph().nodes) {
+    auto* s = dynamic_cast<Stateful*>(&ex.node(vn.config.id));
+    if (!s) continue;
+    std::map<std::string, at::Tensor> mine;
+    const std::string prefix = vn.config.id + "/";
+    for (const auto& [k, t] : tensors)
+      if (k.rfind(prefix, 0) == 0) mine[k.substr(prefix.size())] = t;
+    if (!mine.empty()) s->load_state(mine);
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot read");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  auto opts = cli::common_options();
+  opts.insert(opts.begin(),
+              {{"data", "DIR", "a category folder in MVTec AD layout: trains on DIR/train/good", false, "d"},
+               {"out", "FILE", "the model file to write (and to --resume from)", false, "o"},
+               {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128, train.seed=1,\n"
+                                    "                              stage1.epochs=10, stage2.lr=1e-4, or a node param (synth.tau=0.4)", true, ""},
+               {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
+               {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
+               {"quiet", "", "no progress bar", false, "q"}});
+  cli::Args a("train", "fmam train GRAPH --data CATEGORY_DIR --out MODEL [--set KEY=VALUE]... [--resume]",
+              "Train a detector on defect-free images. GRAPH is a training graph (graphs/*_train.json):\n"
+              "its \"train\" section sets the stages (e.g. stage 1: plain KD, Adam lr 1e-3, 50 epochs;\n"
+              "stage 2: FMAM, lr 1e-4 with an L1 penalty, 50 epochs), the batch size, image size and seed.\n"
+              "A model file is written atomically after every epoch; Ctrl-C saves a checkpoint that\n"
+              "--resume continues bit-exactly. Use the model with the graph it names:\n"
+              "  fmam run graphs/fmam_rkd.json --model MODEL -i IMAGES -o OUT",
+              opts,
+              "examples:\n"
+              "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o bottle.fmam\n"
+              "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o quick.fmam \\\n"
+              "      --set stage1.epochs=2 --set stage2.epochs=2 --set train.image_size=128");
+  if (!a.parse(argc, argv)) return 0;
+  cli::load_plugins(a);
+  if (a.positionals().size() != 1) throw Error("fmam train: expected one GRAPH; see fmam train --help");
+  const std::string graph_path = a.positionals()[0];
+  const std::string data = a.get("data"), out = a.get("out");
+  if (data.empty()) throw Error("fmam train: --data CATEGORY_DIR is required");
+  if (out.empty()) throw Error("fmam train: --out MODEL is required");
+
+  GraphConfig g = load_graph_file(graph_path);
+  std::vector<ParamOverride> node_sets, train_sets;
+  std::set<std::string> node_ids;
+  for (const auto& n : g.nodes) node_ids.insert(n.id);
+  for (const auto& s : a.all("set")) {
+    ParamOverride o = parse_override(s);
+    (node_ids.count(o.node_id) ? node_sets : train_sets).push_back(o);
+  }
+  TrainConfig cfg = parse_train(graph_path, g.train_json, train_sets);
+  apply_overrides(g, node_sets);
+  apply_image_size(g, cfg.image_size);
+  cli::attach_io(g, true, "");
+
+  // The inference graph the model is for; validated now so a mistake shows before hours of work.
+  const std::string inf_path = (fs::path(graph_path).parent_path() / cfg.inference_graph).string();
+  GraphConfig inf = load_graph_file(inf_path);
+  apply_image_size(inf, cfg.image_size);
+  const ValidatedGraph inf_valid = validate(inf);
+  std::set<std::string> inf_ids;
+  for (const auto& n : inf.nodes) inf_ids.insert(n.id);
+
+  std::string good = (fs::path(data) / "train" / "good").string();
+  if (!fs::is_directory(good)) throw Error("fmam train: --data \"" + data + "\": no train/good folder (MVTec AD layout expected)");
+  std::vector<std::string> files = list_images(good);
+  const int max_images = a.get_int("max-images", 0);
+  if (max_images > 0 && int(files.size()) > max_images) files.resize(max_images);
+  const int B = std::min<int>(cfg.batch_size, int(files.size()));
+  const long long batches_per_epoch = (long long)files.size() / B;  // the last partial batch is dropped
+  if (batches_per_epoch < 1) throw Error("fmam train: fewer images than one batch");
+
+  Model model;
+  json progress = {{"stage", 0}, {"epoch", 0}, {"batches", 0}, {"history", json::array()}};
+  if (a.flag("resume")) {
+    if (!fs::exists(out)) throw Error("fmam train --resume: " + out + " does not exist");
+    model = load_model(out);
+    if (model.progress.empty()) {
+      cli::log(out + ": training already finished; raise the epochs with --set to train more");
+      // A finished model resumes after its last stage: re-run from the stage whose epochs grew.
+    }
+    progress = model.progress.empty() ? json::object() : json::parse(model.progress);
+    if (progress.empty()) {
+      progress = {{"stage", 0}, {"epoch", 0}, {"batches", 0}, {"history", json::array()}};
+      json hist = json::parse(model.train_config).value("history", json::array());
+      // Count finished epochs per stage from the history, so added epochs continue the schedule.
+      std::map<std::string, int> done;
+      for (const auto& h : hist) done[h["stage"].get<std::string>()] = std::max(done[h["stage"].get<std::string>()], h["epoch"].get<int>() + 1);
+      size_t s = 0;
+      while (s < cfg.stages.size() && done[cfg.stages[s].name] >= cfg.stages[s].epochs) ++s;
+      progress["stage"] = s;
+      progress["epoch"] = s < cfg.stages.size() ? done[cfg.stages[s].name] : 0;
+      progress["history"] = hist;
+    }
+    cli::log("resuming " + out + " at stage " + std::to_string(progress["stage"].get<int>() + 1) + ", epoch " +
+             std::to_string(progress["epoch"].get<int>() + 1) + ", batch " + std::to_string(progress["batches"].get<long long>()));
+  }
+  model.graph_name = inf.name;
+  model.graph_json = read_text(inf_path);
+  model.image_width = model.image_height = cfg.image_size;
+  json config_json = json::parse(g.train_json);
+  config_json["batch_size"] = cfg.batch_size;
+  config_json["image_size"] = cfg.image_size;
+  config_json["seed"] = cfg.seed;
+  for (size_t s = 0; s < cfg.stages.size(); ++s) config_json["stages"][s]["epochs"] = cfg.stages[s].epochs;
+  config_json["training_graph"] = g.name;
+  config_json["data"] = data;
+  config_json["images"] = files.size();
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+
+  auto save = [&](bool finished) {
+    // Only the inference graph's nodes go into the model (a shared training twin such as
+    // "student_syn" holds the same tensors as "student").
+    std::map<std::string, at::Tensor> keep;
+    for (const auto& [k, t] : model.tensors)
+      if (inf_ids.count(k.substr(0, k.find('/')))) keep[k] = t;
+    model.tensors = keep;
+    for (auto it = model.fingerprints.begin(); it != model.fingerprints.end();)
+      it = inf_ids.count(it->first) ? std::next(it) : model.fingerprints.erase(it);
+    config_json["history"] = progress["history"];
+    model.train_config = config_json.dump();
+    model.progress = finished ? std::string() : progress.dump();
+    if (finished) model.optimizer_state.clear();
+    save_model(out, model);
+  };
+
+  const auto t_start = std::chrono::steady_clock::now();
+  long long images_seen = 0;
+  for (size_t si = progress["stage"].get<size_t>(); si < cfg.stages.size(); ++si) {
+    const Stage& st = cfg.stages[si];
+    if (progress["epoch"].get<int>() >= st.epochs) {
+      progress["stage"] = si + 1;
+      progress["epoch"] = 0;
+      progress["batches"] = 0;
+      continue;
+    }
+    std::vector<std::string> loss_streams;
+    for (const auto& [s, w] : st.losses) loss_streams.push_back(s);
+    ValidatedGraph vg = validate(prune_to_streams(g, loss_streams));
+    RunOptions ro;
+    ro.batch = B;
+    ro.max_in_flight = 2 * B + 2;
+    ro.threads = a.get_int("threads", 0);
+    ro.tail_trainable = true;
+    Executor ex(vg, ro);
+    load_partial(ex, model.tensors);
+
+    // The weights this stage updates (a shared module counts once).
+    std::vector<at::Tensor> params;
+    std::set<const void*> seen;
+    std::set<std::string> trained(st.train.begin(), st.train.end());
+    for (const auto& id : st.train) {
+      bool present = false;
+      for (const auto& vn : vg.nodes) present |= vn.config.id == id;
+      if (!present) throw Error(graph_path + ": stage \"" + st.name + "\" trains node \"" + id + "\", which its losses do not use");
+    }
+    for (const auto& vn : vg.nodes) {
+      auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id));
+      if (!t) continue;
+      const bool on = trained.count(vn.config.id) > 0;
+      t->set_training(on);
+      if (!on) continue;
+      for (auto& p : t->parameters())
+        if (seen.insert(p.unsafeGetTensorImpl()).second) params.push_back(p);
+    }
+    for (const auto& vn : vg.nodes)  // a node sharing a trained module trains with it
+      if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
+        for (auto& p : t->parameters())
+          if (seen.count(p.unsafeGetTensorImpl())) t->set_training(true);
+    if (params.empty()) throw Error(graph_path + ": stage \"" + st.name + "\" has nothing to train");
+    AdamOptions ao;
+    ao.lr = st.lr;
+    ao.weight_decay = st.weight_decay;
+    ao.l1 = st.l1;
+    Adam adam(params, ao);
+    if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
+      adam.load_state(model.optimizer_state);
+
+    for (int epoch = progress["epoch"].get<int>(); epoch < st.epochs; ++epoch) {
+      std::vector<std::string> order = files;
+      std::mt19937_64 rng(uint64_t(cfg.seed) * 1000003ULL + si * 1009ULL + uint64_t(epoch));
+      std::shuffle(order.begin(), order.end(), rng);
+      order.resize(size_t(batches_per_epoch * B));
+      const long long skip = progress["batches"].get<long long>() * B;  // resumed mid-epoch
+      ex.set_first_frame_id(((long long)(si + 1) * 100000 + epoch) * 1000000 + skip);
+      size_t next = size_t(skip);
+      std::map<std::string, double> loss_sum;
+      long long batches = progress["batches"].get<long long>(), counted = 0;
+      cli::Progress bar(st.name + " epoch " + std::to_string(epoch + 1) + "/" + std::to_string(st.epochs),
+                        batches_per_epoch);
+      const auto t_epoch = std::chrono::steady_clock::now();
+      Executor::BatchSink step = [&](Frame& batch, const std::vector<const Frame*>& frames) {
+        at::Tensor total;
+        std::string terms;
+        for (const auto& [s, w] : st.losses) {
+          at::Tensor l = batch.get<Tensor>(s).t.mean();
+          FMAM_CHECK(std::isfinite(l.item<double>())) << "loss \"" << s << "\" is not finite at stage " << st.name
+                                                      << ", epoch " << epoch + 1 << ", batch " << batches + 1;
+          loss_sum[s] += l.item<double>();
+          total = total.defined() ? total + w * l : w * l;
+          char b[64];
+          std::snprintf(b, sizeof b, "%s %.4f", s.c_str(), loss_sum[s] / (counted + 1));
+          terms += (terms.empty() ? "" : "  ") + std::string(b);
+        }
+        adam.zero_grad();
+        total.backward();
+        adam.step();
+        ++batches;
+        ++counted;
+        images_seen += (long long)frames.size();
+        if (!a.flag("quiet")) bar.update(batches, terms);
+      };
+      // The executor changes first_frame_id per epoch, so each epoch is a fresh run.
+      Executor::Source source = [&](Frame& f) {
+        // Stop only at batch boundaries, so every batch that started is stepped.
+        if (g_interrupted && next % size_t(B) == 0) return false;
+        if (next >= order.size()) return false;
+        f.source = order[next++];
+        return true;
+      };
+      RunStats rs = ex.run(source, [](const Frame& f) {
+        if (f.dropped) cli::log("skipped: " + f.drop_reason);
+      }, false, step);
+      if (!a.flag("quiet")) bar.finish();
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
+      const long long imgs = counted * B;
+      collect_model(ex, model);
+      model.optimizer_state.clear();
+      for (auto& [k, t] : adam.state()) model.optimizer_state[k] = t;
+      if (g_interrupted && batches < batches_per_epoch) {
+        progress["stage"] = si;
+        progress["epoch"] = epoch;
+        progress["batches"] = batches;
+        save(false);
+        cli::log(std::string("interrupted (") + (g_interrupted == SIGINT ? "SIGINT" : "SIGTERM") + "): checkpoint saved to " + out +
+                 " after batch " + std::to_string(batches) + " of epoch " + std::to_string(epoch + 1) +
+                 "; continue with --resume");
+        return 130;
+      }
+      json h = {{"stage", st.name}, {"epoch", epoch}, {"images", imgs}, {"seconds", secs},
+                {"images_per_s", secs > 0 ? imgs / secs : 0.0}};
+      for (const auto& [s, v] : loss_sum) h[s] = counted ? v / counted : 0.0;
+      progress["history"].push_back(h);
+      progress["stage"] = si;
+      progress["epoch"] = epoch + 1;
+      progress["batches"] = 0;
+      save(false);
+      std::string terms;
+      for (const auto& [s, v] : loss_sum) {
+        char b[64];
+        std::snprintf(b, sizeof b, "  %s %.4f", s.c_str(), counted ? v / counted : 0.0);
+        terms += b;
+      }
+      char line[256];
+      std::snprintf(line, sizeof line, "%s epoch %d/%d: %lld images in %.1f s (%.2f images/s)%s", st.name.c_str(), epoch + 1,
+                    st.epochs, imgs, secs, secs > 0 ? imgs / secs : 0.0, terms.c_str());
+      cli::log(line);
+      (void)rs;
+    }
+    progress["stage"] = si + 1;
+    progress["epoch"] = 0;
+    progress["batches"] = 0;
+    model.optimizer_state.clear();
+  }
+  save(true);
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  char line[256];
+  std::snprintf(line, sizeof line, "trained in %.1f s (%lld images, %.2f images/s), peak memory %.0f MiB; model: %s", total,
+                images_seen, total > 0 ? images_seen / total : 0.0, cli::peak_rss_mib(), out.c_str());
+  cli::log(line);
+  std::cout << out << "\n";
+  return 0;
+}
+
+}  // namespace fmam

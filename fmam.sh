@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# fmam's one entry point for a fresh Debian 12 machine (run as root, or with sudo available):
+#   bash fmam.sh demo    install what is missing, build, run the main job on the default data
+#   bash fmam.sh test    install what is missing, build, run the test suite (ctest)
+#   bash fmam.sh build   install what is missing and build only
+# Idempotent: packages already there are not reinstalled, and the build is incremental.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+BUILD=${FMAM_BUILD_DIR:-$ROOT/build}
+SHARED=${FMAM_SHARED:-$ROOT/../shared}
+JOBS=${JOBS:-$(nproc)}
+
+# Debian 12 packages only. libopenblas0-openmp: without it libtorch falls back to the reference
+# BLAS, 60x slower. python3 is not needed to build or test (fixtures are committed).
+PACKAGES=(build-essential cmake ninja-build pkg-config
+  libopencv-dev libtorch-dev libhalide14-0-dev libtbb-dev libgtest-dev libgmock-dev
+  nlohmann-json3-dev libopenblas0-openmp)
+
+install_packages() {
+  local missing=()
+  for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    echo "fmam.sh: all ${#PACKAGES[@]} Debian packages present"
+    return
+  fi
+  echo "fmam.sh: installing ${missing[*]}"
+  local SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q "${missing[@]}"
+}
+
+build() {
+  install_packages
+  echo "fmam.sh: building in $BUILD ($JOBS jobs)"
+  cmake -S "$ROOT" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$BUILD" -j "$JOBS"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  build)
+    build
+    ;;
+  test)
+    build
+    cd "$ROOT"
+    FMAM_SHARED="$SHARED" ctest --test-dir "$BUILD" --output-on-failure -j "$JOBS" --timeout 1200
+    ;;
+  demo)
+    build
+    shift
+    FMAM_SHARED="$SHARED" bash "$ROOT/examples/demo.sh" "$BUILD" "$SHARED" "$@"
+    ;;
+  *)
+    echo "usage: bash fmam.sh demo|test|build" >&2
+    exit 2
+    ;;
+esac

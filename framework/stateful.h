@@ -1,0 +1,43 @@
+// Interfaces a node implements when a model file concerns it (torch types: include only from
+// files that already use libtorch).
+//  - Stateful: learned tensors (Student, FeatureMap) saved into and loaded from model files;
+//    Trainable: those the trainer updates.
+//  - Fingerprinted: fixed inputs a model depends on (the teacher's weights file), recorded in the
+//    model so it is never applied to features it was not trained against.
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "framework/tensor_types.h"
+
+namespace fmam {
+
+class Stateful {
+ public:
+  virtual ~Stateful();  // out of line: one typeinfo, in libfmam_core, for every plugin
+  // Parameters and buffers under stable names ("ocbe.conv1.weight").
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_state() = 0;
+  // Copies `state` in; throws Error naming every missing or mis-shaped tensor.
+  virtual void load_state(const std::map<std::string, at::Tensor>& state) = 0;
+};
+
+// A Stateful node that training updates.
+class Trainable : public Stateful {
+ public:
+  // The tensors an optimizer updates (requires_grad).
+  virtual std::vector<at::Tensor> parameters() = 0;
+  // true: process() builds autograd graphs and BatchNorm uses batch statistics.
+  virtual void set_training(bool on) = 0;
+};
+
+class Fingerprinted {
+ public:
+  virtual ~Fingerprinted();
+  // E.g. "resnet18 sha256:1f0e...": equal strings mean equal behaviour.
+  virtual std::string fingerprint() const = 0;
+};
+
+}  // namespace fmam
