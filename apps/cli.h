@@ -79,4 +79,5 @@ namespace fmam {
 // The subcommands (one file each under apps/).
 int cmd_train(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 }  // namespace fmam

@@ -38,6 +38,7 @@ commands:
   check GRAPH     validate a graph (types, params, streams, shapes) without running it
   dot GRAPH       print the graph in Graphviz dot (fmam dot g.json | dot -Tpng > g.png)
   train GRAPH     train a detector on the defect-free images of a category (train/good)
+  eval GRAPH      metrics (image/pixel AUROC, AUPRO, F1-max) and an HTML report on a test split
   bench GRAPH     measure images/s end to end and each node's share of the time
 
 Every command takes --help. Global options (before or after the command):
@@ -293,9 +294,8 @@ int dispatch(int argc, char** argv) {
   if (cmd == "describe") return cmd_describe(argc - 2, argv + 2);
   if (cmd == "check") return cmd_check(argc - 2, argv + 2);
   if (cmd == "dot") return cmd_dot(argc - 2, argv + 2);
-#ifdef FMAM_HAVE_TRAINING
   if (cmd == "train") return cmd_train(argc - 2, argv + 2);
-#endif
+  if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
   if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
   std::cerr << "fmam: unknown command \"" << cmd << "\"\n\n" << kTopHelp;
   return 2;

@@ -1,0 +1,152 @@
+// The `fmam` command line as a user meets it: the real binary, run as a subprocess.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include <opencv2/imgcodecs.hpp>
+
+namespace {
+
+namespace fs = std::filesystem;
+using testing::HasSubstr;
+using testing::Not;
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+// Runs fmam with `args` from the repo root; stdout and stderr captured separately.
+Result fmam(const std::string& args) {
+  static int n = 0;
+  const fs::path dir = fs::temp_directory_path() / ("fmam_cli_test_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string out = (dir / ("out" + std::to_string(n))).string(), err = (dir / ("err" + std::to_string(n++))).string();
+  const std::string cmd = std::string("cd ") + FMAM_SOURCE_DIR + " && " + FMAM_BINARY_DIR + "/apps/fmam " + args + " >" +
+                          out + " 2>" + err;
+  int status = std::system(cmd.c_str());
+  auto slurp = [](const std::string& p) {
+    std::ifstream f(p);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+const std::string kExamplePlugin = std::string(FMAM_BINARY_DIR) + "/examples/libfmam_example_plugin.so";
+
+TEST(CliTest, HelpAnswersTheNextQuestion) {
+  Result r = fmam("--help");
+  EXPECT_EQ(r.rc, 0);
+  for (const char* c : {"run GRAPH", "describe", "check GRAPH", "dot GRAPH", "bench GRAPH"}) EXPECT_THAT(r.out, HasSubstr(c));
+  for (const char* sub : {"run", "describe", "check", "dot", "bench"}) {
+    Result h = fmam(std::string(sub) + " --help");
+    EXPECT_EQ(h.rc, 0) << sub;
+    EXPECT_THAT(h.out, HasSubstr("usage: fmam " + std::string(sub))) << sub;
+    EXPECT_THAT(h.out, HasSubstr("example")) << sub;
+  }
+  Result bad = fmam("run --no-such-flag");
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_THAT(bad.err, HasSubstr("unknown option --no-such-flag; see fmam run --help"));
+  EXPECT_EQ(fmam("frobnicate").rc, 2);
+}
+
+TEST(CliTest, DescribePrintsPortsAndParamsFromTheContract) {
+  Result r = fmam("describe GaussianBlur");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("GaussianBlur"));
+  EXPECT_THAT(r.out, HasSubstr("Inputs:"));
+  EXPECT_THAT(r.out, HasSubstr("map"));
+  EXPECT_THAT(r.out, HasSubstr("sigma"));
+  EXPECT_THAT(r.out, HasSubstr("[0.5, 32]"));
+  Result list = fmam("describe");
+  EXPECT_THAT(list.out, HasSubstr("Resize"));
+  EXPECT_THAT(list.out, HasSubstr("Data types:"));
+  Result typo = fmam("describe Resise");
+  EXPECT_EQ(typo.rc, 1);
+  EXPECT_THAT(typo.err, HasSubstr("did you mean \"Resize\""));
+}
+
+TEST(CliTest, CheckReportsEveryMistakeWithFileNodeAndField) {
+  Result r = fmam("check tests/testdata/graphs/many_mistakes.json");
+  EXPECT_EQ(r.rc, 1);
+  const std::string f = "tests/testdata/graphs/many_mistakes.json: ";
+  EXPECT_THAT(r.err, HasSubstr(f + R"(node "resize" (Resize): param "width": must be in [8, 4096], got 0)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(node "resize" (Resize): unknown param "colour"; known: width, height, interpolation, normalize)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(nodes[1]: unknown type "GausianBlur"; did you mean "GaussianBlur"?)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(node "writer" (MapWriter): input "map" reads stream "x" of type Tensor (output of node "resize"); expected Map2D)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(node "writer2" (MapWriter): input "map" reads stream "no_such_stream", which no node produces)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(node "again" (Resize): output "tensor" writes stream "x", but node "resize" writes it too)"));
+  EXPECT_THAT(r.err, HasSubstr(f + R"(graph output "score": no node produces stream "score")"));
+  EXPECT_THAT(r.err, HasSubstr("(7 problems)"));
+}
+
+TEST(CliTest, ChecksAndDrawsEveryShippedGraph) {
+  for (const auto& dir : {"graphs", "examples/graphs"}) {
+    for (const auto& e : fs::recursive_directory_iterator(fs::path(FMAM_SOURCE_DIR) / dir)) {
+      if (e.path().extension() != ".json") continue;
+      const std::string rel = fs::relative(e.path(), FMAM_SOURCE_DIR).string();
+      Result c = fmam("check " + rel + " --plugin " + kExamplePlugin);
+      EXPECT_EQ(c.rc, 0) << rel << "\n" << c.err;
+      EXPECT_THAT(c.out, HasSubstr(": OK")) << rel;
+      Result d = fmam("dot " + rel + " --plugin " + kExamplePlugin);
+      EXPECT_EQ(d.rc, 0) << rel << "\n" << d.err;
+      EXPECT_THAT(d.out, HasSubstr("digraph")) << rel;
+      EXPECT_THAT(d.out, HasSubstr("->")) << rel;
+    }
+  }
+}
+
+TEST(CliTest, ExamplePluginGraphRunsAndSkipsABadImage) {
+  const fs::path dir = fs::temp_directory_path() / ("fmam_cli_run_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "in");
+  const std::string bottle = std::string(FMAM_SOURCE_DIR) + "/../shared/data/mvtec_ad/bottle/test/broken_large/";
+  for (const char* n : {"000.png", "001.png", "002.png"}) {
+    cv::Mat img = cv::imread(bottle + n);
+    ASSERT_FALSE(img.empty()) << "needs ../shared/data: " << bottle << n;
+    cv::imwrite((dir / "in" / n).string(), img);
+  }
+  std::ofstream(dir / "in" / "broken.png") << "this is not a png";
+  Result r = fmam("run examples/graphs/edge_inspection.json --plugin " + kExamplePlugin + " -q -i " + (dir / "in").string() +
+                  " -o " + (dir / "out").string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("skipped: examples/graphs/edge_inspection.json: node \"read_image\" (ImageSource): \""));
+  EXPECT_THAT(r.err, HasSubstr("broken.png\": cannot decode"));
+  EXPECT_THAT(r.err, HasSubstr("4 image(s), 1 skipped"));
+  // Scores on stdout, in input order, and in scores.csv.
+  EXPECT_THAT(r.out, HasSubstr("source,score\n"));
+  const size_t p0 = r.out.find("000.png"), p1 = r.out.find("001.png"), p2 = r.out.find("002.png");
+  ASSERT_NE(p2, std::string::npos);
+  EXPECT_LT(p0, p1);
+  EXPECT_LT(p1, p2);
+  EXPECT_TRUE(fs::exists(dir / "out" / "scores.csv"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "in_000_edge_map.png"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "in_000_edge_map.tiff"));
+  cv::Mat raw = cv::imread((dir / "out" / "in_000_edge_map.tiff").string(), cv::IMREAD_UNCHANGED);
+  EXPECT_EQ(raw.type(), CV_32FC1);
+  for (const auto& e : fs::directory_iterator(dir / "out")) EXPECT_THAT(e.path().filename().string(), Not(HasSubstr(".tmp")));
+  fs::remove_all(dir);
+}
+
+TEST(CliTest, RunWithoutInputSaysWhatIsMissing) {
+  Result r = fmam("run examples/graphs/edge_inspection.json --plugin " + kExamplePlugin);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_THAT(r.err, HasSubstr("--input is required"));
+  Result m = fmam("run examples/graphs/edge_inspection.json --plugin " + kExamplePlugin + " -i /no/such/dir");
+  EXPECT_EQ(m.rc, 1);
+  EXPECT_THAT(m.err, HasSubstr("--input \"/no/such/dir\": no such file or folder"));
+  Result p = fmam("describe --plugin /no/such/plugin.so");
+  EXPECT_EQ(p.rc, 1);
+  EXPECT_THAT(p.err, HasSubstr("/no/such/plugin.so: plugin file does not exist"));
+}
+
+}  // namespace
