@@ -96,7 +96,8 @@ int cmd_describe(int argc, char** argv) {
       std::cout << "  " << pad(p.name, 14) << pad(p.type, 16) << p.description << (p.optional ? " (optional)" : "") << "\n";
     std::cout << "\nOutputs:\n";
     if (k.outputs().empty()) std::cout << "  (none: a sink)\n";
-    for (const auto& p : k.outputs()) std::cout << "  " << pad(p.name, 14) << pad(p.type, 16) << p.description << "\n";
+    for (const auto& p : k.outputs())
+      std::cout << "  " << pad(p.name, 14) << pad(p.type, 16) << p.description << (p.optional ? " (optional)" : "") << "\n";
     std::cout << "\nParams:\n";
     if (k.params().empty()) std::cout << "  (none)\n";
     for (const auto& p : k.params()) {

@@ -1,6 +1,7 @@
 // The executor: maps a validated graph onto a oneTBB flow graph.
 //
-//   input_node (serial source) -> limiter_node (frames in flight) -> per node:
+//   input_node (mints frames) -> limiter_node (frames in flight) -> serial fill (user source)
+//   -> per node:
 //     [gate: waits for all its producer nodes] -> [sequencer: input order, for serial and
 //     batching nodes] -> [batcher] -> function_node(process) -> [splitter]
 //   -> sink gate -> sequencer -> serial sink (user callback) -> limiter decrement.
@@ -60,11 +61,21 @@ Executor::Executor(const ValidatedGraph& g, RunOptions options) : graph_(g), opt
         if (!t || !t->split) throw Error(pre + ": output \"" + p.name + "\" of type " + p.type + " cannot be batched");
       }
     }
+  }
+  // Built in file order, not topological order: a node that shares another's weights (param
+  // "share") is declared after it, and so finds it built.
+  std::vector<size_t> by_file(graph_.nodes.size());
+  for (size_t i = 0; i < by_file.size(); ++i) by_file[i] = i;
+  std::sort(by_file.begin(), by_file.end(),
+            [&](size_t a, size_t b) { return graph_.nodes[a].config.index < graph_.nodes[b].config.index; });
+  nodes_.resize(graph_.nodes.size());
+  for (size_t i : by_file) {
+    const auto& vn = graph_.nodes[i];
     try {
       NodeEnv env(vn.config.id, options_.device, &shared_);
-      nodes_.push_back(vn.type->make(vn.params.get(), env));
+      nodes_[i] = vn.type->make(vn.params.get(), env);
     } catch (const std::exception& e) {
-      throw Error(pre + ": " + e.what());
+      throw Error(node_prefix(graph_.config.file, vn.config.id, vn.config.type) + ": " + e.what());
     }
   }
   // The serial tail: the named nodes and all their descendants (nodes are in topological order).
@@ -194,7 +205,10 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
       int s = vn.out_streams[p];
       if (s < 0) continue;
       const Packet& pk = ctx.outputs()[p].packet;
-      if (pk.empty()) throw PortError("output", k.outputs()[p].name, "process() returned without sending it");
+      if (pk.empty()) {
+        if (k.outputs()[p].optional) continue;
+        throw PortError("output", k.outputs()[p].name, "process() returned without sending it");
+      }
       if (std::string(pk.type_name()) != k.outputs()[p].type)
         throw PortError("output", k.outputs()[p].name, std::string("sent a ") + pk.type_name() + ", declared " + k.outputs()[p].type);
       if (frames.size() == 1) {
@@ -208,6 +222,15 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     }
   };
 
+  // finish() runs once, after the node's LAST message, which for an unlimited node need not be
+  // the end-of-stream marker: count the messages done and compare with the total the marker
+  // announces (its own position + 1).
+  std::unique_ptr<std::atomic<long long>[]> done_msgs(new std::atomic<long long>[n]);
+  std::unique_ptr<std::atomic<long long>[]> total_msgs(new std::atomic<long long>[n]);
+  for (size_t i = 0; i < n; ++i) {
+    done_msgs[i] = 0;
+    total_msgs[i] = -1;
+  }
   auto body = [&](size_t i, const std::vector<Msg>& frames) {
     std::vector<Msg> live;
     const Msg* eos = nullptr;
@@ -217,7 +240,9 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     }
     try {
       if (!live.empty()) invoke(i, live, int(live.size()));
-      if (eos) nodes_[i]->finish();
+      if (eos) total_msgs[i] = (*eos)->frame.id() - options_.first_frame_id + 1;
+      const long long done = (done_msgs[i] += (long long)frames.size());
+      if (done == total_msgs[i].load()) nodes_[i]->finish();
     } catch (const NodeError&) {
       throw;
     } catch (const std::exception& e) {
@@ -264,26 +289,41 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
   tbb::task_arena arena(options_.threads > 0 ? options_.threads : tbb::task_arena::automatic);
   arena.execute([&] {
     flow::graph g;
+    // The input_node only mints empty frames; the user's source fills them AFTER the limiter,
+    // so no frame is read while max_in_flight frames are already in the pipeline.
+    std::atomic<bool> source_done{false};
     flow::input_node<Msg> src(g, [&](tbb::flow_control& fc) -> Msg {
-      if (eos_sent) {
+      if (source_done.load()) {
         fc.stop();
         return nullptr;
       }
       auto m = std::make_shared<FrameState>(&graph_, options_.first_frame_id + next_id, n + 1);
-      bool more = source(m->frame);
-      if (!more) {
-        m->eos = true;
-        eos_sent = true;
-      }
       ++next_id;
       for (size_t i = 0; i <= n; ++i) m->pending[i] = int(preds[i].size());
+      return m;
+    });
+    // int, not continue_msg: a continue_msg decrementer waits for a message from EVERY
+    // predecessor (continue_receiver), and the sink and the filler both give tokens back.
+    flow::limiter_node<Msg, int> limiter(g, size_t(tokens));
+    flow::make_edge(src, limiter);
+    using Filler = flow::multifunction_node<Msg, std::tuple<Msg, int>>;
+    Filler fill(g, flow::serial, [&](const Msg& m, Filler::output_ports_type& out) {
+      if (eos_sent) {  // minted before the source ran dry: give its token back
+        std::get<1>(out).try_put(1);
+        return;
+      }
+      if (!source(m->frame)) {
+        m->eos = true;
+        eos_sent = true;
+        source_done = true;
+      }
       int now = ++in_flight;
       int p = peak.load();
       while (now > p && !peak.compare_exchange_weak(p, now)) {}
-      return m;
+      std::get<0>(out).try_put(m);
     });
-    flow::limiter_node<Msg> limiter(g, size_t(tokens));
-    flow::make_edge(src, limiter);
+    flow::make_edge(limiter, fill);
+    flow::make_edge(flow::output_port<1>(fill), limiter.decrementer());
 
     using Gate = flow::multifunction_node<Msg, std::tuple<Msg>>;
     using Seq = flow::sequencer_node<Msg>;
@@ -364,7 +404,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
         owned.push_back(std::move(split));
       }
     }
-    flow::function_node<Msg, flow::continue_msg> sink_fn(g, flow::serial, [&](const Msg& m) {
+    flow::function_node<Msg, int> sink_fn(g, flow::serial, [&](const Msg& m) {
       if (!m->eos) {
         m->frame.dropped = m->dropped.load();
         if (has_tail && !m->frame.dropped) {
@@ -380,7 +420,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
           if (in_tail_[i]) nodes_[i]->finish();
       }
       --in_flight;
-      return flow::continue_msg();
+      return 1;
     });
     entry[n] = front(n, true, sink_fn);
     flow::make_edge(sink_fn, limiter.decrementer());
@@ -388,7 +428,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     for (size_t i = 0; i <= n; ++i)
       for (int p : preds[i]) {
         if (i < n && in_tail_[i]) continue;
-        if (p < 0) flow::make_edge(limiter, *entry[i]);
+        if (p < 0) flow::make_edge(flow::output_port<0>(fill), *entry[i]);
         else flow::make_edge(*exit[p], *entry[i]);
       }
     src.activate();

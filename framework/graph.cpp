@@ -12,7 +12,8 @@
 
 namespace fmam {
 
-using json = nlohmann::json;
+// ordered_json: params and ports keep the file's order (in messages, describe, dot).
+using json = nlohmann::ordered_json;
 
 std::string node_prefix(const std::string& file, const std::string& id, const std::string& type) {
   return file + ": node \"" + id + "\" (" + type + ")";
@@ -93,8 +94,11 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
       errors.push_back(file + ": unknown field \"" + k + "\"; known: " + join({kTop.begin(), kTop.end()}));
   if (j.contains("schema") && j["schema"] != 1)
     errors.push_back(file + ": field \"schema\": this fmam reads schema 1, got " + j["schema"].dump());
-  if (j.contains("name") && j["name"].is_string()) g.name = j["name"];
-  if (j.contains("doc") && j["doc"].is_string()) g.doc = j["doc"];
+  for (const char* f : {"name", "doc"}) {
+    if (!j.contains(f)) continue;
+    if (!j[f].is_string()) errors.push_back(file + ": field \"" + f + "\" must be a string, got " + j[f].dump());
+    else (std::string(f) == "name" ? g.name : g.doc) = j[f].get<std::string>();
+  }
   if (j.contains("train")) {
     if (!j["train"].is_object()) errors.push_back(file + ": field \"train\" must be an object");
     else g.train_json = j["train"].dump();
@@ -118,10 +122,15 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
       if (n.contains("id") && n["id"].is_string()) c.id = n["id"];
       if (n.contains("type") && n["type"].is_string()) c.type = n["type"];
       if (!c.id.empty()) where += " \"" + c.id + "\"";
-      if (n.contains("doc") && n["doc"].is_string()) c.doc = n["doc"];
+      if (n.contains("doc")) {
+        if (n["doc"].is_string()) c.doc = n["doc"];
+        else errors.push_back(where + ": field \"doc\" must be a string, got " + n["doc"].dump());
+      }
       for (const auto& [k, v] : n.items())
         if (!kNode.count(k))
           errors.push_back(where + ": unknown field \"" + k + "\"; known: " + join({kNode.begin(), kNode.end()}));
+      // From here on a problem leaves the node unusable for validation (its id, type or wiring).
+      const size_t errors_before = errors.size();
       if (!n.contains("id") || !n["id"].is_string() || c.id.empty())
         errors.push_back(where + ": field \"id\" must be a non-empty string");
       if (!n.contains("type") || !n["type"].is_string() || c.type.empty())
@@ -141,10 +150,11 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
           }
         }
       }
+      c.parsed = errors.size() == errors_before;
       g.nodes.push_back(std::move(c));
     }
   }
-  if (!errors.empty()) throw GraphError(errors);
+  g.problems = std::move(errors);
   return g;
 }
 
@@ -240,7 +250,7 @@ GraphConfig prune_to_streams(const GraphConfig& g, const std::vector<std::string
 }
 
 ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
-  std::vector<std::string> errors;
+  std::vector<std::string> errors = g.problems;
   const std::string& file = g.file;
   ValidatedGraph vg;
   vg.config = g;
@@ -275,6 +285,18 @@ ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
     ValidatedNode vn;
     vn.config = c;
     const std::string pre = node_prefix(file, c.id, c.type);
+    if (!c.parsed) {  // already reported; keep its streams so readers are not reported too
+      for (const auto& [port, stream] : c.out)
+        if (!vg.stream_index.count(stream)) add_stream(stream, "", int(nodes.size()));
+      nodes.push_back(std::move(vn));
+      continue;
+    }
+    for (const auto& [port, stream] : c.in)
+      if (!std::regex_match(stream, kSnake))
+        errors.push_back(pre + ": input \"" + port + "\": stream name \"" + stream + "\" must be snake_case (a-z, 0-9, _)");
+    for (const auto& [port, stream] : c.out)
+      if (!std::regex_match(stream, kSnake))
+        errors.push_back(pre + ": output \"" + port + "\": stream name \"" + stream + "\" must be snake_case (a-z, 0-9, _)");
     if (!std::regex_match(c.id, kSnake))
       errors.push_back(pre + ": field \"id\": must be snake_case (a-z, 0-9, _), got \"" + c.id + "\"");
     if (!ids.insert(c.id).second) errors.push_back(pre + ": field \"id\": \"" + c.id + "\" is used by another node");

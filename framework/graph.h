@@ -14,6 +14,7 @@ namespace fmam {
 
 struct NodeConfig {
   int index = 0;  // position in "nodes"
+  bool parsed = true;  // false: its JSON was malformed (the problem is in GraphConfig::problems)
   std::string id, type, doc;
   std::vector<std::pair<std::string, std::string>> in, out;  // port -> stream, in file order
   std::vector<std::pair<std::string, Value>> params;          // in file order
@@ -25,9 +26,13 @@ struct GraphConfig {
   std::vector<std::pair<std::string, std::string>> inputs, outputs;  // stream -> data type
   std::vector<NodeConfig> nodes;
   std::string train_json;  // the "train" section of a training graph (read by fmam train), or ""
+  // Problems found while parsing (unknown fields, wrong field types). validate() reports them
+  // together with its own, so a user sees every mistake of a file at once.
+  std::vector<std::string> problems;
 };
 
-// Parses graph JSON. Syntax errors and wrong field types throw GraphError naming the file.
+// Parses graph JSON. Syntax errors throw GraphError naming the file, line and column; other
+// problems are kept in GraphConfig::problems for validate() to report with the rest.
 GraphConfig parse_graph(const std::string& json_text, const std::string& file);
 GraphConfig load_graph_file(const std::string& path);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -31,9 +32,10 @@ std::vector<std::string> list_images(const std::string& spec, bool recursive) {
   if (spec.find_first_of("*?[") != std::string::npos) {
     glob_t g{};
     if (glob(spec.c_str(), 0, nullptr, &g) == 0)
-      for (size_t i = 0; i < g.gl_pathc; ++i) out.push_back(g.gl_pathv[i]);
+      for (size_t i = 0; i < g.gl_pathc; ++i)
+        if (fs::is_regular_file(g.gl_pathv[i], ec) && is_image_file(g.gl_pathv[i])) out.push_back(g.gl_pathv[i]);
     globfree(&g);
-    if (out.empty()) throw Error("--input \"" + spec + "\": the pattern matches no file");
+    if (out.empty()) throw Error("--input \"" + spec + "\": the pattern matches no image file");
   } else if (fs::is_directory(spec, ec)) {
     auto add = [&](const fs::directory_entry& e) {
       if (e.is_regular_file() && is_image_file(e.path().string())) out.push_back(e.path().string());
@@ -69,8 +71,12 @@ std::vector<std::string> list_images(const std::string& spec, bool recursive) {
 
 static std::string temp_name(const std::string& path) {
   fs::path p(path);
-  // Keep the extension: OpenCV picks the encoder from it.
-  return (p.parent_path() / ("." + p.stem().string() + ".tmp" + std::to_string(getpid()) + p.extension().string())).string();
+  // Unique per process and per call (threads may write the same path at once); keep the
+  // extension: OpenCV picks the encoder from it.
+  static std::atomic<unsigned long long> counter{0};
+  return (p.parent_path() / ("." + p.stem().string() + ".tmp" + std::to_string(getpid()) + "_" +
+                             std::to_string(++counter) + p.extension().string()))
+      .string();
 }
 
 static void ensure_parent(const std::string& path) {

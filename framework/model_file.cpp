@@ -138,7 +138,7 @@ void apply_model(const Model& m, Executor& ex, const std::string& path) {
                   "; it was trained for graph \"" + m.graph_name + "\"");
     if (auto* f = dynamic_cast<Fingerprinted*>(&n)) {
       auto it = m.fingerprints.find(vn.config.id);
-      if (it != m.fingerprints.end() && it->second != f->fingerprint())
+      if (it != m.fingerprints.end() && !f->same_as(it->second))
         throw Error(path + ": " + node_prefix(file, vn.config.id, vn.config.type) + ": the model was trained against \"" +
                     it->second + "\", this graph loads \"" + f->fingerprint() + "\"");
     }

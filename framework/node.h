@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -106,8 +107,13 @@ template <>
 struct ParamCodec<int> {
   static constexpr const char* type = "int";
   static int decode(const Value& v) {
-    if (v.is_int()) return int(v.as_int());
-    if (v.is_double() && std::floor(v.as_number()) == v.as_number()) return int(v.as_number());
+    // Out-of-int values are errors, not wrapped: "width": 4294967552 must not become 256.
+    if (v.is_int() && v.as_int() >= INT32_MIN && v.as_int() <= INT32_MAX) return int(v.as_int());
+    if (v.is_double() && std::floor(v.as_number()) == v.as_number() && v.as_number() >= INT32_MIN &&
+        v.as_number() <= INT32_MAX)
+      return int(v.as_number());
+    if (v.is_int() || (v.is_double() && std::floor(v.as_number()) == v.as_number()))
+      throw Error("must be an integer in [-2147483648, 2147483647], got " + v.str());
     throw Error(std::string("must be an integer, got ") + v.str());
   }
   static Value encode(int i) { return Value(i); }
@@ -199,9 +205,11 @@ class Contract {
     inputs_.push_back({p.name, DataTypeName<T>::value, std::move(description), optional});
     return *this;
   }
+  // An optional output is sent only in some configurations (e.g. when an optional input is
+  // connected); not sending it is then no error.
   template <class T>
-  Contract& out(const Out<T>& p, std::string description) {
-    outputs_.push_back({p.name, DataTypeName<T>::value, std::move(description), false});
+  Contract& out(const Out<T>& p, std::string description, bool optional = false) {
+    outputs_.push_back({p.name, DataTypeName<T>::value, std::move(description), optional});
     return *this;
   }
 
@@ -427,6 +435,12 @@ class NodeEnv {
     std::shared_ptr<T> obj = make();
     (*store_)[full] = obj;
     return obj;
+  }
+  // The object stored under `key` for type T, or null.
+  template <class T>
+  std::shared_ptr<T> find(const std::string& key) const {
+    auto it = store_->find(std::string(typeid(T).name()) + "|" + key);
+    return it == store_->end() ? nullptr : std::static_pointer_cast<T>(it->second);
   }
 
  private:

@@ -17,7 +17,7 @@ NodeRunner::NodeRunner(const std::string& node_json, RunOptions options) : optio
                           ? Registry::global().find(node["type"].get<std::string>())
                           : nullptr;
   json g = {{"schema", 1}, {"name", "node_runner"}, {"inputs", json::object()}, {"outputs", json::object()}};
-  if (t) {
+  if (t && node.is_object()) {
     if (!node.contains("in")) {
       node["in"] = json::object();
       for (const auto& p : t->contract.inputs()) node["in"][p.name] = p.name;
@@ -26,13 +26,16 @@ NodeRunner::NodeRunner(const std::string& node_json, RunOptions options) : optio
       node["out"] = json::object();
       for (const auto& p : t->contract.outputs()) node["out"][p.name] = "out_" + p.name;
     }
+    if (!node["in"].is_object() || !node["out"].is_object()) t = nullptr;
+  }
+  if (t) {
     for (const auto& [port, stream] : node["in"].items()) {
       const PortSpec* p = t->contract.find_input(port);
-      if (p) g["inputs"][stream.get<std::string>()] = p->type;
+      if (p && stream.is_string()) g["inputs"][stream.get<std::string>()] = p->type;
     }
     for (const auto& [port, stream] : node["out"].items()) {
       const PortSpec* p = t->contract.find_output(port);
-      if (p) g["outputs"][stream.get<std::string>()] = p->type;
+      if (p && stream.is_string()) g["outputs"][stream.get<std::string>()] = p->type;
     }
   }
   g["nodes"] = json::array({node});

@@ -19,7 +19,7 @@ class Stateful {
  public:
   virtual ~Stateful();  // out of line: one typeinfo, in libfmam_core, for every plugin
   // Parameters and buffers under stable names ("ocbe.conv1.weight").
-  virtual std::vector<std::pair<std::string, at::Tensor>> named_state() = 0;
+  virtual std::vector<std::pair<std::string, at::Tensor>> named_state() const = 0;
   // Copies `state` in; throws Error naming every missing or mis-shaped tensor.
   virtual void load_state(const std::map<std::string, at::Tensor>& state) = 0;
 };
@@ -28,7 +28,7 @@ class Stateful {
 class Trainable : public Stateful {
  public:
   // The tensors an optimizer updates (requires_grad).
-  virtual std::vector<at::Tensor> parameters() = 0;
+  virtual std::vector<at::Tensor> parameters() const = 0;
   // true: process() builds autograd graphs and BatchNorm uses batch statistics.
   virtual void set_training(bool on) = 0;
 };
@@ -36,8 +36,11 @@ class Trainable : public Stateful {
 class Fingerprinted {
  public:
   virtual ~Fingerprinted();
-  // E.g. "resnet18 sha256:1f0e...": equal strings mean equal behaviour.
+  // What the node computes, as text (e.g. the architecture and a summary of its outputs on a
+  // fixed probe input), recorded in model files.
   virtual std::string fingerprint() const = 0;
+  // Whether a recorded fingerprint means the same behaviour (default: equal text).
+  virtual bool same_as(const std::string& recorded) const { return recorded == fingerprint(); }
 };
 
 }  // namespace fmam

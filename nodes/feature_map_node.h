@@ -1,0 +1,83 @@
+// FMAM's feature mapping f^j (paper Sec. 3.2, 4.1.3: "two-layer MLPs are good enough"): per
+// level j, per pixel, C_j -> hidden_j -> C_j with a ReLU between (1x1 convs with biases), where
+// hidden_j = round(hidden_ratio * C_j). ONE set of weights maps the teacher's and the student's
+// pyramids alike, so both land in the same space before the cosine discrepancy.
+// Learned state: named_state()/load_state() ("level<j>.fc1.weight", ...), train()/parameters()/
+// module(). Eval mode (default) runs under c10::InferenceMode; training mode with autograd
+// (inference-tensor inputs, e.g. the teacher's, are cloned first).
+#pragma once
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "framework/node.h"
+#include "framework/stateful.h"
+#include "framework/tensor_types.h"
+#include "nodes/resnet.h"
+
+namespace fmam {
+
+class FeatureMapNode final : public Node, public Trainable {
+ public:
+  struct Params {
+    std::vector<int> channels = {64, 128, 256};  // resnet18 layer1..3
+    float hidden_ratio = 1.0f;
+    int seed = 0;
+  };
+  static constexpr In<FeaturePyramid> kInTeacher{"teacher"};
+  static constexpr In<FeaturePyramid> kInStudent{"student"};
+  static constexpr Out<FeaturePyramid> kOutTeacher{"teacher"};
+  static constexpr Out<FeaturePyramid> kOutStudent{"student"};
+  // Training (AML, Eq. 4-7) also maps the pyramids of the synthetic image, with the same weights.
+  static constexpr In<FeaturePyramid> kInTeacherSyn{"teacher_synthetic"};
+  static constexpr In<FeaturePyramid> kInStudentSyn{"student_synthetic"};
+  static constexpr Out<FeaturePyramid> kOutTeacherSyn{"teacher_synthetic"};
+  static constexpr Out<FeaturePyramid> kOutStudentSyn{"student_synthetic"};
+  static Contract contract() {
+    return Contract("FeatureMap")
+        .doc("per-level two-layer 1x1-conv MLP, one set of weights for teacher and student")
+        .in(kInTeacher, "the teacher's pyramid")
+        .in(kInStudent, "the student's pyramid: the teacher's levels and channels")
+        .in(kInTeacherSyn, "training: the teacher's pyramid of the synthetic image", /*optional=*/true)
+        .in(kInStudentSyn, "training: the student's pyramid of the synthetic image", /*optional=*/true)
+        .out(kOutTeacher, "f(teacher), same shapes")
+        .out(kOutStudent, "f(student), same shapes")
+        .out(kOutTeacherSyn, "f(teacher_synthetic), when that input is connected", /*optional=*/true)
+        .out(kOutStudentSyn, "f(student_synthetic), when that input is connected", /*optional=*/true)
+        .param(&Params::channels, "channels",
+               "channels C_j per level, shallow to deep (resnet18/34 layer1..3: 64, 128, 256; "
+               "resnet50, wide_resnet50_2: 256, 512, 1024)")
+        .param(&Params::hidden_ratio, "hidden_ratio", "hidden width per level as a multiple of C_j",
+               Range{0.0625f, 16.0f})
+        .param(&Params::seed, "seed", "random initialisation seed", Range{0, 2147483647})
+        .concurrency(Concurrency::kUnlimited)  // no mutable state in forward (no BatchNorm)
+        .batchable();
+  }
+  static Shapes infer(const Params& p, const Shapes& in);
+  explicit FeatureMapNode(const Params& p);
+  void process(Context& ctx) override;
+
+  // Maps one pyramid (either side), for callers outside a graph. Grad mode follows is_training().
+  std::vector<at::Tensor> forward(std::vector<at::Tensor> levels) const;
+  // hidden_j for the params.
+  static std::vector<int64_t> hidden_widths(const Params& p);
+
+  // ---- learned state (see StudentNode) ----
+  std::vector<std::pair<std::string, at::Tensor>> named_state() const override { return net_.named_state(); }
+  void load_state(const std::map<std::string, at::Tensor>& state) override { net_.load_state(state); }
+  void train(bool on) { net_.train(on); }
+  void set_training(bool on) override { train(on); }
+  bool is_training() const { return net_.is_training(); }
+  std::vector<at::Tensor> parameters() const override { return net_.parameters(); }
+  torch::nn::Module& module() const { return net_.module(); }
+  const Network& network() const { return net_; }
+  void to(at::Device device) { net_.to(device); }
+
+ private:
+  Params params_;
+  Network net_;
+};
+
+}  // namespace fmam

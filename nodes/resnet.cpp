@@ -1,0 +1,541 @@
+// The trainable networks (torch::nn modules). The only node file that includes torch/nn headers;
+// module and parameter names follow torchvision and RD4AD so that their checkpoints map 1:1.
+#include "nodes/resnet.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/conv.h>
+
+#include <cmath>
+#include <set>
+
+#include "nodes/weights.h"
+
+namespace fmam {
+
+namespace nn = torch::nn;
+
+// ---- architecture tables -------------------------------------------------------------------
+
+Choices<Arch> arch_choices() {
+  return Choices<Arch>{{"resnet18", Arch::kResNet18},
+                       {"resnet34", Arch::kResNet34},
+                       {"resnet50", Arch::kResNet50},
+                       {"wide_resnet50_2", Arch::kWideResNet50_2}};
+}
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::kResNet18:
+      return "resnet18";
+    case Arch::kResNet34:
+      return "resnet34";
+    case Arch::kResNet50:
+      return "resnet50";
+    case Arch::kWideResNet50_2:
+      return "wide_resnet50_2";
+  }
+  return "?";
+}
+
+const ArchSpec& arch_spec(Arch a) {
+  static const ArchSpec k18{false, {2, 2, 2, 2}, 64}, k34{false, {3, 4, 6, 3}, 64},
+      k50{true, {3, 4, 6, 3}, 64}, kWide50{true, {3, 4, 6, 3}, 128};
+  switch (a) {
+    case Arch::kResNet18:
+      return k18;
+    case Arch::kResNet34:
+      return k34;
+    case Arch::kResNet50:
+      return k50;
+    case Arch::kWideResNet50_2:
+      return kWide50;
+  }
+  return k18;
+}
+
+int64_t layer_channels(Arch a, int layer) {
+  return (int64_t(64) << (layer - 1)) * (arch_spec(a).bottleneck ? 4 : 1);
+}
+
+int64_t layer_size(int64_t n, int layer) {
+  for (int k = 0; k < layer + 1; ++k) n = (n + 1) / 2;
+  return n;
+}
+
+std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h,
+                                               int64_t w) {
+  std::vector<std::vector<int64_t>> out;
+  for (int l : layers)
+    out.push_back(
+        {layer_channels(a, l), h < 0 ? -1 : layer_size(h, l), w < 0 ? -1 : layer_size(w, l)});
+  return out;
+}
+
+std::vector<std::vector<int64_t>> level_dims(const std::vector<at::Tensor>& levels) {
+  std::vector<std::vector<int64_t>> out;
+  for (const auto& t : levels) {
+    if (t.dim() == 4)
+      out.push_back({t.size(1), t.size(2), t.size(3)});
+    else
+      out.push_back({-1, -1, -1});
+  }
+  return out;
+}
+
+void check_levels_match(const std::vector<std::vector<int64_t>>& a, const std::string& a_what,
+                        const std::vector<std::vector<int64_t>>& b, const char* b_name,
+                        bool spatial) {
+  if (a.size() != b.size())
+    throw PortError("input", b_name,
+                    "has " + std::to_string(b.size()) + " levels, " + a_what + " has " +
+                        std::to_string(a.size()));
+  auto dim = [](const std::vector<int64_t>& v, size_t k) {
+    return k < v.size() ? v[k] : int64_t(-1);
+  };
+  auto differ = [&](size_t j, size_t k) {
+    return dim(a[j], k) >= 0 && dim(b[j], k) >= 0 && dim(a[j], k) != dim(b[j], k);
+  };
+  auto hw = [&](const std::vector<int64_t>& v) {
+    return std::to_string(dim(v, 1)) + "x" + std::to_string(dim(v, 2));
+  };
+  // Deepest first: that level names the backbone best (64/128/256 vs 256/512/1024 ...).
+  for (size_t j = a.size(); j-- > 0;) {
+    if (differ(j, 0))
+      throw PortError("input", b_name,
+                      "level " + std::to_string(j) + " has " + std::to_string(dim(b[j], 0)) +
+                          " channels, " + a_what + " has " + std::to_string(dim(a[j], 0)));
+    if (spatial && (differ(j, 1) || differ(j, 2)))
+      throw PortError(
+          "input", b_name,
+          "level " + std::to_string(j) + " is " + hw(b[j]) + ", " + a_what + " is " + hw(a[j]));
+  }
+}
+
+std::vector<int> parse_layers(const std::vector<std::string>& names) {
+  std::vector<int> out;
+  std::string listing;
+  for (const auto& n : names) listing += (listing.empty() ? "\"" : ", \"") + n + "\"";
+  const std::string got = "got [" + listing + "]";
+  FMAM_CHECK(!names.empty()) << "param \"layers\": needs at least one of layer1..layer4";
+  for (const auto& n : names) {
+    const int k = (n.size() == 6 && n.compare(0, 5, "layer") == 0) ? n[5] - '0' : -1;
+    FMAM_CHECK(k >= 1 && k <= 4) << "param \"layers\": unknown layer \"" << n
+                                 << "\"; known: layer1, layer2, layer3, layer4";
+    FMAM_CHECK(out.empty() || k > out.back())
+        << "param \"layers\": must be in increasing order (shallow to deep) without repeats, "
+        << got;
+    out.push_back(k);
+  }
+  return out;
+}
+
+// ---- modules -------------------------------------------------------------------------------
+
+namespace {
+
+nn::Conv2d conv(int64_t in, int64_t out, int64_t k, int64_t stride, bool bias = false) {
+  return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2).bias(bias));
+}
+nn::ConvTranspose2d deconv2x2(int64_t in, int64_t out) {
+  return nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, 2).stride(2).bias(false));
+}
+
+// One residual block. Encoder blocks are torchvision's BasicBlock / Bottleneck (stride on the
+// 3x3 conv, "ResNet v1.5"); with `up` and stride 2 it is RD4AD's decoder block, where the
+// strided conv and the shortcut are 2x2 transposed convs ("upsample").
+struct BlockOptions {
+  bool bottleneck = false;
+  bool up = false;
+  int64_t in = 0, planes = 0, width = 0, stride = 1;
+};
+
+class BlockImpl : public nn::Module {
+ public:
+  explicit BlockImpl(const BlockOptions& o) : o_(o) {
+    const int64_t out = o.bottleneck ? o.planes * 4 : o.planes;
+    // Registration order = torchvision's attribute order = state_dict order.
+    if (!o.bottleneck) {
+      strided(o.in, o.planes, "conv1");
+      bn1_ = register_module("bn1", nn::BatchNorm2d(o.planes));
+      conv2_ = register_module("conv2", conv(o.planes, o.planes, 3, 1));
+      bn2_ = register_module("bn2", nn::BatchNorm2d(o.planes));
+    } else {
+      conv1_ = register_module("conv1", conv(o.in, o.width, 1, 1));
+      bn1_ = register_module("bn1", nn::BatchNorm2d(o.width));
+      strided(o.width, o.width, "conv2");
+      bn2_ = register_module("bn2", nn::BatchNorm2d(o.width));
+      conv3_ = register_module("conv3", conv(o.width, out, 1, 1));
+      bn3_ = register_module("bn3", nn::BatchNorm2d(out));
+    }
+    if (o.stride != 1 || o.in != out) {
+      shortcut_ = nn::Sequential();
+      if (o.up)
+        shortcut_->push_back(deconv2x2(o.in, out));
+      else
+        shortcut_->push_back(conv(o.in, out, 1, o.stride));
+      shortcut_->push_back(nn::BatchNorm2d(out));
+      register_module(o.up ? "upsample" : "downsample", shortcut_);
+    }
+  }
+
+  at::Tensor forward(const at::Tensor& x) {
+    at::Tensor out;
+    if (!o_.bottleneck) {
+      out = bn1_->forward(run_strided(x)).relu_();
+      out = bn2_->forward(conv2_->forward(out));
+    } else {
+      out = bn1_->forward(conv1_->forward(x)).relu_();
+      out = bn2_->forward(run_strided(out)).relu_();
+      out = bn3_->forward(conv3_->forward(out));
+    }
+    out += shortcut_ ? shortcut_->forward(x) : x;
+    return out.relu_();
+  }
+
+ private:
+  // The conv that carries the stride: 3x3 conv, or a 2x2 transposed conv in an upsampling block.
+  void strided(int64_t in, int64_t out, const std::string& name) {
+    if (o_.up && o_.stride == 2)
+      deconv_ = register_module(name, deconv2x2(in, out));
+    else
+      conv_ = register_module(name, conv(in, out, 3, o_.stride));
+  }
+  at::Tensor run_strided(const at::Tensor& x) {
+    return deconv_ ? deconv_->forward(x) : conv_->forward(x);
+  }
+
+  BlockOptions o_;
+  nn::Conv2d conv_{nullptr}, conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
+  nn::ConvTranspose2d deconv_{nullptr};
+  nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
+  nn::Sequential shortcut_{nullptr};
+};
+TORCH_MODULE(Block);
+
+// torchvision's _make_layer (and RD4AD's, with `up`; OCBE passes in_first = 3 * inplanes).
+nn::Sequential make_layer(const ArchSpec& s, int64_t in_first, int64_t planes, int blocks,
+                          int64_t stride, bool up) {
+  nn::Sequential seq;
+  const int64_t out = s.bottleneck ? planes * 4 : planes;
+  for (int b = 0; b < blocks; ++b) {
+    BlockOptions o;
+    o.bottleneck = s.bottleneck;
+    o.up = up;
+    o.in = b == 0 ? in_first : out;
+    o.planes = planes;
+    o.width = planes * s.width_per_group / 64;
+    o.stride = b == 0 ? stride : 1;
+    seq->push_back(Block(o));
+  }
+  return seq;
+}
+
+void check_pyramid(const std::vector<at::Tensor>& in, size_t n, const char* what) {
+  FMAM_CHECK(in.size() == n) << what << " takes " << n << " inputs, got " << in.size();
+  for (const auto& t : in)
+    FMAM_CHECK(t.dim() == 4) << what << " takes 4-D [B, C, H, W] tensors, got " << t.dim() << "-D";
+}
+
+class ResNetImpl : public nn::Module {
+ public:
+  ResNetImpl(Arch a, const std::vector<int>& out_layers) : out_layers_(out_layers) {
+    const ArchSpec& s = arch_spec(a);
+    conv1_ = register_module("conv1", conv(3, 64, 7, 2));
+    bn1_ = register_module("bn1", nn::BatchNorm2d(64));
+    int64_t inplanes = 64;
+    for (int l = 1; l <= out_layers.back(); ++l) {
+      const int64_t planes = int64_t(64) << (l - 1);
+      layers_.push_back(
+          register_module("layer" + std::to_string(l),
+                          make_layer(s, inplanes, planes, s.blocks[l - 1], l == 1 ? 1 : 2, false)));
+      inplanes = layer_channels(a, l);
+    }
+  }
+
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) {
+    check_pyramid(in, 1, "a ResNet");
+    at::Tensor x = bn1_->forward(conv1_->forward(in[0])).relu_();
+    x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+    std::vector<at::Tensor> out;
+    size_t next = 0;
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      x = layers_[l]->forward(x);
+      if (next < out_layers_.size() && out_layers_[next] == int(l) + 1) {
+        out.push_back(x);
+        ++next;
+      }
+    }
+    return out;
+  }
+
+ private:
+  std::vector<int> out_layers_;
+  nn::Conv2d conv1_{nullptr};
+  nn::BatchNorm2d bn1_{nullptr};
+  std::vector<nn::Sequential> layers_;
+};
+TORCH_MODULE(ResNet);
+
+// RD4AD's BN_layer ("one-class bottleneck embedding"), without its unused conv4/bn4.
+class OcbeImpl : public nn::Module {
+ public:
+  explicit OcbeImpl(Arch a) {
+    const ArchSpec& s = arch_spec(a);
+    const int64_t e = s.bottleneck ? 4 : 1;
+    const int blocks =
+        s.bottleneck ? 3 : 2;  // RD4AD: BN_layer(AttnBasicBlock, 2) / (AttnBottleneck, 3)
+    bn_layer_ = register_module("bn_layer", make_layer(s, 3 * 256 * e, 512, blocks, 2, false));
+    conv1_ = register_module("conv1", conv(64 * e, 128 * e, 3, 2));
+    bn1_ = register_module("bn1", nn::BatchNorm2d(128 * e));
+    conv2_ = register_module("conv2", conv(128 * e, 256 * e, 3, 2));
+    bn2_ = register_module("bn2", nn::BatchNorm2d(256 * e));
+    conv3_ = register_module("conv3", conv(128 * e, 256 * e, 3, 2));
+    bn3_ = register_module("bn3", nn::BatchNorm2d(256 * e));
+  }
+
+  at::Tensor forward(const std::vector<at::Tensor>& f) {
+    at::Tensor l1 = bn1_->forward(conv1_->forward(f[0])).relu_();
+    l1 = bn2_->forward(conv2_->forward(l1)).relu_();
+    at::Tensor l2 = bn3_->forward(conv3_->forward(f[1])).relu_();
+    return bn_layer_->forward(at::cat({l1, l2, f[2]}, 1));
+  }
+
+ private:
+  nn::Sequential bn_layer_{nullptr};
+  nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
+  nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
+};
+TORCH_MODULE(Ocbe);
+
+// RD4AD's de_resnet: layer1 (256 planes), layer2 (128), layer3 (64), each upsampling x2. Block
+// counts are RD4AD's: layers[0..2] of the arch, in that order.
+class DecoderImpl : public nn::Module {
+ public:
+  explicit DecoderImpl(Arch a) {
+    const ArchSpec& s = arch_spec(a);
+    int64_t inplanes = 512 * (s.bottleneck ? 4 : 1);
+    for (int l = 0; l < 3; ++l) {
+      const int64_t planes = int64_t(256) >> l;
+      layers_.push_back(register_module("layer" + std::to_string(l + 1),
+                                        make_layer(s, inplanes, planes, s.blocks[l], 2, true)));
+      inplanes = planes * (s.bottleneck ? 4 : 1);
+    }
+  }
+
+  // `sizes`: the teacher's levels, deep to shallow, whose [H, W] each decoder layer is cropped to.
+  std::vector<at::Tensor> forward(at::Tensor x, const std::vector<at::Tensor>& sizes) {
+    std::vector<at::Tensor> out(3);
+    for (int l = 0; l < 3; ++l) {
+      x = layers_[l]->forward(x);
+      const int64_t h = sizes[l].size(2), w = sizes[l].size(3);
+      if (x.size(2) != h || x.size(3) != w) {
+        FMAM_CHECK(x.size(2) >= h && x.size(3) >= w && x.size(2) <= h + 1 && x.size(3) <= w + 1)
+            << "decoder layer" << l + 1 << " gives " << x.size(2) << "x" << x.size(3)
+            << ", the teacher level is " << h << "x" << w
+            << "; teacher levels must be layer1..3 of one image";
+        x = x.narrow(2, 0, h).narrow(3, 0, w);
+      }
+      out[2 - l] = x;
+    }
+    return out;
+  }
+
+ private:
+  std::vector<nn::Sequential> layers_;
+};
+TORCH_MODULE(Decoder);
+
+class ReverseStudentImpl : public nn::Module {
+ public:
+  explicit ReverseStudentImpl(Arch a)
+      : bn_(register_module("bn", Ocbe(a))), decoder_(register_module("decoder", Decoder(a))) {}
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& f) {
+    check_pyramid(f, 3, "an RD4AD student");
+    return decoder_->forward(bn_->forward(f), {f[2], f[1], f[0]});
+  }
+
+ private:
+  Ocbe bn_;
+  Decoder decoder_;
+};
+TORCH_MODULE(ReverseStudent);
+
+class MlpImpl : public nn::Module {
+ public:
+  MlpImpl(int64_t c, int64_t hidden)
+      : fc1_(register_module("fc1", conv(c, hidden, 1, 1, true))),
+        fc2_(register_module("fc2", conv(hidden, c, 1, 1, true))) {}
+  at::Tensor forward(const at::Tensor& x) { return fc2_->forward(fc1_->forward(x).relu_()); }
+
+ private:
+  nn::Conv2d fc1_, fc2_;
+};
+TORCH_MODULE(Mlp);
+
+class FeatureMapImpl : public nn::Module {
+ public:
+  FeatureMapImpl(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden) {
+    for (size_t j = 0; j < channels.size(); ++j)
+      levels_.push_back(register_module("level" + std::to_string(j), Mlp(channels[j], hidden[j])));
+  }
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) {
+    check_pyramid(in, levels_.size(), "the feature map");
+    std::vector<at::Tensor> out;
+    for (size_t j = 0; j < in.size(); ++j) out.push_back(levels_[j]->forward(in[j]));
+    return out;
+  }
+
+ private:
+  std::vector<Mlp> levels_;
+};
+TORCH_MODULE(FeatureMap);
+
+// ---- seeded initialisation -----------------------------------------------------------------
+
+enum class ConvInit {
+  kKaimingFanOut,  // torchvision ResNet / RD4AD: normal(0, sqrt(2 / (out * k * k))) for Conv2d
+  kTorchDefault,   // PyTorch's reset_parameters(): uniform(+-1 / sqrt(fan_in)) (kaiming_uniform
+                   // a=sqrt(5))
+};
+
+// Re-initialises every conv and BatchNorm from a private generator, so a seed gives the same
+// weights whatever else uses torch's global RNG. Transposed convs keep PyTorch's default scheme
+// in both cases, as RD4AD's isinstance(m, nn.Conv2d) loop leaves them.
+void init_module(nn::Module& m, ConvInit scheme, uint64_t seed) {
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::NoGradGuard no_grad;
+  auto uniform_fan_in = [&](at::Tensor& w, int64_t fan_in) {
+    const double bound = 1.0 / std::sqrt(double(fan_in));
+    w.uniform_(-bound, bound, gen);
+  };
+  for (const auto& sub : m.modules()) {
+    if (auto* c = dynamic_cast<nn::Conv2dImpl*>(sub.get())) {
+      const int64_t k = c->weight.size(2) * c->weight.size(3);
+      if (scheme == ConvInit::kKaimingFanOut)
+        c->weight.normal_(0.0, std::sqrt(2.0 / double(c->weight.size(0) * k)), gen);
+      else
+        uniform_fan_in(c->weight, c->weight.size(1) * k);
+      if (c->bias.defined()) uniform_fan_in(c->bias, c->weight.size(1) * k);
+    } else if (auto* t = dynamic_cast<nn::ConvTranspose2dImpl*>(sub.get())) {
+      // torch's fan_in of a transposed-conv weight [in, out, kh, kw] is out * kh * kw.
+      uniform_fan_in(t->weight, t->weight.size(1) * t->weight.size(2) * t->weight.size(3));
+    } else if (auto* b = dynamic_cast<nn::BatchNorm2dImpl*>(sub.get())) {
+      b->weight.fill_(1);
+      b->bias.zero_();
+      b->running_mean.zero_();
+      b->running_var.fill_(1);
+      b->num_batches_tracked.zero_();
+    }
+  }
+}
+
+}  // namespace
+
+// ---- Network -------------------------------------------------------------------------------
+
+struct Network::Impl {
+  std::shared_ptr<nn::Module> module;
+  std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)> forward;
+};
+
+std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) const {
+  return impl_->forward(in);
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {
+  // Python's state_dict() order: each module's own parameters, then its buffers, depth first.
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : impl_->module->named_modules()) {
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(false))
+      out.emplace_back(prefix + p.key(), p.value());
+    for (const auto& b : item.value()->named_buffers(false))
+      out.emplace_back(prefix + b.key(), b.value());
+  }
+  return out;
+}
+
+void Network::load_state(const std::map<std::string, at::Tensor>& state) const {
+  const auto mine = named_state();
+  StateProblems problems;
+  std::set<std::string> known;
+  for (const auto& [name, t] : mine) {
+    known.insert(name);
+    auto it = state.find(name);
+    if (it == state.end())
+      problems.missing(name);
+    else if (it->second.sizes() != t.sizes())
+      problems.mis_shaped(name, it->second.sizes(), t.sizes());
+  }
+  for (const auto& [name, t] : state)
+    if (!known.count(name)) problems.unexpected(name);
+  FMAM_CHECK(problems.empty()) << "state does not fit the network: " << problems.str();
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : mine) {
+    at::Tensor dst = t;  // shares storage with the parameter
+    dst.copy_(state.at(name));
+  }
+}
+
+std::vector<at::Tensor> Network::parameters() const { return impl_->module->parameters(); }
+
+int64_t Network::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& p : impl_->module->parameters()) n += p.numel();
+  return n;
+}
+
+void Network::train(bool on) const { impl_->module->train(on); }
+bool Network::is_training() const { return impl_->module->is_training(); }
+torch::nn::Module& Network::module() const { return *impl_->module; }
+
+void Network::to_channels_last() const {
+  at::NoGradGuard no_grad;
+  for (auto& p : impl_->module->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+void Network::to(at::Device device) const {
+  if (this->device() != device) impl_->module->to(device);
+}
+
+at::Device Network::device() const {
+  auto ps = impl_->module->parameters();
+  return ps.empty() ? at::Device(at::kCPU) : ps.front().device();
+}
+
+Network make_resnet(Arch arch, const std::vector<int>& out_layers, uint64_t seed) {
+  FMAM_CHECK(!out_layers.empty()) << "make_resnet: no layers";
+  ResNet m(arch, out_layers);
+  init_module(*m, ConvInit::kKaimingFanOut, seed);
+  auto impl = std::make_shared<Network::Impl>();
+  impl->module = m.ptr();
+  impl->forward = [m](const std::vector<at::Tensor>& in) mutable { return m->forward(in); };
+  return Network(impl);
+}
+
+Network make_reverse_student(Arch arch, uint64_t seed) {
+  ReverseStudent m(arch);
+  init_module(*m, ConvInit::kKaimingFanOut, seed);
+  auto impl = std::make_shared<Network::Impl>();
+  impl->module = m.ptr();
+  impl->forward = [m](const std::vector<at::Tensor>& in) mutable { return m->forward(in); };
+  return Network(impl);
+}
+
+Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden,
+                         uint64_t seed) {
+  FMAM_CHECK(channels.size() == hidden.size() && !channels.empty())
+      << "make_feature_map: bad sizes";
+  FeatureMap m(channels, hidden);
+  init_module(*m, ConvInit::kTorchDefault, seed);
+  auto impl = std::make_shared<Network::Impl>();
+  impl->module = m.ptr();
+  impl->forward = [m](const std::vector<at::Tensor>& in) mutable { return m->forward(in); };
+  return Network(impl);
+}
+
+}  // namespace fmam

@@ -1,0 +1,122 @@
+// The ResNet family the nodes share (torchvision's ResNet-18/34/50 and Wide-ResNet-50-2) and the
+// trainable networks built from it, behind an interface free of torch/torch.h: only
+// nodes/resnet.cpp includes the torch::nn headers.
+//
+// Trainable networks (random init from a seed, names as torchvision / RD4AD name them):
+//   make_resnet            torchvision ResNet up to layerN: the "symmetric" (STFPM-like) student
+//   make_reverse_student   RD4AD's OCBE bottleneck ("bn.*") + de_resnet decoder ("decoder.*")
+//   make_feature_map       FMAM's per-level two-layer 1x1-conv MLP ("level<j>.fc1/fc2.*")
+// The frozen teacher does not use these modules: BackboneNode runs a BatchNorm-folded copy.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "framework/node.h"
+
+namespace torch {
+namespace nn {
+class Module;
+}
+}  // namespace torch
+
+namespace fmam {
+
+enum class Arch { kResNet18, kResNet34, kResNet50, kWideResNet50_2 };
+
+// For an `arch` param: resnet18 | resnet34 | resnet50 | wide_resnet50_2.
+Choices<Arch> arch_choices();
+const char* arch_name(Arch a);
+
+struct ArchSpec {
+  bool bottleneck;      // Bottleneck blocks (expansion 4) instead of BasicBlocks
+  int blocks[4];        // blocks per layer
+  int width_per_group;  // 64; 128 for the wide variant (bottleneck width = planes * wpg / 64)
+};
+const ArchSpec& arch_spec(Arch a);
+
+// Output channels of layer `layer` (1..4): 64/128/256/512, x4 for the bottleneck archs.
+int64_t layer_channels(Arch a, int layer);
+// Output height (or width) of layer `layer` for an input of `n` pixels: every stride-2 conv and
+// the max-pool map n to ceil(n / 2), so layerN gives ceil(n / 2^(N+1)).
+int64_t layer_size(int64_t n, int layer);
+
+// Per-frame [C, H, W] of the given layers' outputs for an h x w input (-1: unknown).
+std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h,
+                                               int64_t w);
+
+// [C, H, W] of each level of a batch of pyramids ([B, C, H, W] tensors).
+std::vector<std::vector<int64_t>> level_dims(const std::vector<at::Tensor>& levels);
+
+// Checks that pyramid `b` (input `b_name`) has as many levels as `a` (described by `a_what`,
+// e.g. `input "teacher"`), and the same channels per level (and, with `spatial`, the same
+// H x W); -1 dims match anything. Throws PortError on input `b_name` naming the deepest level
+// that differs:   input "student": level 2 has 512 channels, input "teacher" has 256
+void check_levels_match(const std::vector<std::vector<int64_t>>& a, const std::string& a_what,
+                        const std::vector<std::vector<int64_t>>& b, const char* b_name,
+                        bool spatial);
+
+// Parses a `layers` param: names from layer1..layer4, strictly increasing (the pyramid is
+// ordered shallow to deep), at least one. Returns the layer numbers. Throws Error starting with
+// `param "layers": `.
+std::vector<int> parse_layers(const std::vector<std::string>& names);
+
+// A trainable network. Copies share the same module.
+class Network {
+ public:
+  struct Impl;
+  explicit Network(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+  // Runs the network. The caller picks the grad mode (InferenceMode or not).
+  std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) const;
+
+  // Parameters and buffers (BatchNorm running stats, num_batches_tracked) in the order of
+  // Python's state_dict(), with its dotted names.
+  std::vector<std::pair<std::string, at::Tensor>> named_state() const;
+  // Copies `state` into the network. Every name of named_state() must be there with its shape,
+  // and nothing else; otherwise throws Error listing the missing / mis-shaped / unexpected names
+  // (nothing is copied then).
+  void load_state(const std::map<std::string, at::Tensor>& state) const;
+  // Trainable tensors, for an optimizer.
+  std::vector<at::Tensor> parameters() const;
+  int64_t parameter_count() const;
+  void train(bool on) const;
+  bool is_training() const;
+  // The torch module itself (include <torch/nn/module.h> to use it).
+  torch::nn::Module& module() const;
+  // Stores 4-D weights in NHWC memory (oneDNN's fast path for some nets; measure).
+  void to_channels_last() const;
+  // Moves parameters and buffers to `device` (no-op when already there).
+  void to(at::Device device) const;
+  at::Device device() const;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// torchvision ResNet `arch` up to layer max(out_layers), random init (torchvision's scheme:
+// kaiming_normal fan_out for convs, BatchNorm 1/0). forward({image}) -> the out_layers' outputs.
+Network make_resnet(Arch arch, const std::vector<int>& out_layers, uint64_t seed);
+
+// RD4AD (Deng & Li, CVPR 2022) for teacher `arch`: OCBE (strided 3x3 convs bring layer1 and
+// layer2 to layer3's size, concat, one ResNet layer at 512*expansion channels, stride 2), then the
+// de_resnet decoder (layer1 -> layer2 -> layer3, 2x2 transposed-conv upsampling). forward(
+// {layer1, layer2, layer3 features}) -> {decoder layer3, layer2, layer1}: shallow to deep, the
+// teacher's order and shapes. Where a teacher level has an odd size (inputs not divisible by 32),
+// the decoder's 2x upsampling overshoots by one row/column, which is cropped (bottom/right) to the
+// teacher level's size before the next decoder layer. RD4AD's unused bn.conv4/bn.bn4 are left out.
+Network make_reverse_student(Arch arch, uint64_t seed);
+
+// FMAM's feature mapping: per level j, 1x1 conv C_j -> hidden_j, ReLU, 1x1 conv hidden_j -> C_j
+// (with biases; PyTorch's default Conv2d init). forward(levels) -> mapped levels.
+Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden,
+                         uint64_t seed);
+
+}  // namespace fmam

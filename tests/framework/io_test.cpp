@@ -1,0 +1,225 @@
+// Input enumeration (folder, glob, single file, list file) and atomic writes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include "framework/error.h"
+#include "framework/io.h"
+
+namespace fmam {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::AllOf;
+using testing::ElementsAre;
+using testing::HasSubstr;
+using testing::ThrowsMessage;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    static std::atomic<int> n{0};
+    path = fs::temp_directory_path() / ("fmam_io_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
+    fs::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+void touch(const std::string& path, const std::string& text = "x") {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Every entry of a folder (names only), to see that no temporary file was left behind.
+std::vector<std::string> entries(const fs::path& dir) {
+  std::vector<std::string> v;
+  for (const auto& e : fs::directory_iterator(dir)) v.push_back(e.path().filename().string());
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+// A folder: b.png, a.jpg, c.PNG, notes.txt, data.csv, sub/d.png.
+struct ImageFolder : TempDir {
+  ImageFolder() {
+    for (const char* f : {"b.png", "a.jpg", "c.PNG", "notes.txt", "data.csv", "sub/d.png"}) touch(*this / f);
+  }
+};
+
+// ---- list_images ---------------------------------------------------------------------------
+
+TEST(IoTest, FolderListsItsImagesSortedAndSkipsTheRest) {
+  ImageFolder d;
+  EXPECT_THAT(list_images(d.path.string()), ElementsAre(d / "a.jpg", d / "b.png", d / "c.PNG"));
+  EXPECT_THAT(list_images(d.path.string(), /*recursive=*/true),
+              ElementsAre(d / "a.jpg", d / "b.png", d / "c.PNG", d / "sub/d.png"));
+}
+
+TEST(IoTest, GlobPatternListsMatchesSorted) {
+  ImageFolder d;
+  touch(d / "a.png");
+  EXPECT_THAT(list_images(d / "*.png"), ElementsAre(d / "a.png", d / "b.png"));
+  EXPECT_THAT(list_images(d / "?.jpg"), ElementsAre(d / "a.jpg"));
+  EXPECT_THAT([&] { list_images(d / "*.bmp"); },
+              ThrowsMessage<Error>(HasSubstr("--input \"" + d / "*.bmp" + "\": the pattern matches no image file")));
+}
+
+TEST(IoTest, SingleFileIsItself) {
+  ImageFolder d;
+  EXPECT_THAT(list_images(d / "b.png"), ElementsAre(d / "b.png"));
+}
+
+// A .txt list: one path per line, relative to the list's folder, in the list's order; blank
+// lines, comments and trailing spaces / CR are ignored.
+TEST(IoTest, ListFileKeepsOrderAndResolvesRelativePaths) {
+  ImageFolder d;
+  touch(d / "lists/set.txt", "../b.png\n# a comment\n\n../sub/d.png\r\n/abs/elsewhere.png   \n../a.jpg");
+  EXPECT_THAT(list_images(d / "lists/set.txt"),
+              ElementsAre(d / "lists/../b.png", d / "lists/../sub/d.png", "/abs/elsewhere.png", d / "lists/../a.jpg"));
+  touch(d / "empty.txt", "# nothing\n\n");
+  EXPECT_THAT([&] { list_images(d / "empty.txt"); },
+              ThrowsMessage<Error>(HasSubstr("--input \"" + d / "empty.txt" + "\": the list file names no image")));
+}
+
+TEST(IoTest, MissingPathIsNamed) {
+  TempDir d;
+  EXPECT_THAT([&] { list_images(d / "nope"); },
+              ThrowsMessage<Error>(HasSubstr("--input \"" + d / "nope" + "\": no such file or folder")));
+}
+
+TEST(IoTest, FolderWithoutImagesIsAnError) {
+  TempDir d;
+  EXPECT_THAT([&] { list_images(d.path.string()); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("--input \"" + d.path.string() + "\": the folder holds no image"),
+                                         HasSubstr("add --recursive"))));
+  touch(d / "readme.txt");
+  touch(d / "deep/x.png");
+  EXPECT_THAT([&] { list_images(d.path.string()); }, ThrowsMessage<Error>(HasSubstr("the folder holds no image")));
+  EXPECT_THAT(list_images(d.path.string(), true), ElementsAre(d / "deep/x.png"));
+}
+
+TEST(IoTest, IsImageFileByExtension) {
+  for (const char* f : {"a.png", "a.PNG", "b.jpg", "b.jpeg", "c.bmp", "d.tif", "d.tiff", "e.webp", "dir.x/f.Jpg"})
+    EXPECT_TRUE(is_image_file(f)) << f;
+  for (const char* f : {"a.txt", "png", "a.png.bak", "", "dir.png/readme"}) EXPECT_FALSE(is_image_file(f)) << f;
+}
+
+// ---- atomic writes -------------------------------------------------------------------------
+
+TEST(IoTest, AtomicWriteTextCreatesFoldersReplacesAndLeavesNoTemp) {
+  TempDir d;
+  const std::string path = d / "out/deeper/scores.csv";
+  atomic_write_text(path, "a long first version\nwith two lines\n");
+  EXPECT_EQ(read_text(path), "a long first version\nwith two lines\n");
+  atomic_write_text(path, "short");
+  EXPECT_EQ(read_text(path), "short");  // replaced, not overwritten in place
+  EXPECT_THAT(entries(d.path / "out/deeper"), ElementsAre("scores.csv"));
+  atomic_write_text(path, "");
+  EXPECT_EQ(read_text(path), "");
+}
+
+TEST(IoTest, AtomicWriteTextNamesThePathOnFailure) {
+  TempDir d;
+  touch(d / "a_file");
+  EXPECT_THAT([&] { atomic_write_text(d / "a_file/x.csv", "1"); }, ThrowsMessage<Error>(HasSubstr(d / "a_file/x.csv")));
+}
+
+TEST(IoTest, AtomicWriteImageRoundTripsAndLeavesNoTemp) {
+  TempDir d;
+  cv::Mat img(7, 9, CV_8UC3);
+  cv::randu(img, 0, 255);
+  atomic_write_image(d / "img.png", img);
+  cv::Mat back = cv::imread(d / "img.png", cv::IMREAD_UNCHANGED);
+  ASSERT_FALSE(back.empty());
+  EXPECT_EQ(cv::norm(back, img, cv::NORM_INF), 0.0);
+  // Replacing: a different size wins.
+  cv::Mat small(2, 3, CV_8UC1, cv::Scalar(200));
+  atomic_write_image(d / "img.png", small);
+  back = cv::imread(d / "img.png", cv::IMREAD_UNCHANGED);
+  EXPECT_EQ(back.size(), small.size());
+  // Float maps keep their exact values as TIFF.
+  cv::Mat map(4, 5, CV_32FC1);
+  cv::randu(map, -1.0f, 1.0f);
+  atomic_write_image(d / "map.tiff", map);
+  cv::Mat map_back = cv::imread(d / "map.tiff", cv::IMREAD_UNCHANGED);
+  ASSERT_EQ(map_back.type(), CV_32FC1);
+  EXPECT_EQ(cv::norm(map_back, map, cv::NORM_INF), 0.0);
+  EXPECT_THAT(entries(d.path), ElementsAre("img.png", "map.tiff"));
+}
+
+TEST(IoTest, AtomicWriteImageWithUnknownFormatNamesTheFileAndLeavesNothing) {
+  TempDir d;
+  cv::Mat img(4, 4, CV_8UC1, cv::Scalar(1));
+  EXPECT_THAT([&] { atomic_write_image(d / "img.nosuchformat", img); },
+              ThrowsMessage<Error>(HasSubstr(d / "img.nosuchformat" + ": cannot")));
+  EXPECT_THAT(entries(d.path), testing::IsEmpty());
+}
+
+// Writers run concurrently (unlimited nodes), and two frames can map to the same output file
+// (output_key collisions). Atomic writes to one path from several threads must each succeed and
+// leave one complete version, never a mix, an error, or a temporary file.
+TEST(IoTest, ConcurrentAtomicWritesToOnePathStayAtomic) {
+  TempDir d;
+  const std::string path = d / "shared.txt";
+  const int kThreads = 4, kWrites = 50;
+  std::atomic<int> failures{0};
+  std::string first_error;
+  std::mutex m;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      const std::string text(20000 + t, char('a' + t));  // each thread its own length and letter
+      for (int i = 0; i < kWrites; ++i) {
+        try {
+          atomic_write_text(path, text);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> l(m);
+          if (!failures++) first_error = e.what();
+        }
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0) << "first error: " << first_error;
+  const std::string final_text = read_text(path);
+  bool whole = false;
+  for (int t = 0; t < kThreads; ++t) whole |= final_text == std::string(20000 + t, char('a' + t));
+  EXPECT_TRUE(whole) << "the file holds a mix of writes (" << final_text.size() << " bytes)";
+  EXPECT_THAT(entries(d.path), ElementsAre("shared.txt"));
+}
+
+// ---- output keys ---------------------------------------------------------------------------
+
+TEST(IoTest, OutputKeyIsParentAndStem) {
+  EXPECT_EQ(output_key("data/bottle/test/crack/000.png", 5), "crack_000");
+  EXPECT_EQ(output_key("data/bottle/test/good/000.png", 6), "good_000");
+  EXPECT_EQ(output_key("/abs/x/y.tiff", 0), "x_y");
+  EXPECT_EQ(output_key("000.png", 3), "000");
+  EXPECT_EQ(output_key("", 7), "frame_7");
+}
+
+}  // namespace
+}  // namespace fmam

@@ -1,0 +1,154 @@
+// FeatureMap against the plain-loop reference (tests/reference/feature_map.h: a 1x1 conv is a
+// matrix product per pixel), shared weights across the two sides, its learned state, and the
+// load-time level checks.
+#include "nodes/feature_map_node.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "framework/graph.h"
+#include "framework/node_runner.h"
+#include "tests/reference/feature_map.h"
+
+namespace fmam {
+namespace {
+
+using testing::HasSubstr;
+
+std::map<std::string, at::Tensor> StateMap(const FeatureMapNode& n) {
+  std::map<std::string, at::Tensor> m;
+  for (const auto& [k, v] : n.named_state()) m[k] = v;
+  return m;
+}
+
+TEST(FeatureMapNodeTest, MatchesLoopReference) {
+  NodeRunner runner(R"({"id": "fm", "type": "FeatureMap",
+                        "params": {"channels": [4, 6, 3], "hidden_ratio": 1.5, "seed": 5}})");
+  // Batch of 2; non-square levels; a 1x1 level.
+  const std::vector<at::Tensor> t = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}),
+                                     at::randn({2, 3, 1, 1})};
+  const std::vector<at::Tensor> s = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}),
+                                     at::randn({2, 3, 1, 1})};
+  runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{t});
+  runner.push(FeatureMapNode::kInStudent, FeaturePyramid{s});
+  runner.run();
+  const auto ft = runner.pop(FeatureMapNode::kOutTeacher).levels;
+  const auto fs = runner.pop(FeatureMapNode::kOutStudent).levels;
+  const auto w = StateMap(dynamic_cast<FeatureMapNode&>(runner.node()));
+  ASSERT_EQ(ft.size(), 3u);
+  for (size_t j = 0; j < 3; ++j) {
+    const std::string l = "level" + std::to_string(j);
+    EXPECT_EQ(w.at(l + ".fc1.weight").size(0),
+              std::vector<int64_t>({6, 9, 5})[j]);  // round(1.5 * C_j)
+    for (const auto& [in, out] : {std::make_pair(t[j], ft[j]), std::make_pair(s[j], fs[j])}) {
+      const at::Tensor ref =
+          reference::FeatureMapLevel(in, w.at(l + ".fc1.weight"), w.at(l + ".fc1.bias"),
+                                     w.at(l + ".fc2.weight"), w.at(l + ".fc2.bias"));
+      EXPECT_TRUE(at::allclose(out, ref, 1e-4, 1e-5)) << l;
+    }
+  }
+}
+
+TEST(FeatureMapNodeTest, OneSetOfWeightsForBothSides) {
+  NodeRunner runner(R"({"id": "fm", "type": "FeatureMap"})");
+  const std::vector<at::Tensor> x = {at::randn({1, 64, 16, 16}), at::randn({1, 128, 8, 8}),
+                                     at::randn({1, 256, 4, 4})};
+  runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{x});
+  runner.push(FeatureMapNode::kInStudent, FeaturePyramid{x});
+  runner.run();
+  const auto ft = runner.pop(FeatureMapNode::kOutTeacher).levels;
+  const auto fs = runner.pop(FeatureMapNode::kOutStudent).levels;
+  for (size_t j = 0; j < 3; ++j) {
+    EXPECT_TRUE(at::equal(ft[j], fs[j])) << "level " << j;
+    EXPECT_EQ(ft[j].sizes(), x[j].sizes());
+  }
+}
+
+TEST(FeatureMapNodeTest, StateNamesSeedsAndTraining) {
+  FeatureMapNode::Params p;
+  p.seed = 3;
+  FeatureMapNode a(p), b(p);
+  p.seed = 4;
+  FeatureMapNode c(p);
+  std::vector<std::string> names;
+  for (const auto& [k, v] : a.named_state()) names.push_back(k + " " + std::to_string(v.dim()));
+  EXPECT_EQ(names.front(), "level0.fc1.weight 4");
+  EXPECT_EQ(names.size(), 12u);  // 3 levels x 2 convs x (weight, bias)
+  EXPECT_TRUE(at::equal(a.named_state()[0].second, b.named_state()[0].second));
+  EXPECT_FALSE(at::equal(a.named_state()[0].second, c.named_state()[0].second));
+  c.load_state(StateMap(a));
+  EXPECT_TRUE(at::equal(a.named_state()[0].second, c.named_state()[0].second));
+
+  // Training: teacher features are inference tensors, still the map's weights get gradients.
+  std::vector<at::Tensor> t;
+  {
+    c10::InferenceMode guard;
+    t = {at::randn({1, 64, 4, 4}), at::randn({1, 128, 2, 2}), at::randn({1, 256, 1, 1})};
+  }
+  a.train(true);
+  auto out = a.forward(t);
+  ASSERT_TRUE(out[0].requires_grad());
+  (out[0].sum() + out[1].sum() + out[2].sum()).backward();
+  for (const auto& prm : a.parameters()) EXPECT_TRUE(prm.grad().defined());
+  a.train(false);
+  EXPECT_FALSE(a.forward(t)[0].requires_grad());
+}
+
+std::string TwoBackbones(const std::string& teacher, const std::string& student,
+                         const std::string& fm) {
+  return R"({"schema": 1, "name": "t", "inputs": {"image": "Tensor"}, "outputs": {"ft": "FeaturePyramid"},
+    "nodes": [
+      {"id": "teacher", "type": "Backbone", "in": {"image": "image"}, "out": {"features": "t"}, "params": {)" +
+         teacher + R"(}},
+      {"id": "other", "type": "Backbone", "in": {"image": "image"}, "out": {"features": "s"}, "params": {)" +
+         student + R"(}},
+      {"id": "fm", "type": "FeatureMap", "in": {"teacher": "t", "student": "s"}, "out": {"teacher": "ft"},
+       "params": {)" +
+         fm + "}}]}";
+}
+
+TEST(FeatureMapNodeTest, LevelMismatchIsALoadError) {
+  EXPECT_THAT(
+      [] {
+        validate(parse_graph(TwoBackbones("", R"("layers": ["layer2", "layer3", "layer4"])", ""),
+                             "g.json"));
+      },
+      testing::ThrowsMessage<GraphError>(HasSubstr(
+          R"(g.json: node "fm" (FeatureMap): input "student": level 2 has 512 channels, input "teacher" has 256)")));
+  EXPECT_THAT(
+      [] {
+        validate(parse_graph(TwoBackbones("", R"("layers": ["layer1", "layer2"])", ""), "g.json"));
+      },
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(input "student": has 2 levels, input "teacher" has 3)")));
+  EXPECT_THAT(
+      [] {
+        validate(parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")", ""),
+                             "g.json"));
+      },
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(input "teacher": level 2 has 1024 channels, param "channels" has 256)")));
+  validate(parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")",
+                                    R"("channels": [256, 512, 1024])"),
+                       "g.json"));
+  EXPECT_THAT(
+      [] { NodeRunner r(R"({"id": "fm", "type": "FeatureMap", "params": {"hidden_ratio": 0}})"); },
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(param "hidden_ratio": must be in [0.0625, 16], got 0)")));
+}
+
+TEST(FeatureMapNodeTest, RuntimeMismatchNamesTheLevel) {
+  NodeRunner runner(R"({"id": "fm", "type": "FeatureMap", "params": {"channels": [4, 8]}})");
+  runner.push(FeatureMapNode::kInTeacher,
+              FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 8, 1, 1})}});
+  runner.push(FeatureMapNode::kInStudent,
+              FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 6, 1, 1})}});
+  EXPECT_THAT([&] { runner.run(); },
+              testing::ThrowsMessage<NodeError>(
+                  HasSubstr(R"(input "student": level 1 has 6 channels, input "teacher" has 8)")));
+}
+
+}  // namespace
+}  // namespace fmam
