@@ -106,8 +106,8 @@ int Args::get_int(const std::string& name, int fallback) const {
   }
 }
 
-Progress::Progress(std::string what, long long total)
-    : what_(std::move(what)), total_(total), tty_(isatty(2)), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+Progress::Progress(std::string what, long long total, double per_step, std::string unit)
+    : what_(std::move(what)), total_(total), per_step_(per_step), unit_(std::move(unit)), tty_(isatty(2)), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
 
 void Progress::update(long long done, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
@@ -126,8 +126,8 @@ void Progress::update(long long done, const std::string& extra) {
   std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(std::max(0, width - filled - 1), ' ');
   char line[256];
   double eta = rate > 0 && total_ > 0 ? (total_ - done) / rate : 0;
-  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f/s  ETA %.0fs", what_.c_str(), bar.c_str(), done,
-                total_, rate, eta);
+  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f %s  ETA %.0fs", what_.c_str(), bar.c_str(), done,
+                total_, rate * per_step_, unit_.c_str(), eta);
   std::cerr << (tty_ ? "\r" : "") << line << (extra.empty() ? "" : "  " + extra) << (tty_ ? "\033[K" : "\n") << std::flush;
 }
 

@@ -46,13 +46,16 @@ class Args {
 // Progress on stderr: redrawn in place on a terminal, a line per 10% otherwise (CI logs).
 class Progress {
  public:
-  Progress(std::string what, long long total);
+  // `per_step` items per step, shown as a rate in `unit` (e.g. 8 images per batch: "images/s").
+  Progress(std::string what, long long total, double per_step = 1, std::string unit = "/s");
   void update(long long done, const std::string& extra = "");
   void finish(const std::string& extra = "");
 
  private:
   std::string what_;
   long long total_;
+  double per_step_;
+  std::string unit_;
   bool tty_;
   int last_decile_ = -1;
   std::chrono::steady_clock::time_point start_, last_draw_;

@@ -116,7 +116,7 @@ int cmd_eval(int argc, char** argv) {
   std::vector<bool> ok(tests.size(), false);
   size_t next = 0;
   long long done = 0;
-  cli::Progress bar("eval", (long long)tests.size());
+  cli::Progress bar("eval", (long long)tests.size(), 1, "images/s");
   RunStats st = ex.run(
       [&](Frame& f) {
         if (next >= tests.size()) return false;

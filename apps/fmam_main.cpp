@@ -233,7 +233,7 @@ int cmd_run(int argc, char** argv) {
 
   size_t next = 0;
   long long done = 0, skipped = 0;
-  cli::Progress progress("run", (long long)files.size());
+  cli::Progress progress("run", (long long)files.size(), 1, "images/s");
   bool quiet = a.flag("quiet");
   if (!scalar_streams.empty()) {
     std::cout << "source";
@@ -260,7 +260,7 @@ int cmd_run(int argc, char** argv) {
             std::cout << b;
           }
           if (verdict) {
-            const bool fail = f.get<Scalar>(scalar_streams[0]).value > threshold;
+            const bool fail = f.get<Scalar>(scalar_streams[0]).value >= threshold;  // as eval's F1 threshold
             failed += fail;
             std::cout << (fail ? ",FAIL" : ",PASS");
           }

@@ -180,6 +180,7 @@ int cmd_train(int argc, char** argv) {
   apply_overrides(g, node_sets);
   apply_image_size(g, cfg.image_size);
   cli::attach_io(g, true, "");
+  validate(g);  // the whole training graph, every stage's branch, before any work
 
   // The inference graph the model is for; validated now so a mistake shows before hours of work.
   const std::string inf_path = (fs::path(graph_path).parent_path() / cfg.inference_graph).string();
@@ -317,7 +318,7 @@ int cmd_train(int argc, char** argv) {
       std::map<std::string, double> loss_sum;
       long long batches = progress["batches"].get<long long>(), counted = 0;
       cli::Progress bar(st.name + " epoch " + std::to_string(epoch + 1) + "/" + std::to_string(st.epochs),
-                        batches_per_epoch);
+                        batches_per_epoch, B, "images/s");
       const auto t_epoch = std::chrono::steady_clock::now();
       Executor::BatchSink step = [&](Frame& batch, const std::vector<const Frame*>& frames) {
         at::Tensor total;

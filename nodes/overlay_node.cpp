@@ -28,7 +28,7 @@ void OverlayNode::process(Context& ctx) {
     const double s = kScore(ctx).get().value;
     char text[64];
     const bool verdict = params_.threshold >= 0;
-    const bool fail = verdict && s > params_.threshold;
+    const bool fail = verdict && s >= params_.threshold;  // eval's convention: >= threshold fails
     std::snprintf(text, sizeof text, "score %.4f%s", s, verdict ? (fail ? "  FAIL" : "  PASS") : "");
     const double scale = std::max(0.4, image.cols / 700.0);
     const int thick = std::max(1, int(scale * 2));

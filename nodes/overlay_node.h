@@ -32,7 +32,7 @@ class OverlayNode final : public Node {
         .param(&Params::lo, "lo", "map value drawn coldest (fixed, or from the model's calibration)")
         .param(&Params::hi, "hi", "map value drawn hottest")
         .param(&Params::alpha, "alpha", "heatmap opacity", Range{0.0f, 1.0f})
-        .param(&Params::threshold, "threshold", "score above which the image FAILs; negative: no verdict")
+        .param(&Params::threshold, "threshold", "score at or above which the image FAILs; negative: no verdict")
         .param(&Params::show_score, "show_score", "write the score (and verdict) in the corner")
         .concurrency(Concurrency::kUnlimited);
   }

@@ -1,0 +1,179 @@
+// fmam train end to end on real images (16 bottle images at 128x128): train, then run the
+// inference graph with the model; determinism for a fixed seed; --resume continuing exactly;
+// Ctrl-C saving a checkpoint; and the errors a user meets first.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "framework/model_file.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using testing::HasSubstr;
+
+struct Result {
+  int rc;
+  std::string out, err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+fs::path temp_dir() {
+  static fs::path d = [] {
+    fs::path p = fs::temp_directory_path() / ("fmam_train_test_" + std::to_string(getpid()));
+    fs::remove_all(p);
+    fs::create_directories(p);
+    return p;
+  }();
+  return d;
+}
+
+std::string fmam_cmd(const std::string& args, const std::string& tag) {
+  return std::string("cd ") + FMAM_SOURCE_DIR + " && exec " + FMAM_BINARY_DIR + "/apps/fmam " + args + " >" +
+         (temp_dir() / (tag + ".out")).string() + " 2>" + (temp_dir() / (tag + ".err")).string();
+}
+
+Result fmam(const std::string& args) {
+  static int n = 0;
+  const std::string tag = "cmd" + std::to_string(n++);
+  int status = std::system(fmam_cmd(args, tag).c_str());
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(temp_dir() / (tag + ".out")),
+          slurp(temp_dir() / (tag + ".err"))};
+}
+
+const std::string kData = "../shared/data/mvtec_ad/bottle";
+// Small and quick: 16 images, 128x128, batch 8, two threads.
+const std::string kQuick = " --data " + kData +
+                           " --max-images 16 --set train.image_size=128 --set train.batch_size=8 --threads 2 -q";
+
+void expect_same_tensors(const fmam::Model& a, const fmam::Model& b) {
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [k, t] : a.tensors) {
+    ASSERT_TRUE(b.tensors.count(k)) << k;
+    EXPECT_TRUE(t.equal(b.tensors.at(k))) << "tensor " << k << " differs";
+  }
+}
+
+TEST(TrainTest, TrainsThenRunsTheInferenceGraph) {
+  const std::string model = (temp_dir() / "quick.fmam").string();
+  Result t = fmam("train graphs/fmam_rkd_train.json --out " + model + kQuick +
+                  " --set stage1.epochs=1 --set stage2.epochs=1");
+  ASSERT_EQ(t.rc, 0) << t.err;
+  EXPECT_THAT(t.err, HasSubstr("stage1 epoch 1/1: 16 images"));
+  EXPECT_THAT(t.err, HasSubstr("stage2 epoch 1/1: 16 images"));
+  EXPECT_THAT(t.err, HasSubstr("loss_aml"));
+  EXPECT_THAT(t.err, HasSubstr("peak memory"));
+  fmam::Model m = fmam::load_model(model);
+  EXPECT_EQ(m.graph_name, "fmam_rkd");
+  EXPECT_EQ(m.image_width, 128);
+  EXPECT_TRUE(m.progress.empty()) << "a finished model is not a checkpoint";
+  EXPECT_TRUE(m.tensors.count("student/decoder.layer1.0.conv1.weight") || m.tensors.size() > 10);
+  bool has_fm = false;
+  for (const auto& [k, v] : m.tensors) has_fm |= k.rfind("fm/", 0) == 0;
+  EXPECT_TRUE(has_fm);
+  EXPECT_THAT(m.fingerprints.at("teacher"), HasSubstr("resnet18 layers 1 2 3 probe"));
+  EXPECT_THAT(m.train_config, HasSubstr("\"history\""));
+
+  const fs::path out = temp_dir() / "run_out";
+  Result r = fmam("run graphs/fmam_rkd.json --model " + model + " -q -i " + kData + "/test/broken_large/000.png -o " +
+                  out.string());
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("source,score\n"));
+  EXPECT_TRUE(fs::exists(out / "broken_large_000_anomaly_map.tiff"));
+  EXPECT_TRUE(fs::exists(out / "broken_large_000_overlay.png"));
+  EXPECT_TRUE(fs::exists(out / "scores.csv"));
+
+  // The model of one graph does not load into another: rkd.json has no feature mapping.
+  Result wrong = fmam("run graphs/rkd.json --model " + model + " -q -i " + kData + "/test/broken_large/000.png");
+  EXPECT_EQ(wrong.rc, 1);
+  EXPECT_THAT(wrong.err, HasSubstr("the model holds tensors for node \"fm\", which graphs/rkd.json does not have"));
+}
+
+TEST(TrainTest, SameSeedSameModelOtherSeedOtherModel) {
+  const std::string a = (temp_dir() / "a.fmam").string(), b = (temp_dir() / "b.fmam").string(),
+                    d = (temp_dir() / "d.fmam").string();
+  const std::string two = " --set stage1.epochs=2 --set stage2.epochs=0";
+  ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + a + kQuick + two).rc, 0);
+  ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + b + kQuick + two).rc, 0);
+  expect_same_tensors(fmam::load_model(a), fmam::load_model(b));
+  ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + d + kQuick + two + " --set train.seed=1").rc, 0);
+  fmam::Model ma = fmam::load_model(a), md = fmam::load_model(d);
+  bool differs = false;
+  for (const auto& [k, t] : ma.tensors) differs |= !t.equal(md.tensors.at(k));
+  EXPECT_TRUE(differs);
+  // A finished model trains on when its schedule grows (with a fresh optimizer state).
+  Result r = fmam("train graphs/rkd_train.json --out " + b + kQuick + " --set stage1.epochs=3 --set stage2.epochs=0 --resume");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("resuming " + b + " at stage 1, epoch 3"));
+  EXPECT_THAT(r.err, HasSubstr("stage1 epoch 3/3"));
+}
+
+// Ctrl-C mid-run saves a checkpoint (weights, optimizer state, position) at a batch boundary;
+// --resume then finishes with exactly the weights of an uninterrupted run.
+TEST(TrainTest, InterruptSavesACheckpointThatResumesExactly) {
+  const std::string straight = (temp_dir() / "straight.fmam").string();
+  const std::string model = (temp_dir() / "interrupted.fmam").string();
+  const std::string sched = " --set stage1.epochs=10 --set stage2.epochs=0";
+  ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + straight + kQuick + sched).rc, 0);
+  const std::string args = "train graphs/rkd_train.json --out " + model + kQuick + sched;
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", fmam_cmd(args, "interrupted").c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  // Wait for the first epoch's model file, then Ctrl-C.
+  for (int i = 0; i < 600 && !fs::exists(model); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(fs::exists(model)) << slurp(temp_dir() / "interrupted.err");
+  kill(pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  const std::string err = slurp(temp_dir() / "interrupted.err");
+  if (WEXITSTATUS(status) == 0) GTEST_SKIP() << "training finished before the signal arrived";
+  EXPECT_EQ(WEXITSTATUS(status), 130) << err;
+  EXPECT_THAT(err, HasSubstr("interrupted (SIGINT): checkpoint saved to " + model));
+  EXPECT_THAT(err, HasSubstr("continue with --resume"));
+  fmam::Model ck = fmam::load_model(model);
+  EXPECT_FALSE(ck.progress.empty());
+  EXPECT_FALSE(ck.optimizer_state.empty());
+  for (const auto& e : fs::directory_iterator(temp_dir()))
+    EXPECT_THAT(e.path().filename().string(), testing::Not(HasSubstr(".tmp")));
+  Result r = fmam(args + " --resume");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("resuming " + model));
+  fmam::Model done = fmam::load_model(model);
+  EXPECT_TRUE(done.progress.empty());
+  expect_same_tensors(fmam::load_model(straight), done);
+}
+
+TEST(TrainTest, ErrorsNameWhatIsWrong) {
+  Result a = fmam("train graphs/fmam_rkd.json --data " + kData + " --out /tmp/x.fmam");
+  EXPECT_EQ(a.rc, 1);
+  EXPECT_THAT(a.err, HasSubstr("graphs/fmam_rkd.json: not a training graph (no \"train\" section)"));
+  Result b = fmam("train graphs/fmam_rkd_train.json --data /no/such --out /tmp/x.fmam");
+  EXPECT_THAT(b.err, HasSubstr("--data \"/no/such\": no train/good folder"));
+  Result c = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set stage3.epochs=1");
+  EXPECT_THAT(c.err, HasSubstr("--set stage3.epochs: no node or stage \"stage3\""));
+  Result d = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set synth.tau=7");
+  EXPECT_THAT(d.err, HasSubstr("node \"synth\" (AnomalySynth): param \"tau\": must be in [0, 1], got 7"));
+  Result e = fmam("run graphs/fmam_rkd.json --model /no/model.fmam -i " + kData + "/test/good/000.png");
+  EXPECT_THAT(e.err, HasSubstr("/no/model.fmam: cannot open model file"));
+}
+
+}  // namespace
