@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <iostream>
 #include <optional>
+#include <thread>
 
 #include "apps/cli.h"
 #include "framework/executor.h"
@@ -109,8 +110,9 @@ int cmd_bench(int argc, char** argv) {
   }
   double all = 0;
   for (auto& v : node_total) all += median(v);
-  std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, %d repeats, %d threads\n",
-              vg.config.file.c_str(), vg.nodes.size(), frames, ro.batch, repeat, at::get_num_threads());
+  std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, %d repeats, %d graph threads, %d torch threads per op\n",
+              vg.config.file.c_str(), vg.nodes.size(), frames, ro.batch, repeat,
+              ro.threads > 0 ? ro.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
   std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips),
               *std::min_element(ips.begin(), ips.end()), *std::max_element(ips.begin(), ips.end()));
   std::printf("%-16s %-18s %12s %14s %8s\n", "node", "type", "ms/call", "ms/image", "share");

@@ -142,7 +142,9 @@ void log(const std::string& msg) { std::cerr << "fmam: " << msg << "\n" << std::
 
 std::vector<Args::Option> common_options() {
   return {{"plugin", "FILE", "load an extra node plugin (.so) before reading the graph", true, ""},
-          {"threads", "N", "worker threads for the graph and the networks (default: all cores)", false, ""}};
+          {"threads", "N", "worker threads for the graph and the networks (default: all cores)", false, ""},
+          {"intra-op-threads", "N", "threads inside one torch op (default: 1 for run/bench/eval, whose\n"
+                                    "                              graph runs frames in parallel; --threads for train)", false, ""}};
 }
 
 void load_plugins(const Args& a) {

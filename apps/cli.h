@@ -83,4 +83,5 @@ namespace fmam {
 int cmd_train(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_analyze(int argc, char** argv);
 }  // namespace fmam

@@ -39,6 +39,7 @@ commands:
   dot GRAPH       print the graph in Graphviz dot (fmam dot g.json | dot -Tpng > g.png)
   train GRAPH     train a detector on the defect-free images of a category (train/good)
   eval GRAPH      metrics (image/pixel AUROC, AUPRO, F1-max) and an HTML report on a test split
+  analyze G:M ... distance statistics, normal vs defect pixels, per model (the paper's Fig. 5)
   bench GRAPH     measure images/s end to end and each node's share of the time
 
 Every command takes --help. Global options (before or after the command):
@@ -288,15 +289,23 @@ int dispatch(int argc, char** argv) {
   }
   std::string cmd = argv[1];
   // Threads for libtorch (it starts with 1 here) before any network is built.
-  for (int i = 2; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--threads") at::set_num_threads(std::max(1, std::atoi(argv[i + 1])));
-  if (at::get_num_threads() <= 1) at::set_num_threads(int(std::max(1u, std::thread::hardware_concurrency())));
+  // One pool's worth of threads, not two fighting over the cores: when frames run through the
+  // TBB graph (run, bench, eval) the graph's workers already keep every core busy with different
+  // frames, so each torch op runs on one thread; training's learning half runs one batch at a
+  // time in order, so there each op takes every core. --intra-op-threads overrides.
+  int threads = int(std::max(1u, std::thread::hardware_concurrency())), intra = -1;
+  for (int i = 2; i + 1 < argc; ++i) {
+    if (std::string(argv[i]) == "--threads") threads = std::max(1, std::atoi(argv[i + 1]));
+    if (std::string(argv[i]) == "--intra-op-threads") intra = std::max(1, std::atoi(argv[i + 1]));
+  }
+  at::set_num_threads(intra > 0 ? intra : cmd == "train" ? threads : 1);
   if (cmd == "run") return cmd_run(argc - 2, argv + 2);
   if (cmd == "describe") return cmd_describe(argc - 2, argv + 2);
   if (cmd == "check") return cmd_check(argc - 2, argv + 2);
   if (cmd == "dot") return cmd_dot(argc - 2, argv + 2);
   if (cmd == "train") return cmd_train(argc - 2, argv + 2);
   if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
+  if (cmd == "analyze") return cmd_analyze(argc - 2, argv + 2);
   if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
   std::cerr << "fmam: unknown command \"" << cmd << "\"\n\n" << kTopHelp;
   return 2;

@@ -1050,6 +1050,7 @@ TEST(NodeRunnerTest, MultiInputNodePushRunPop) {
 }
 
 TEST(NodeRunnerTest, UnknownTypeOrBadJsonIsAGraphError) {
+  register_test_nodes();  // ctest runs each test in its own process
   EXPECT_THAT([] { NodeRunner r(R"({"id": "j", "type": "TestJion"})"); },
               testing::ThrowsMessage<GraphError>(HasSubstr(R"(NodeRunner: nodes[0]: unknown type "TestJion"; did you mean "TestJoin"?)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "j", )"); },

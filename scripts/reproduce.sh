@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The paper's tables on our data: trains and evaluates each configuration on each category and
+# prints one markdown row per run (image AUROC, pixel AUROC, AUPRO, train time) with the exact
+# commands, for docs/RESULTS.md. Long: a benchmark, not a test (CI runs a short guard instead:
+# TrainTest.ShortRealDataRunIsFarBetterThanChance).
+#
+#   bash scripts/reproduce.sh                       short schedule: 128x128, 8 + 8 epochs, batch 8
+#   bash scripts/reproduce.sh --full                the paper's: 256x256, 50 + 50 epochs, batch 16
+#   bash scripts/reproduce.sh --configs "rkd fmam_rkd" --data ../shared/data/mpdd/metal_plate
+#   bash scripts/reproduce.sh --epochs 20 --size 128
+# Configurations (Tables 1, 3, 5): nkd fmam_nkd rkd fmam_rkd fm_only aml_only l1ml l2ml margin5 margin30 margin60 margin90
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FMAM=${FMAM:-build/apps/fmam}
+SHARED=${FMAM_SHARED:-../shared}
+DATA=("$SHARED/data/mvtec_ad/bottle" "$SHARED/data/mpdd/metal_plate")
+CONFIGS=(rkd fmam_rkd nkd fmam_nkd)
+EPOCHS=8 SIZE=128 BATCH=8
+OUT=${OUT:-out/reproduce}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --full) EPOCHS=50 SIZE=256 BATCH=16 ;;
+    --epochs) EPOCHS=$2; shift ;;
+    --size) SIZE=$2; shift ;;
+    --configs) read -r -a CONFIGS <<< "$2"; shift ;;
+    --data) DATA=("$2"); shift ;;
+    *) echo "reproduce.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+graphs() {  # config -> "training_graph inference_graph"
+  case "$1" in
+    nkd) echo graphs/nkd_train.json graphs/nkd.json ;;
+    fmam_nkd) echo graphs/fmam_nkd_train.json graphs/fmam_nkd.json ;;
+    rkd) echo graphs/rkd_train.json graphs/rkd.json ;;
+    fmam_rkd) echo graphs/fmam_rkd_train.json graphs/fmam_rkd.json ;;
+    fm_only) echo graphs/ablations/fm_only_rkd_train.json graphs/fmam_rkd.json ;;
+    aml_only) echo graphs/ablations/aml_only_rkd_train.json graphs/rkd.json ;;
+    l1ml|l2ml) echo graphs/ablations/${1}_rkd_train.json graphs/fmam_rkd.json ;;
+    margin*) echo graphs/ablations/${1}_rkd_train.json graphs/fmam_rkd.json ;;
+    *) echo "reproduce.sh: unknown config $1" >&2; exit 2 ;;
+  esac
+}
+
+mkdir -p "$OUT"
+echo "| data | config | image AUROC | pixel AUROC | AUPRO | train time | command |"
+echo "|---|---|---|---|---|---|---|"
+for data in "${DATA[@]}"; do
+  cat=$(basename "$data")
+  for cfg in "${CONFIGS[@]}"; do
+    read -r tg ig <<< "$(graphs "$cfg")"
+    model="$OUT/${cat}_${cfg}.fmam"
+    sets="--set stage1.epochs=$EPOCHS --set stage2.epochs=$EPOCHS --set train.image_size=$SIZE --set train.batch_size=$BATCH"
+    train_cmd="fmam train $tg --data $data --out $model $sets"
+    start=$(date +%s)
+    "$FMAM" train "$tg" --data "$data" --out "$model" $sets -q 2> "$OUT/${cat}_${cfg}.train.log"
+    secs=$(( $(date +%s) - start ))
+    "$FMAM" eval "$ig" --model "$model" --data "$data" --out "$OUT/${cat}_${cfg}_report" -q > "$OUT/${cat}_${cfg}.eval.txt" 2>&1
+    json="$OUT/${cat}_${cfg}_report/results.json"
+    metric() { grep -m1 -o "\"$1\": [-0-9.e]*" "$json" | awk '{printf "%.4f", $2}'; }  # "all" comes first
+    iauc=$(metric image_auroc) pauc=$(metric pixel_auroc) aupro=$(metric aupro)
+    echo "| $cat | $cfg | $iauc | $pauc | $aupro | ${secs} s | \`$train_cmd\` |"
+  done
+done
