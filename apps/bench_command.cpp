@@ -37,9 +37,11 @@ int cmd_bench(int argc, char** argv) {
                {"warmup", "N", "untimed frames first (default 8)", false, ""},
                {"batch", "N", "frames stacked per call of batchable nodes (default 1)", false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once (default 8)", false, ""},
-               {"rss-every", "N", "print resident memory every N frames (a memory-flatness check)", false, ""}});
+               {"rss-every", "N", "print resident memory every N frames (a memory-flatness check)", false, ""},
+               {"all-outputs", "", "also compute Image outputs (overlays); default: decode to map and score", false, ""}});
   cli::Args a("bench", "fmam bench GRAPH --input PATH [--repeat N] [--frames N] [--batch N]",
-              "Measure a graph: images/s end to end (decoding included, outputs not written) and, per\n"
+              "Measure a graph: images/s end to end, decode to anomaly map and score (decoding included,\n"
+              "overlays and file writing not), and, per\n"
               "node, the median time of one call and its share of all node time. Prints the median of\n"
               "--repeat runs, the machine's thread count and peak memory.",
               opts,
@@ -57,6 +59,14 @@ int cmd_bench(int argc, char** argv) {
   if (!a.get("model").empty()) {
     model = load_model(a.get("model"));
     cli::apply_model_settings(g, *model, -1);
+  }
+  // Decode to map: only what the Map2D and Scalar outputs need (no overlay drawing) unless
+  // --all-outputs.
+  if (!a.flag("all-outputs")) {
+    std::vector<std::string> keep;
+    for (const auto& [stream, type] : g.outputs)
+      if (type == "Map2D" || type == "Scalar") keep.push_back(stream);
+    if (!keep.empty()) g = prune_to_streams(g, keep);
   }
   cli::attach_io(g, true, "");
   ValidatedGraph vg = validate(g);
