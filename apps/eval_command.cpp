@@ -159,8 +159,8 @@ int cmd_eval(int argc, char** argv) {
   eval::EvalResult res = eval::evaluate(kept);
 
   // Calibration: threshold at F1-max; heatmap range from the maps themselves: `lo` = the 99th
-  // percentile of pixels of normal images (normal texture stays cold), `hi` = the 99th percentile
-  // of the pixels the ground truth marks anomalous (or of anomalous images if no masks).
+  // percentile of pixels of normal images (normal texture stays cold), `hi` = the median of the
+  // pixels the ground truth marks anomalous (half of a typical defect shows fully hot).
   std::vector<float> normal_px, anomalous_px;
   for (const auto& s : kept) {
     cv::Mat m = s.anomaly_map;
@@ -171,7 +171,7 @@ int cmd_eval(int argc, char** argv) {
         else if (s.gt_mask.at<uchar>(y, x)) anomalous_px.push_back(v);
       }
   }
-  double lo = percentile(normal_px, 0.99), hi = percentile(anomalous_px, 0.99);
+  double lo = percentile(normal_px, 0.99), hi = percentile(anomalous_px, 0.5);
   if (!std::isfinite(hi) || hi <= lo) hi = lo + std::max(1e-6, std::fabs(lo) * 0.5);
   const double threshold = res.all.f1_threshold;
 

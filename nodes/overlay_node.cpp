@@ -22,8 +22,20 @@ void OverlayNode::process(Context& ctx) {
   cv::Mat full;
   cv::resize(map, full, image.size(), 0, 0, cv::INTER_LINEAR);
   cv::Mat heat = MapWriterNode::colorize(full, params_.lo, params_.hi);
-  cv::Mat out;
-  cv::addWeighted(image, 1.0 - params_.alpha, heat, params_.alpha, 0.0, out);
+  // Per-pixel opacity grows with the map value: at or below `lo` the product shows through
+  // untouched, at `hi` the heatmap covers it with opacity `alpha`.
+  cv::Mat out(image.size(), CV_8UC3);
+  const float scale = 1.0f / (params_.hi - params_.lo);
+  for (int y = 0; y < image.rows; ++y) {
+    const cv::Vec3b* src = image.ptr<cv::Vec3b>(y);
+    const cv::Vec3b* hot = heat.ptr<cv::Vec3b>(y);
+    const float* v = full.ptr<float>(y);
+    cv::Vec3b* dst = out.ptr<cv::Vec3b>(y);
+    for (int x = 0; x < image.cols; ++x) {
+      const float a = params_.alpha * std::min(1.0f, std::max(0.0f, (v[x] - params_.lo) * scale));
+      for (int c = 0; c < 3; ++c) dst[x][c] = cv::saturate_cast<uchar>((1 - a) * src[x][c] + a * hot[x][c]);
+    }
+  }
   if (params_.show_score && kScore(ctx).has()) {
     const double s = kScore(ctx).get().value;
     char text[64];

@@ -14,7 +14,7 @@ class OverlayNode final : public Node {
   struct Params {
     float lo = 0.0f;
     float hi = 1.0f;
-    float alpha = 0.5f;
+    float alpha = 0.6f;
     float threshold = -1.0f;
     bool show_score = true;
   };
@@ -31,7 +31,7 @@ class OverlayNode final : public Node {
         .out(kOut, "BGR overlay at the image's resolution")
         .param(&Params::lo, "lo", "map value drawn coldest (fixed, or from the model's calibration)")
         .param(&Params::hi, "hi", "map value drawn hottest")
-        .param(&Params::alpha, "alpha", "heatmap opacity", Range{0.0f, 1.0f})
+        .param(&Params::alpha, "alpha", "heatmap opacity at hi (it fades to 0 at lo)", Range{0.0f, 1.0f})
         .param(&Params::threshold, "threshold", "score at or above which the image FAILs; negative: no verdict")
         .param(&Params::show_score, "show_score", "write the score (and verdict) in the corner")
         .concurrency(Concurrency::kUnlimited);
