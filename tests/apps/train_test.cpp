@@ -192,6 +192,21 @@ TEST(TrainTest, ShortRealDataRunIsFarBetterThanChance) {
   Result r = fmam("run graphs/fmam_rkd.json --model " + model + " -q -i " + kData + "/test/broken_large");
   EXPECT_THAT(r.out, HasSubstr("source,score,verdict"));
   EXPECT_THAT(r.out, HasSubstr(",FAIL"));
+
+  // Fig. 5: distances on defect pixels sit well above those on normal pixels.
+  const fs::path fig5 = temp_dir() / "fig5";
+  Result an = fmam("analyze graphs/fmam_rkd.json:" + model + " --data " + kData + " --out " + fig5.string() + " -q");
+  ASSERT_EQ(an.rc, 0) << an.err;
+  EXPECT_THAT(an.out, HasSubstr("analysis: " + (fig5 / "analysis.html").string()));
+  auto analysis = nlohmann::json::parse(slurp(fig5 / "analysis.json"));
+  ASSERT_EQ(analysis.size(), 1u);
+  EXPECT_EQ(analysis[0]["stream"], "raw_map");
+  EXPECT_GT(analysis[0]["defect"]["mean"].get<double>(), analysis[0]["normal"]["p75"].get<double>());
+  EXPECT_GT(analysis[0]["separation"].get<double>(), 1.0);
+  EXPECT_GT(analysis[0]["normal"]["n"].get<long>(), 20 * 128 * 128 - 1);  // every pixel of the 20 good images
+  EXPECT_THAT(slurp(fig5 / "analysis.html"), HasSubstr("<svg"));
+  Result bad = fmam("analyze graphs/fmam_rkd.json:" + model + " --data " + kData + " --out " + fig5.string() + " --stream nope");
+  EXPECT_THAT(bad.err, HasSubstr("graphs/fmam_rkd.json: no node produces stream \"nope\""));
 }
 
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
