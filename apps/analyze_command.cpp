@@ -218,8 +218,8 @@ int cmd_analyze(int argc, char** argv) {
   html += "</table><p>separation = (mean over defect pixels - mean over normal pixels) / std over normal pixels.</p>" + svgs +
           "</body></html>";
   const fs::path out = a.get("out");
-  eval::write_file_atomic((out / "analysis.html").string(), html);
-  eval::write_file_atomic((out / "analysis.json").string(), out_json.dump(2));
+  atomic_write_text((out / "analysis.html").string(), html);
+  atomic_write_text((out / "analysis.json").string(), out_json.dump(2));
   std::cout << "analysis: " << (out / "analysis.html").string() << "\n";
   return 0;
 }
