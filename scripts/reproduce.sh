@@ -54,7 +54,7 @@ for data in "${DATA[@]}"; do
     sets="--set stage1.epochs=$EPOCHS --set stage2.epochs=$EPOCHS --set train.image_size=$SIZE --set train.batch_size=$BATCH"
     train_cmd="fmam train $tg --data $data --out $model $sets"
     start=$(date +%s)
-    "$FMAM" train "$tg" --data "$data" --out "$model" $sets -q 2> "$OUT/${cat}_${cfg}.train.log"
+    "$FMAM" train "$tg" --data "$data" --out "$model" $sets -q > /dev/null 2> "$OUT/${cat}_${cfg}.train.log"
     secs=$(( $(date +%s) - start ))
     "$FMAM" eval "$ig" --model "$model" --data "$data" --out "$OUT/${cat}_${cfg}_report" -q > "$OUT/${cat}_${cfg}.eval.txt" 2>&1
     json="$OUT/${cat}_${cfg}_report/results.json"
