@@ -209,6 +209,21 @@ TEST(TrainTest, ShortRealDataRunIsFarBetterThanChance) {
   EXPECT_THAT(bad.err, HasSubstr("graphs/fmam_rkd.json: no node produces stream \"nope\""));
 }
 
+// The other methods of Table 1 train and run too: NKD and NKD+FMAM (symmetric student), RKD.
+TEST(TrainTest, EveryMethodTrainsAndRuns) {
+  for (const std::string g : {"nkd", "fmam_nkd", "rkd"}) {
+    const std::string model = (temp_dir() / (g + ".fmam")).string();
+    Result t = fmam("train graphs/" + g + "_train.json --out " + model + " --data " + kData +
+                    " --max-images 8 --set train.image_size=128 --set train.batch_size=8 --threads 2 -q"
+                    " --set stage1.epochs=1 --set stage2.epochs=1");
+    ASSERT_EQ(t.rc, 0) << g << "\n" << t.err;
+    EXPECT_EQ(fmam::load_model(model).graph_name, g);
+    Result r = fmam("run graphs/" + g + ".json --model " + model + " -q -i " + kData + "/test/broken_large/000.png");
+    ASSERT_EQ(r.rc, 0) << g << "\n" << r.err;
+    EXPECT_THAT(r.out, HasSubstr("broken_large/000.png,")) << g;
+  }
+}
+
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
   Result a = fmam("train graphs/fmam_rkd.json --data " + kData + " --out /tmp/x.fmam");
   EXPECT_EQ(a.rc, 1);
