@@ -1,9 +1,11 @@
 // fmam: the command-line runner. Loads the built-in node plugin (and any --plugin), then runs,
 // describes, checks or draws graphs. Logs go to stderr; results to files and stdout.
 #include <ATen/Parallel.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <cstdio>
@@ -315,6 +317,12 @@ int dispatch(int argc, char** argv) {
 }  // namespace fmam
 
 int main(int argc, char** argv) {
+  // One malloc arena for the whole process. Tensors are allocated on one TBB worker and freed
+  // on another; with glibc's default (an arena per thread, up to 8 per core) the freed blocks
+  // pile up in arenas that no longer allocate, and a training run's resident memory kept
+  // growing with every epoch (stage 2, 256², batch 16: 2.4 GB after 32 images, 3.9 GB after
+  // 192). With one arena it stays flat. Set before any thread starts; MALLOC_ARENA_MAX wins.
+  if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
   try {
     return fmam::dispatch(argc, argv);
   } catch (const fmam::GraphError& e) {
