@@ -35,7 +35,7 @@ int cmd_bench(int argc, char** argv) {
                {"repeat", "N", "timed runs; medians are reported (default 5)", false, ""},
                {"frames", "N", "frames per run, cycling over the inputs (default: each input once)", false, ""},
                {"warmup", "N", "untimed frames first (default 8)", false, ""},
-               {"batch", "N", "frames stacked per call of batchable nodes (default 1)", false, ""},
+               {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once (default 8)", false, ""},
                {"rss-every", "N", "print resident memory every N frames (a memory-flatness check)", false, ""},
                {"all-outputs", "", "also compute Image outputs (overlays); default: decode to map and score", false, ""}});
@@ -73,7 +73,7 @@ int cmd_bench(int argc, char** argv) {
   if (a.get("input").empty()) throw Error("fmam bench: --input is required");
   std::vector<std::string> files = list_images(a.get("input"));
   RunOptions ro;
-  ro.batch = a.get_int("batch", 1);
+  ro.batch = a.get_int("batch", 4);
   ro.max_in_flight = a.get_int("max-in-flight", 8);
   ro.threads = a.get_int("threads", 0);
   Executor ex(vg, ro);

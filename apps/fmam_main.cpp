@@ -175,7 +175,7 @@ int cmd_run(int argc, char** argv) {
                {"output", "DIR", "write the graph's outputs here: <key>_<stream>.png/.tiff, scores.csv", false, "o"},
                {"set", "ID.PARAM=VALUE", "override a node param, e.g. --set blur.sigma=2", true, ""},
                {"recursive", "", "look for images in sub-folders of --input too", false, "r"},
-               {"batch", "N", "frames stacked per call of batchable nodes (default 1)", false, ""},
+               {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once; bounds memory (default 8)", false, ""},
                {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
                {"model", "FILE", "a trained model (fmam train): learned weights, image size, calibration", false, "m"},
@@ -216,7 +216,7 @@ int cmd_run(int argc, char** argv) {
   std::vector<std::string> files = list_images(input, a.flag("recursive"));
 
   RunOptions ro;
-  ro.batch = a.get_int("batch", 1);
+  ro.batch = a.get_int("batch", 4);
   ro.max_in_flight = a.get_int("max-in-flight", 8);
   ro.threads = a.get_int("threads", 0);
   std::string dev = a.get("device", "cpu");
