@@ -87,12 +87,16 @@ static void ensure_parent(const std::string& path) {
 }
 
 void atomic_write_text(const std::string& path, const std::string& text) {
+  atomic_write_bytes(path, text.data(), text.size());
+}
+
+void atomic_write_bytes(const std::string& path, const char* data, size_t size) {
   ensure_parent(path);
   std::string tmp = temp_name(path);
   {
     std::ofstream f(tmp, std::ios::binary);
     if (!f) throw Error(path + ": cannot write (" + tmp + ")");
-    f << text;
+    f.write(data, std::streamsize(size));
     f.flush();
     if (!f) {
       std::remove(tmp.c_str());

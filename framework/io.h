@@ -16,6 +16,8 @@ std::vector<std::string> list_images(const std::string& spec, bool recursive = f
 bool is_image_file(const std::string& path);
 
 void atomic_write_text(const std::string& path, const std::string& text);
+// The same for a buffer (model files: no second copy of a few hundred MB).
+void atomic_write_bytes(const std::string& path, const char* data, size_t size);
 // The extension picks the format (.png, .tiff, .jpg); throws Error naming the file on failure.
 void atomic_write_image(const std::string& path, const cv::Mat& image);
 

@@ -46,7 +46,7 @@ void save_model(const std::string& path, const Model& m) {
   for (const auto& [k, v] : m.optimizer_state) o.insert(k, v.detach().contiguous().cpu());
   d.insert("optimizer_state", o);
   std::vector<char> bytes = torch::pickle_save(d);
-  atomic_write_text(path, std::string(bytes.begin(), bytes.end()));
+  atomic_write_bytes(path, bytes.data(), bytes.size());
 }
 
 Model load_model(const std::string& path) {
