@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cli.h"
+#include "framework/cpu_allocator.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/io.h"
@@ -47,8 +48,25 @@ struct TrainConfig {
   int batch_size = 16;
   int image_size = 256;
   int seed = 0;
+  std::string precision = "auto";  // auto | fp32 | bf16-mixed (see resolve_precision)
   std::vector<Stage> stages;
 };
+
+// Whether this CPU multiplies bfloat16 natively (AVX512-BF16: Zen 4, Cooper Lake, Sapphire
+// Rapids and later). Elsewhere oneDNN emulates bfloat16 and it is slower than float32.
+bool cpu_has_native_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+// train.precision -> what the trainable nodes run. "auto" is bf16-mixed where the CPU has native
+// bfloat16 and fp32 elsewhere.
+Precision resolve_precision(const std::string& p) {
+  if (p == "fp32") return Precision::kFloat32;
+  if (p == "bf16-mixed") return Precision::kBFloat16Mixed;
+  return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+}
+const char* precision_name(Precision p) { return p == Precision::kBFloat16Mixed ? "bf16-mixed" : "fp32"; }
 
 // Reads the "train" section, then applies --set overrides aimed at it ("train.batch_size=8",
 // "stage2.epochs=10"). Errors name the graph file and the field.
@@ -58,8 +76,9 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
   for (const auto& o : sets) {
     json v = json::parse(o.value.str());
     if (o.node_id == "train") {
-      if (!j.contains(o.param) || j[o.param].is_object() || j[o.param].is_array())
-        throw Error(file + ": --set train." + o.param + ": no such train setting; known: batch_size, image_size, seed");
+      const bool known = o.param == "batch_size" || o.param == "image_size" || o.param == "seed" || o.param == "precision";
+      if (!known || j[o.param].is_object() || j[o.param].is_array())
+        throw Error(file + ": --set train." + o.param + ": no such train setting; known: batch_size, image_size, seed, precision");
       j[o.param] = v;
       continue;
     }
@@ -81,6 +100,9 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
     c.batch_size = j.value("batch_size", 16);
     c.image_size = j.value("image_size", 256);
     c.seed = j.value("seed", 0);
+    if (j.contains("precision") && !j["precision"].is_string())
+      throw Error(where("precision") + ": expected \"auto\", \"fp32\" or \"bf16-mixed\"");
+    c.precision = j.value("precision", std::string("auto"));
     for (const auto& st : j.at("stages")) {
       Stage s;
       s.name = st.at("name").get<std::string>();
@@ -100,6 +122,8 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
   }
   if (c.batch_size < 1 || c.batch_size > 1024) throw Error(where("batch_size") + ": must be in [1, 1024]");
   if (c.image_size < 32 || c.image_size > 2048) throw Error(where("image_size") + ": must be in [32, 2048]");
+  if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16-mixed")
+    throw Error(where("precision") + ": \"" + c.precision + "\" is not one of auto, fp32, bf16-mixed");
   return c;
 }
 
@@ -144,7 +168,9 @@ int cmd_train(int argc, char** argv) {
               {{"data", "DIR", "a category folder in MVTec AD layout: trains on DIR/train/good", false, "d"},
                {"out", "FILE", "the model file to write (and to --resume from)", false, "o"},
                {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128, train.seed=1,\n"
-                                    "                              stage1.epochs=10, stage2.lr=1e-4, or a node param (synth.tau=0.4)", true, ""},
+                                    "                              train.precision=fp32 (default auto: bf16-mixed on CPUs with\n"
+                                    "                              AVX512-BF16, else fp32), stage1.epochs=10, stage2.lr=1e-4,\n"
+                                    "                              or a node param (synth.tau=0.4)", true, ""},
                {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
@@ -231,6 +257,8 @@ int cmd_train(int argc, char** argv) {
   config_json["batch_size"] = cfg.batch_size;
   config_json["image_size"] = cfg.image_size;
   config_json["seed"] = cfg.seed;
+  const Precision precision = resolve_precision(cfg.precision);
+  config_json["precision"] = precision_name(precision);
   for (size_t s = 0; s < cfg.stages.size(); ++s) config_json["stages"][s]["epochs"] = cfg.stages[s].epochs;
   config_json["training_graph"] = g.name;
   config_json["data"] = data;
@@ -255,6 +283,16 @@ int cmd_train(int argc, char** argv) {
     save_model(out, model);
   };
 
+  if (!a.flag("quiet"))
+    cli::log(std::string("precision ") + precision_name(precision) +
+             (cfg.precision != "auto" ? "" : cpu_has_native_bf16() ? " (auto: this CPU has AVX512-BF16)" : " (auto: this CPU has no native bfloat16)"));
+  // Training allocates the same big tensors every batch: keep them instead of mmap-ing and
+  // faulting them in again (framework/cpu_allocator.h). FMAM_CPU_CACHE_MB bounds the cache (0: off).
+  {
+    const char* env = std::getenv("FMAM_CPU_CACHE_MB");
+    const long long mb = env && *env ? std::atoll(env) : 2048;
+    if (mb > 0) install_caching_cpu_allocator(size_t(mb) << 20);
+  }
   const auto t_start = std::chrono::steady_clock::now();
   long long images_seen = 0;
   for (size_t si = progress["stage"].get<size_t>(); si < cfg.stages.size(); ++si) {
@@ -298,6 +336,14 @@ int cmd_train(int argc, char** argv) {
       if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
         for (auto& p : t->parameters())
           if (seen.count(p.unsafeGetTensorImpl())) t->set_training(true);
+    for (const auto& vn : vg.nodes)
+      if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
+        if (!t->set_precision(precision)) {
+          if (cfg.precision == "bf16-mixed")
+            throw Error(graph_path + ": train.precision \"bf16-mixed\": node \"" + vn.config.id + "\" (" + vn.config.type +
+                        ") trains in fp32 only; use --set train.precision=fp32");
+          cli::log("node \"" + vn.config.id + "\" (" + vn.config.type + ") trains in fp32 (it has no bf16-mixed)");
+        }
     if (params.empty()) throw Error(graph_path + ": stage \"" + st.name + "\" has nothing to train");
     AdamOptions ao;
     ao.lr = st.lr;
@@ -355,6 +401,9 @@ int cmd_train(int argc, char** argv) {
       if (!a.flag("quiet")) bar.finish();
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
       const long long imgs = counted * B;
+      // The epoch's tensors are all free now: hand them back before the checkpoint's
+      // serialisation needs a few hundred MB, so peak memory is the larger of the two, not the sum.
+      release_cached_cpu_blocks();
       collect_model(ex, model);
       model.optimizer_state.clear();
       for (auto& [k, t] : adam.state()) model.optimizer_state[k] = t;

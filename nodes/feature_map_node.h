@@ -69,6 +69,10 @@ class FeatureMapNode final : public Node, public Trainable {
   void load_state(const std::map<std::string, at::Tensor>& state) override { net_.load_state(state); }
   void train(bool on) { net_.train(on); }
   void set_training(bool on) override { train(on); }
+  bool set_precision(Precision p) override {
+    net_.set_precision(p);
+    return true;
+  }
   bool is_training() const { return net_.is_training(); }
   std::vector<at::Tensor> parameters() const override { return net_.parameters(); }
   torch::nn::Module& module() const { return net_.module(); }

@@ -3,6 +3,7 @@
 #include "nodes/resnet.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/sequential.h>
@@ -439,11 +440,50 @@ void init_module(nn::Module& m, ConvInit scheme, uint64_t seed) {
 struct Network::Impl {
   std::shared_ptr<nn::Module> module;
   std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)> forward;
+  Precision precision = Precision::kFloat32;
 };
 
+namespace {
+// torch.autocast("cpu", torch.bfloat16) for one scope: autocast state is per thread, and the
+// training tail runs on whichever TBB worker is free, so it is set around each call. The cast
+// weights are cached inside the outermost scope and dropped when it ends (as Python does).
+class CpuBf16Autocast {
+ public:
+  CpuBf16Autocast()
+      : was_enabled_(at::autocast::is_cpu_enabled()), was_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+    at::autocast::set_cpu_enabled(true);
+  }
+  ~CpuBf16Autocast() {
+    at::autocast::set_cpu_enabled(was_enabled_);
+    at::autocast::set_autocast_cpu_dtype(was_dtype_);
+    if (!was_enabled_) at::autocast::clear_cache();
+  }
+  CpuBf16Autocast(const CpuBf16Autocast&) = delete;
+  CpuBf16Autocast& operator=(const CpuBf16Autocast&) = delete;
+
+ private:
+  bool was_enabled_;
+  at::ScalarType was_dtype_;
+};
+}  // namespace
+
 std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) const {
-  return impl_->forward(in);
+  if (impl_->precision != Precision::kBFloat16Mixed || !impl_->module->is_training() ||
+      in.empty() || !in[0].device().is_cpu())
+    return impl_->forward(in);
+  std::vector<at::Tensor> out;
+  {
+    CpuBf16Autocast autocast;
+    out = impl_->forward(in);
+  }
+  for (auto& t : out)
+    if (t.scalar_type() != at::kFloat) t = t.to(at::kFloat);  // a recorded cast: gradients flow
+  return out;
 }
+
+void Network::set_precision(Precision p) const { impl_->precision = p; }
+Precision Network::precision() const { return impl_->precision; }
 
 std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {
   // Python's state_dict() order: each module's own parameters, then its buffers, depth first.

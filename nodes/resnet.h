@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "framework/node.h"
+#include "framework/stateful.h"
 
 namespace torch {
 namespace nn {
@@ -74,8 +75,12 @@ class Network {
   struct Impl;
   explicit Network(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-  // Runs the network. The caller picks the grad mode (InferenceMode or not).
+  // Runs the network. The caller picks the grad mode (InferenceMode or not). Outputs are float32.
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) const;
+  // The arithmetic of forward() in training mode on the CPU (see Precision); in eval mode, or
+  // on another device, it is float32 whatever this says. Copies share it.
+  void set_precision(Precision p) const;
+  Precision precision() const;
 
   // Parameters and buffers (BatchNorm running stats, num_batches_tracked) in the order of
   // Python's state_dict(), with its dotted names.

@@ -80,6 +80,10 @@ class StudentNode final : public Node, public Trainable {
   // Training mode (autograd, BatchNorm batch statistics) or eval mode (the default).
   void train(bool on) { net_.train(on); }
   void set_training(bool on) override { train(on); }
+  bool set_precision(Precision p) override {
+    net_.set_precision(p);
+    return true;
+  }
   bool is_training() const { return net_.is_training(); }
   // Trainable parameters, for an optimizer.
   std::vector<at::Tensor> parameters() const override { return net_.parameters(); }

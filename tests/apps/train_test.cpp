@@ -11,9 +11,11 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 
+#include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
 #include "framework/model_file.h"
@@ -224,6 +226,30 @@ TEST(TrainTest, EveryMethodTrainsAndRuns) {
   }
 }
 
+// train.precision: fp32 and bf16-mixed both train; the model records which one ran, and the
+// two give different (but both finite) weights. "auto" (the graphs' default) is one of them.
+TEST(TrainTest, PrecisionIsASettingAndTheModelRecordsIt) {
+  std::map<std::string, fmam::Model> m;
+  for (const std::string prec : {"fp32", "bf16-mixed", "auto"}) {
+    const std::string out = (temp_dir() / ("prec_" + prec + ".fmam")).string();
+    Result r = fmam("train graphs/fmam_rkd_train.json --out " + out + kQuick +
+                    " --set stage1.epochs=1 --set stage2.epochs=1 --set train.precision=" + prec);
+    ASSERT_EQ(r.rc, 0) << r.err;
+    m[prec] = fmam::load_model(out);
+  }
+  auto recorded = [&](const std::string& p) { return nlohmann::json::parse(m[p].train_config)["precision"].get<std::string>(); };
+  EXPECT_EQ(recorded("fp32"), "fp32");
+  EXPECT_EQ(recorded("bf16-mixed"), "bf16-mixed");
+  EXPECT_TRUE(recorded("auto") == "fp32" || recorded("auto") == "bf16-mixed") << recorded("auto");
+  expect_same_tensors(m["auto"], m[recorded("auto")]);
+  bool differs = false;
+  for (const auto& [k, t] : m["fp32"].tensors) {
+    ASSERT_TRUE(at::isfinite(m["bf16-mixed"].tensors.at(k)).all().item<bool>()) << k;
+    differs |= !t.equal(m["bf16-mixed"].tensors.at(k));
+  }
+  EXPECT_TRUE(differs) << "bf16-mixed trained exactly as fp32";
+}
+
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
   Result a = fmam("train graphs/fmam_rkd.json --data " + kData + " --out /tmp/x.fmam");
   EXPECT_EQ(a.rc, 1);
@@ -234,6 +260,11 @@ TEST(TrainTest, ErrorsNameWhatIsWrong) {
   EXPECT_THAT(c.err, HasSubstr("--set stage3.epochs: no node or stage \"stage3\""));
   Result d = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set synth.tau=7");
   EXPECT_THAT(d.err, HasSubstr("node \"synth\" (AnomalySynth): param \"tau\": must be in [0, 1], got 7"));
+  Result f = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set train.precision=fp16");
+  EXPECT_EQ(f.rc, 1);
+  EXPECT_THAT(f.err, HasSubstr("graphs/fmam_rkd_train.json: train.precision: \"fp16\" is not one of auto, fp32, bf16-mixed"));
+  Result g = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set train.amp=1");
+  EXPECT_THAT(g.err, HasSubstr("--set train.amp: no such train setting; known: batch_size, image_size, seed, precision"));
   Result e = fmam("run graphs/fmam_rkd.json --model /no/model.fmam -i " + kData + "/test/good/000.png");
   EXPECT_THAT(e.err, HasSubstr("/no/model.fmam: cannot open model file"));
 }

@@ -96,6 +96,33 @@ TEST(FeatureMapNodeTest, StateNamesSeedsAndTraining) {
   EXPECT_FALSE(a.forward(t)[0].requires_grad());
 }
 
+// bf16-mixed training: the mapped features stay float32, close to the float32 ones, with
+// gradients; eval mode is unchanged.
+TEST(FeatureMapNodeTest, Bf16MixedTrainingKeepsFloat32Outputs) {
+  FeatureMapNode::Params p;
+  FeatureMapNode a(p), b(p);
+  std::vector<at::Tensor> t = {at::randn({2, 64, 8, 8}), at::randn({2, 128, 4, 4}), at::randn({2, 256, 2, 2})};
+  auto eval32 = a.forward(t);
+  ASSERT_TRUE(b.set_precision(Precision::kBFloat16Mixed));
+  a.train(true);
+  b.train(true);
+  auto o32 = a.forward(t), o16 = b.forward(t);
+  for (size_t j = 0; j < 3; ++j) {
+    EXPECT_EQ(o16[j].scalar_type(), at::kFloat);
+    const double rel = (o16[j] - o32[j]).norm().item<double>() / o32[j].norm().item<double>();
+    EXPECT_LT(rel, 2e-2) << "level " << j;
+    EXPECT_GT(rel, 0.0) << "level " << j << ": bf16 had no effect";
+  }
+  (o16[0].sum() + o16[1].sum() + o16[2].sum()).backward();
+  for (const auto& prm : b.parameters()) {
+    ASSERT_TRUE(prm.grad().defined());
+    EXPECT_EQ(prm.grad().scalar_type(), at::kFloat);
+  }
+  b.train(false);
+  auto eval16 = b.forward(t);
+  for (size_t j = 0; j < 3; ++j) EXPECT_TRUE(eval16[j].equal(eval32[j])) << "level " << j;
+}
+
 std::string TwoBackbones(const std::string& teacher, const std::string& student,
                          const std::string& fm) {
   return R"({"schema": 1, "name": "t", "inputs": {"image": "Tensor"}, "outputs": {"ft": "FeaturePyramid"},
