@@ -185,7 +185,11 @@ int cmd_train(int argc, char** argv) {
               "examples:\n"
               "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o bottle.fmam\n"
               "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o quick.fmam \\\n"
-              "      --set stage1.epochs=2 --set stage2.epochs=2 --set train.image_size=128");
+              "      --set stage1.epochs=2 --set stage2.epochs=2 --set train.image_size=128\n"
+              "\n"
+              "environment:\n"
+              "  FMAM_CPU_CACHE_MB=N   bound of the cache that keeps freed tensors of 1 MiB+ for the next\n"
+              "                        batch (default 2048, emptied every epoch; 0 turns it off)");
   if (!a.parse(argc, argv)) return 0;
   cli::load_plugins(a);
   if (a.positionals().size() != 1) throw Error("fmam train: expected one GRAPH; see fmam train --help");
@@ -283,6 +287,9 @@ int cmd_train(int argc, char** argv) {
     save_model(out, model);
   };
 
+  if (cfg.precision == "bf16-mixed" && !cpu_has_native_bf16())
+    cli::log("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated and "
+             "slower than fp32; \"auto\" would pick fp32 here");
   if (!a.flag("quiet"))
     cli::log(std::string("precision ") + precision_name(precision) +
              (cfg.precision != "auto" ? "" : cpu_has_native_bf16() ? " (auto: this CPU has AVX512-BF16)" : " (auto: this CPU has no native bfloat16)"));
