@@ -4,8 +4,6 @@
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
-#include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -21,7 +19,6 @@ constexpr size_t kHuge = size_t(4) << 20;       // from here on: advised for tra
 constexpr size_t kGranule = size_t(64) << 10;   // sizes are rounded up to 64 KiB
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
-
 
 class CachingCpuAllocator final : public c10::Allocator {
  public:
@@ -47,6 +44,7 @@ class CachingCpuAllocator final : public c10::Allocator {
         it->second.pop_back();
         stats_.cached_bytes -= size;
         ++stats_.hits;
+        live_[p] = size;
       } else {
         ++stats_.misses;
       }
@@ -56,13 +54,8 @@ class CachingCpuAllocator final : public c10::Allocator {
       p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
       if (size >= kHuge) madvise(p, size, MADV_HUGEPAGE);  // a hint; harmless where THP is off
-    }
-    {
       std::lock_guard<std::mutex> lock(mu_);
       live_[p] = size;
-      stats_.live_bytes += size;
-      stats_.peak_live_bytes = std::max(stats_.peak_live_bytes, stats_.live_bytes);
-      stats_.peak_total_bytes = std::max(stats_.peak_total_bytes, stats_.live_bytes + stats_.cached_bytes);
     }
     return {p, p, &CachingCpuAllocator::release, c10::Device(c10::DeviceType::CPU)};
   }
@@ -80,7 +73,6 @@ class CachingCpuAllocator final : public c10::Allocator {
       if (it != self.live_.end()) {
         const size_t size = large = it->second;
         self.live_.erase(it);
-        self.stats_.live_bytes -= size;
         if (self.stats_.cached_bytes + size <= self.max_cached_) {
           self.free_[size].push_back(p);
           self.stats_.cached_bytes += size;

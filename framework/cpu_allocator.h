@@ -20,9 +20,6 @@ namespace fmam {
 
 struct CpuCacheStats {
   size_t cached_bytes = 0;      // free blocks held now
-  size_t live_bytes = 0;        // large blocks in use now
-  size_t peak_live_bytes = 0;   // most large bytes in use at once
-  size_t peak_total_bytes = 0;  // most large bytes in use or cached at once
   size_t hits = 0, misses = 0;  // large requests served from the cache / from the system
 };
 

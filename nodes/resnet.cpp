@@ -483,7 +483,6 @@ std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) cons
 }
 
 void Network::set_precision(Precision p) const { impl_->precision = p; }
-Precision Network::precision() const { return impl_->precision; }
 
 std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {
   // Python's state_dict() order: each module's own parameters, then its buffers, depth first.

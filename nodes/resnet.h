@@ -80,7 +80,6 @@ class Network {
   // The arithmetic of forward() in training mode on the CPU (see Precision); in eval mode, or
   // on another device, it is float32 whatever this says. Copies share it.
   void set_precision(Precision p) const;
-  Precision precision() const;
 
   // Parameters and buffers (BatchNorm running stats, num_batches_tracked) in the order of
   // Python's state_dict(), with its dotted names.
