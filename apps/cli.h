@@ -84,4 +84,5 @@ int cmd_train(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
+int cmd_fleet(int argc, char** argv);  // fleet_command.cpp: no torch, starts train/eval as processes
 }  // namespace fmam
