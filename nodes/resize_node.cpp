@@ -1,5 +1,7 @@
 #include "nodes/resize_node.h"
 
+#include "nodes/pil_resize.h"
+
 #include <ATen/ops/empty.h>
 
 #include <cstring>
@@ -30,7 +32,10 @@ at::Tensor ResizeNode::to_tensor(const cv::Mat& image, const Params& p) {
   else if (image.channels() == 4) cv::cvtColor(image, bgr, cv::COLOR_BGRA2BGR);
   FMAM_CHECK(bgr.channels() == 3) << "input \"image\": expected 1, 3 or 4 channels, got " << image.channels();
   cv::Mat resized;
-  cv::resize(bgr, resized, cv::Size(p.width, p.height), 0, 0, p.interpolation);
+  if (p.interpolation == kPilBilinear)
+    resized = resize_like_pil_bilinear(bgr, cv::Size(p.width, p.height));
+  else
+    cv::resize(bgr, resized, cv::Size(p.width, p.height), 0, 0, p.interpolation);
   // NCHW float, RGB, x/255.
   cv::Mat blob = cv::dnn::blobFromImage(resized, 1.0 / 255.0, cv::Size(), cv::Scalar(), /*swapRB=*/true,
                                         /*crop=*/false, CV_32F);

@@ -1,7 +1,9 @@
 // Resizes an image to the network's input size and normalises it into a [1, 3, H, W] float
 // tensor with cv::dnn::blobFromImage (BGR -> RGB, scale 1/255), then ImageNet mean/std per
-// channel. Default interpolation "area": OpenCV's closest match to the antialiased bilinear
-// downscale of PIL that torchvision pipelines (RD4AD, anomalib) use.
+// channel. The default interpolation, "pil_bilinear", is Pillow's antialiased bilinear, bit for
+// bit: what torchvision's transforms.Resize does to PIL images in RD4AD's and anomalib's
+// pipelines and in the teacher's ImageNet training (nodes/pil_resize.h). docs/RESULTS.md
+// measures what it is worth against OpenCV's "area".
 #pragma once
 
 #include "framework/node.h"
@@ -13,10 +15,11 @@ namespace fmam {
 class ResizeNode final : public Node {
  public:
   enum class Norm { kImageNet, kUnit };
+  static constexpr int kPilBilinear = 100;  // not an OpenCV flag: nodes/pil_resize.h
   struct Params {
     int width = 256;
     int height = 256;
-    int interpolation = 3;  // cv::INTER_AREA
+    int interpolation = kPilBilinear;
     Norm normalize = Norm::kImageNet;
   };
   static constexpr In<Image> kIn{"image"};
@@ -29,7 +32,11 @@ class ResizeNode final : public Node {
         .param(&Params::width, "width", "output width in pixels", Range{8, 4096})
         .param(&Params::height, "height", "output height in pixels", Range{8, 4096})
         .param(&Params::interpolation, "interpolation", "resampling filter",
-               Choices<int>{{"area", 3}, {"linear", 1}, {"cubic", 2}, {"nearest", 0}})
+               Choices<int>{{"area", 3},
+                             {"linear", 1},
+                             {"cubic", 2},
+                             {"nearest", 0},
+                             {"pil_bilinear", kPilBilinear}})
         .param(&Params::normalize, "normalize",
                "imagenet: (x/255 - mean) / std with torchvision's ImageNet values; unit: x/255",
                Choices<Norm>{{"imagenet", Norm::kImageNet}, {"unit", Norm::kUnit}})

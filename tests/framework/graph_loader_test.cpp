@@ -104,7 +104,7 @@ TEST(GraphLoaderTest, EveryValidationProblemIsReportedAtOnce) {
       R"(bad.json: node "resize2" (Resize): param "width": must be in [8, 4096], got 0)",
       R"(bad.json: node "resize2" (Resize): param "height": must be an integer, got "tall")",
       R"(bad.json: node "resize2" (Resize): unknown param "sharpness"; known: width, height, interpolation, normalize)",
-      R"(bad.json: node "resize2" (Resize): param "interpolation": must be one of: area, linear, cubic, nearest; got "bicubic")",
+      R"(bad.json: node "resize2" (Resize): param "interpolation": must be one of: area, linear, cubic, nearest, pil_bilinear; got "bicubic")",
       R"(bad.json: node "writer" (ImageWriter): input "image" reads stream "imgx", which no node produces; did you mean "image"?)",
       R"(bad.json: node "Bad-Id" (ImageSource): field "id": must be snake_case (a-z, 0-9, _), got "Bad-Id")",
       R"(bad.json: node "src2" (ImageSource): output "image" writes stream "decoded", but node "Bad-Id" writes it too; a stream has one producer)",

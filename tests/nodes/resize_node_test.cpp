@@ -20,7 +20,7 @@ cv::Mat test_image(int h, int w) {
 }
 
 TEST(ResizeNodeTest, MatchesLoopReferenceImageNet) {
-  NodeRunner runner(R"({"id": "resize", "type": "Resize", "params": {"width": 32, "height": 24}})");
+  NodeRunner runner(R"({"id": "resize", "type": "Resize", "params": {"width": 32, "height": 24, "interpolation": "area"}})");
   cv::Mat img = test_image(50, 70);
   runner.push(ResizeNode::kIn, Image{img});
   runner.run();
@@ -53,7 +53,7 @@ TEST(ResizeNodeTest, BadParamsAreNamed) {
               testing::ThrowsMessage<GraphError>(testing::HasSubstr(
                   R"(NodeRunner: node "resize" (Resize): param "width": must be in [8, 4096], got 0)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "resize", "type": "Resize", "params": {"interpolation": "bicubic"}})"); },
-              testing::ThrowsMessage<GraphError>(testing::HasSubstr("one of: area, linear, cubic, nearest")));
+              testing::ThrowsMessage<GraphError>(testing::HasSubstr("one of: area, linear, cubic, nearest, pil_bilinear")));
 }
 
 }  // namespace
