@@ -39,6 +39,7 @@ struct Stage {
   std::string name;
   int epochs = 1;
   double lr = 1e-3, weight_decay = 0, l1 = 0;
+  double beta1 = 0.9, beta2 = 0.999;                // Adam's betas (RD4AD uses 0.5, 0.999)
   std::vector<std::string> train;                   // node ids whose weights this stage updates
   std::vector<std::pair<std::string, double>> losses;  // loss stream -> weight
 };
@@ -49,6 +50,10 @@ struct TrainConfig {
   int image_size = 256;
   int seed = 0;
   std::string precision = "auto";  // auto | fp32 | bf16-mixed (see resolve_precision)
+  // Whether an epoch ends with the last partial batch (false: it is trained on, as PyTorch's
+  // DataLoader does by default and RD4AD's official loop does; with 54 images and batch 16 that
+  // is 4 steps an epoch, not 3).
+  bool drop_last = false;
   std::vector<Stage> stages;
 };
 
@@ -76,18 +81,20 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
   for (const auto& o : sets) {
     json v = json::parse(o.value.str());
     if (o.node_id == "train") {
-      const bool known = o.param == "batch_size" || o.param == "image_size" || o.param == "seed" || o.param == "precision";
+      const bool known = o.param == "batch_size" || o.param == "image_size" || o.param == "seed" || o.param == "precision" ||
+                         o.param == "drop_last";
       if (!known || j[o.param].is_object() || j[o.param].is_array())
-        throw Error(file + ": --set train." + o.param + ": no such train setting; known: batch_size, image_size, seed, precision");
+        throw Error(file + ": --set train." + o.param +
+                    ": no such train setting; known: batch_size, image_size, seed, precision, drop_last");
       j[o.param] = v;
       continue;
     }
     bool found = false;
     for (auto& st : j["stages"])
       if (st.value("name", "") == o.node_id) {
-        if (!st.contains(o.param) && o.param != "weight_decay" && o.param != "l1")
+        if (!st.contains(o.param) && o.param != "weight_decay" && o.param != "l1" && o.param != "betas")
           throw Error(file + ": --set " + o.node_id + "." + o.param + ": stage \"" + o.node_id +
-                      "\" has no setting \"" + o.param + "\"; known: epochs, lr, weight_decay, l1");
+                      "\" has no setting \"" + o.param + "\"; known: epochs, lr, betas, weight_decay, l1");
         st[o.param] = v;
         found = true;
       }
@@ -103,6 +110,9 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
     if (j.contains("precision") && !j["precision"].is_string())
       throw Error(where("precision") + ": expected \"auto\", \"fp32\" or \"bf16-mixed\"");
     c.precision = j.value("precision", std::string("auto"));
+    if (j.contains("drop_last") && !j["drop_last"].is_boolean())
+      throw Error(where("drop_last") + ": expected true or false");
+    c.drop_last = j.value("drop_last", false);
     for (const auto& st : j.at("stages")) {
       Stage s;
       s.name = st.at("name").get<std::string>();
@@ -110,6 +120,14 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
       s.lr = st.at("lr").get<double>();
       s.weight_decay = st.value("weight_decay", 0.0);
       s.l1 = st.value("l1", 0.0);
+      if (st.contains("betas")) {
+        const json& b = st["betas"];
+        if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number() ||
+            !(b[0].get<double>() >= 0 && b[0].get<double>() < 1) || !(b[1].get<double>() >= 0 && b[1].get<double>() < 1))
+          throw Error(where("stages") + " \"" + s.name + "\": betas must be [beta1, beta2], each in [0, 1), got " + b.dump());
+        s.beta1 = b[0].get<double>();
+        s.beta2 = b[1].get<double>();
+      }
       s.train = st.at("train").get<std::vector<std::string>>();
       for (const auto& [k, v] : st.at("losses").items()) s.losses.emplace_back(k, v.get<double>());
       if (s.epochs < 0) throw Error(where("stages") + " \"" + s.name + "\": epochs must be >= 0");
@@ -169,7 +187,10 @@ int cmd_train(int argc, char** argv) {
                {"out", "FILE", "the model file to write (and to --resume from)", false, "o"},
                {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128, train.seed=1,\n"
                                     "                              train.precision=fp32 (default auto: bf16-mixed on CPUs with\n"
-                                    "                              AVX512-BF16, else fp32), stage1.epochs=10, stage2.lr=1e-4,\n"
+                                    "                              AVX512-BF16, else fp32), train.drop_last=true (default false:\n"
+                                    "                              the last partial batch is trained on), stage1.epochs=10,\n"
+                                    "                              stage2.lr=1e-4, stage1.betas=[0.5,0.999] (Adam; default\n"
+                                    "                              [0.9,0.999]), stage1.weight_decay=0,\n"
                                     "                              or a node param (synth.tau=0.4)", true, ""},
                {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
@@ -226,7 +247,8 @@ int cmd_train(int argc, char** argv) {
   const int max_images = a.get_int("max-images", 0);
   if (max_images > 0 && int(files.size()) > max_images) files.resize(max_images);
   const int B = std::min<int>(cfg.batch_size, int(files.size()));
-  const long long batches_per_epoch = (long long)files.size() / B;  // the last partial batch is dropped
+  const long long full_batches = (long long)files.size() / B;
+  const long long batches_per_epoch = cfg.drop_last ? full_batches : ((long long)files.size() + B - 1) / B;
   if (batches_per_epoch < 1) throw Error("fmam train: fewer images than one batch");
 
   Model model;
@@ -261,6 +283,7 @@ int cmd_train(int argc, char** argv) {
   config_json["batch_size"] = cfg.batch_size;
   config_json["image_size"] = cfg.image_size;
   config_json["seed"] = cfg.seed;
+  config_json["drop_last"] = cfg.drop_last;
   const Precision precision = resolve_precision(cfg.precision);
   config_json["precision"] = precision_name(precision);
   for (size_t s = 0; s < cfg.stages.size(); ++s) config_json["stages"][s]["epochs"] = cfg.stages[s].epochs;
@@ -356,6 +379,8 @@ int cmd_train(int argc, char** argv) {
     ao.lr = st.lr;
     ao.weight_decay = st.weight_decay;
     ao.l1 = st.l1;
+    ao.beta1 = st.beta1;
+    ao.beta2 = st.beta2;
     Adam adam(params, ao);
     if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
       adam.load_state(model.optimizer_state);
@@ -364,12 +389,12 @@ int cmd_train(int argc, char** argv) {
       std::vector<std::string> order = files;
       std::mt19937_64 rng(uint64_t(cfg.seed) * 1000003ULL + si * 1009ULL + uint64_t(epoch));
       std::shuffle(order.begin(), order.end(), rng);
-      order.resize(size_t(batches_per_epoch * B));
+      if (cfg.drop_last) order.resize(size_t(full_batches * B));
       const long long skip = progress["batches"].get<long long>() * B;  // resumed mid-epoch
       ex.set_first_frame_id(((long long)(si + 1) * 100000 + epoch) * 1000000 + skip);
       size_t next = size_t(skip);
       std::map<std::string, double> loss_sum;
-      long long batches = progress["batches"].get<long long>(), counted = 0;
+      long long batches = progress["batches"].get<long long>(), counted = 0, epoch_images = 0;
       cli::Progress bar(st.name + " epoch " + std::to_string(epoch + 1) + "/" + std::to_string(st.epochs),
                         batches_per_epoch, B, "images/s");
       const auto t_epoch = std::chrono::steady_clock::now();
@@ -392,6 +417,7 @@ int cmd_train(int argc, char** argv) {
         ++batches;
         ++counted;
         images_seen += (long long)frames.size();
+        epoch_images += (long long)frames.size();
         if (!a.flag("quiet")) bar.update(batches, terms);
       };
       // The executor changes first_frame_id per epoch, so each epoch is a fresh run.
@@ -407,7 +433,7 @@ int cmd_train(int argc, char** argv) {
       }, false, step);
       if (!a.flag("quiet")) bar.finish();
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
-      const long long imgs = counted * B;
+      const long long imgs = epoch_images;
       // The epoch's tensors are all free now: hand them back before the checkpoint's
       // serialisation needs a few hundred MB, so peak memory is the larger of the two, not the sum.
       release_cached_cpu_blocks();

@@ -76,8 +76,14 @@ Model load_model(const std::string& path) {
     m.graph_name = need("graph_name").toStringRef();
     m.graph_json = need("graph_json").toStringRef();
     for (const auto& e : need("fingerprints").toGenericDict()) m.fingerprints[e.key().toStringRef()] = e.value().toStringRef();
-    auto size = need("image_size").toIntVector();
-    if (size.size() != 2) throw Error(path + ": model field \"image_size\" must hold [height, width]");
+    // A typed int list from C++, a generic list from Python's torch.save: both hold ints.
+    std::vector<int64_t> size;
+    const c10::IValue sz = need("image_size");
+    if (sz.isIntList()) size = sz.toIntVector();
+    else if (sz.isList())
+      for (const auto& e : sz.toListRef()) size.push_back(e.isInt() ? e.toInt() : -1);
+    if (size.size() != 2 || size[0] < 1 || size[1] < 1)
+      throw Error(path + ": model field \"image_size\" must hold [height, width], two positive integers");
     m.image_height = int(size[0]);
     m.image_width = int(size[1]);
     m.normalize = need("normalize").toStringRef();

@@ -11,6 +11,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <fstream>
+#include <map>
 #include <sstream>
 
 #include "framework/graph.h"
@@ -128,6 +130,41 @@ TEST(StudentNodeTest, Rd4adParameterCountsMatchPython) {
   }
   EXPECT_EQ(StudentNode(ReverseParams()).network().parameter_count(),
             15383168);  // resnet18: 15.4 M
+}
+
+// The initial weights come from fmam's own generator, so they differ from the official ones;
+// their distributions must not (kaiming fan_out for Conv2d, PyTorch's default for the transposed
+// convs, BatchNorm 1/0). rd4ad_init_fixture.txt: the official student's statistics, made by
+// make_rd4ad_init_fixture.py. A wrong fan, scheme or layer shows as a std off by 10% or more.
+TEST(StudentNodeTest, Rd4adInitialWeightsAreDistributedAsTheOfficialOnes) {
+  std::ifstream f(std::string(FMAM_SOURCE_DIR) + "/tests/testdata/rd4ad_init_fixture.txt");
+  ASSERT_TRUE(f) << "rd4ad_init_fixture.txt";
+  std::map<std::string, at::Tensor> mine;
+  for (const auto& [name, t] : StudentNode(ReverseParams()).named_state()) mine[name] = t.to(at::kDouble);
+  std::string line;
+  int checked = 0;
+  while (std::getline(f, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::istringstream in(line);
+    std::string name;
+    int64_t numel = 0;
+    double mean = 0, std_ = 0;
+    in >> name >> numel >> mean >> std_;
+    ASSERT_TRUE(mine.count(name)) << name;
+    const at::Tensor& t = mine[name];
+    ASSERT_EQ(t.numel(), numel) << name;
+    const double m = t.mean().item<double>(), s = numel > 1 ? t.std().item<double>() : 0.0;
+    if (std_ == 0) {
+      EXPECT_EQ(s, 0.0) << name;
+      EXPECT_EQ(m, mean) << name;
+      continue;
+    }
+    // Sampling error of a std estimate is ~std / sqrt(2n): 1% is > 10 sigma for n >= 4096.
+    EXPECT_NEAR(s / std_, 1.0, numel >= 4096 ? 0.01 : 0.1) << name;
+    EXPECT_NEAR(m, 0.0, 6 * std_ / std::sqrt(double(numel))) << name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
 }
 
 TEST(StudentNodeTest, Rd4adStateNamesAndShapesMatchPython) {
