@@ -47,7 +47,7 @@ struct Stage {
 struct TrainConfig {
   std::string inference_graph;
   int batch_size = 16;
-  int image_size = 256;
+  int image_width = 256, image_height = 256;  // train.image_size: N (N x N) or "WxH" ("512x128")
   int seed = 0;
   std::string precision = "auto";  // auto | fp32 | bf16-mixed (see resolve_precision)
   // Whether an epoch ends with the last partial batch (false: it is trained on, as PyTorch's
@@ -72,6 +72,28 @@ Precision resolve_precision(const std::string& p) {
   return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
 }
 const char* precision_name(Precision p) { return p == Precision::kBFloat16Mixed ? "bf16-mixed" : "fp32"; }
+
+// "256" for a square size, "512x128" (width x height) otherwise.
+std::string image_size_text(const TrainConfig& c) {
+  return c.image_width == c.image_height ? std::to_string(c.image_width)
+                                         : std::to_string(c.image_width) + "x" + std::to_string(c.image_height);
+}
+
+// train.image_size: an integer N (N x N), or a string "WxH" for long parts (4:1 is common).
+void parse_image_size(const json& v, const std::string& where, TrainConfig& c) {
+  if (v.is_number_integer()) {
+    c.image_width = c.image_height = v.get<int>();
+    return;
+  }
+  const std::string bad = where + ": expected an integer (256) or \"WxH\" (\"512x128\"), got " + v.dump();
+  if (!v.is_string()) throw Error(bad);
+  const std::string s = v.get<std::string>();
+  const size_t x = s.find('x');
+  auto digits = [](const std::string& t) { return !t.empty() && t.size() < 6 && t.find_first_not_of("0123456789") == std::string::npos; };
+  if (x == std::string::npos || !digits(s.substr(0, x)) || !digits(s.substr(x + 1))) throw Error(bad);
+  c.image_width = std::stoi(s.substr(0, x));
+  c.image_height = std::stoi(s.substr(x + 1));
+}
 
 // Reads the "train" section, then applies --set overrides aimed at it ("train.batch_size=8",
 // "stage2.epochs=10"). Errors name the graph file and the field.
@@ -105,7 +127,7 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
   try {
     c.inference_graph = j.at("inference_graph").get<std::string>();
     c.batch_size = j.value("batch_size", 16);
-    c.image_size = j.value("image_size", 256);
+    if (j.contains("image_size")) parse_image_size(j["image_size"], where("image_size"), c);
     c.seed = j.value("seed", 0);
     if (j.contains("precision") && !j["precision"].is_string())
       throw Error(where("precision") + ": expected \"auto\", \"fp32\" or \"bf16-mixed\"");
@@ -139,19 +161,21 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
     throw Error(file + ": train section: " + e.what());
   }
   if (c.batch_size < 1 || c.batch_size > 1024) throw Error(where("batch_size") + ": must be in [1, 1024]");
-  if (c.image_size < 32 || c.image_size > 2048) throw Error(where("image_size") + ": must be in [32, 2048]");
+  for (int side : {c.image_width, c.image_height})
+    if (side < 32 || side > 2048)
+      throw Error(where("image_size") + ": each side must be in [32, 2048], got " + image_size_text(c));
   if (c.precision != "auto" && c.precision != "fp32" && c.precision != "bf16-mixed")
     throw Error(where("precision") + ": \"" + c.precision + "\" is not one of auto, fp32, bf16-mixed");
   return c;
 }
 
 // Every Resize takes the configured size; UpsampleSum paints maps at it.
-void apply_image_size(GraphConfig& g, int size) {
+void apply_image_size(GraphConfig& g, const TrainConfig& c) {
   std::vector<ParamOverride> o;
   for (const auto& n : g.nodes)
     if (n.type == "Resize" || n.type == "UpsampleSum") {
-      o.push_back({n.id, "width", Value(size)});
-      o.push_back({n.id, "height", Value(size)});
+      o.push_back({n.id, "width", Value(c.image_width)});
+      o.push_back({n.id, "height", Value(c.image_height)});
     }
   apply_overrides(g, o);
 }
@@ -185,7 +209,8 @@ int cmd_train(int argc, char** argv) {
   opts.insert(opts.begin(),
               {{"data", "DIR", "a category folder in MVTec AD layout: trains on DIR/train/good", false, "d"},
                {"out", "FILE", "the model file to write (and to --resume from)", false, "o"},
-               {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128, train.seed=1,\n"
+               {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128 (or WxH:\n"
+                                    "                              train.image_size=512x128 for long parts), train.seed=1,\n"
                                     "                              train.precision=fp32 (default auto: bf16-mixed on CPUs with\n"
                                     "                              AVX512-BF16, else fp32), train.drop_last=true (default false:\n"
                                     "                              the last partial batch is trained on), stage1.epochs=10,\n"
@@ -229,14 +254,14 @@ int cmd_train(int argc, char** argv) {
   }
   TrainConfig cfg = parse_train(graph_path, g.train_json, train_sets);
   apply_overrides(g, node_sets);
-  apply_image_size(g, cfg.image_size);
+  apply_image_size(g, cfg);
   cli::attach_io(g, true, "");
   validate(g);  // the whole training graph, every stage's branch, before any work
 
   // The inference graph the model is for; validated now so a mistake shows before hours of work.
   const std::string inf_path = (fs::path(graph_path).parent_path() / cfg.inference_graph).string();
   GraphConfig inf = load_graph_file(inf_path);
-  apply_image_size(inf, cfg.image_size);
+  apply_image_size(inf, cfg);
   const ValidatedGraph inf_valid = validate(inf);
   std::set<std::string> inf_ids;
   for (const auto& n : inf.nodes) inf_ids.insert(n.id);
@@ -278,10 +303,11 @@ int cmd_train(int argc, char** argv) {
   }
   model.graph_name = inf.name;
   model.graph_json = read_text(inf_path);
-  model.image_width = model.image_height = cfg.image_size;
+  model.image_width = cfg.image_width;
+  model.image_height = cfg.image_height;
   json config_json = json::parse(g.train_json);
   config_json["batch_size"] = cfg.batch_size;
-  config_json["image_size"] = cfg.image_size;
+  config_json["image_size"] = cfg.image_width == cfg.image_height ? json(cfg.image_width) : json(image_size_text(cfg));
   config_json["seed"] = cfg.seed;
   config_json["drop_last"] = cfg.drop_last;
   const Precision precision = resolve_precision(cfg.precision);

@@ -18,6 +18,9 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
 #include "framework/model_file.h"
 
 namespace {
@@ -295,6 +298,59 @@ TEST(TrainTest, Rd4adRecipeHasTheOfficialSettings) {
   EXPECT_EQ(nodes["resize"]["params"]["interpolation"], "pil_bilinear");  // transforms.Resize on PIL images
   EXPECT_EQ(nodes["student"]["params"]["kind"], "reverse");           // BN_layer + de_resnet18
   EXPECT_EQ(nodes["teacher"]["params"]["arch"], "resnet18");
+}
+
+// A long part (4:1): bottle images squeezed to 512x128 in MVTec layout, trained at 256x64
+// (train.image_size=WxH), run (maps at 256x64, overlays at the frame's 512x128) and evaluated.
+TEST(TrainTest, NonSquareImagesTrainRunAndEvaluate) {
+  const fs::path src = fs::path(FMAM_SOURCE_DIR) / kData, data = temp_dir() / "long_parts";
+  auto squeeze = [&](const fs::path& from, const fs::path& to, int flags) {
+    fs::create_directories(to.parent_path());
+    cv::Mat m = cv::imread(from.string(), flags), out;
+    ASSERT_FALSE(m.empty()) << from;
+    cv::resize(m, out, cv::Size(512, 128), 0, 0, flags == cv::IMREAD_GRAYSCALE ? cv::INTER_NEAREST : cv::INTER_AREA);
+    ASSERT_TRUE(cv::imwrite(to.string(), out)) << to;
+  };
+  char name[16];
+  for (int i = 0; i < 8; ++i) {
+    std::snprintf(name, sizeof name, "%03d.png", i);
+    squeeze(src / "train/good" / name, data / "train/good" / name, cv::IMREAD_COLOR);
+  }
+  for (int i = 0; i < 2; ++i) {
+    std::snprintf(name, sizeof name, "%03d.png", i);
+    squeeze(src / "test/good" / name, data / "test/good" / name, cv::IMREAD_COLOR);
+    squeeze(src / "test/broken_large" / name, data / "test/broken_large" / name, cv::IMREAD_COLOR);
+    std::snprintf(name, sizeof name, "%03d_mask.png", i);
+    squeeze(src / "ground_truth/broken_large" / name, data / "ground_truth/broken_large" / name, cv::IMREAD_GRAYSCALE);
+  }
+  const std::string model = (temp_dir() / "long.fmam").string();
+  Result t = fmam("train graphs/fmam_rkd_train.json --out " + model + " --data " + data.string() +
+                  " --set train.image_size=256x64 --set train.batch_size=4 --set stage1.epochs=1 --set stage2.epochs=1 --threads 2 -q");
+  ASSERT_EQ(t.rc, 0) << t.err;
+  const fmam::Model m = fmam::load_model(model);
+  EXPECT_EQ(m.image_width, 256);
+  EXPECT_EQ(m.image_height, 64);
+  EXPECT_EQ(nlohmann::json::parse(m.train_config)["image_size"], "256x64");
+  const fs::path out = temp_dir() / "long_run";
+  Result r = fmam("run graphs/fmam_rkd.json --model " + model + " -i " + (data / "test/broken_large").string() + " -o " +
+                  out.string() + " -q");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  cv::Mat map = cv::imread((out / "broken_large_000_anomaly_map.tiff").string(), cv::IMREAD_UNCHANGED);
+  cv::Mat overlay = cv::imread((out / "broken_large_000_overlay.png").string());
+  ASSERT_FALSE(map.empty());
+  ASSERT_FALSE(overlay.empty());
+  EXPECT_EQ(map.size(), cv::Size(256, 64));
+  EXPECT_EQ(overlay.size(), cv::Size(512, 128));
+  Result e = fmam("eval graphs/fmam_rkd.json --model " + model + " --data " + data.string() + " --out " +
+                  (temp_dir() / "long_eval").string() + " -q");
+  ASSERT_EQ(e.rc, 0) << e.err;
+  auto results = nlohmann::json::parse(slurp(temp_dir() / "long_eval/results.json"));
+  EXPECT_TRUE(results.dump().find("pixel") != std::string::npos) << results.dump();
+  Result bad = fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256y64");
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_THAT(bad.err, HasSubstr(R"(graphs/fmam_rkd_train.json: train.image_size: expected an integer (256) or "WxH" ("512x128"), got "256y64")"));
+  Result small = fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256x16");
+  EXPECT_THAT(small.err, HasSubstr("train.image_size: each side must be in [32, 2048], got 256x16"));
 }
 
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
