@@ -313,7 +313,11 @@ int cmd_fleet_task(int argc, char** argv) {
   if (!a.get("max-images").empty()) train.insert(train.end(), {"--max-images", a.get("max-images")});
   const bool resume = fs::exists(pd.model());
   if (resume) train.push_back("--resume");
-  for (const auto& plugin : a.all("plugin")) train.insert(train.end(), {"--plugin", plugin});
+  // The common options go on to both commands.
+  std::vector<std::string> common;
+  for (const auto& plugin : a.all("plugin")) common.insert(common.end(), {"--plugin", plugin});
+  if (!a.get("intra-op-threads").empty()) common.insert(common.end(), {"--intra-op-threads", a.get("intra-op-threads")});
+  train.insert(train.end(), common.begin(), common.end());
   cli::log(p.name + ": " + (resume ? "resuming training" : "training") + " (attempt " +
            std::to_string(st["attempts"].get<int>()) + ", " + job_label() + "); log: " + pd.log().string());
   set_status("training");
@@ -326,7 +330,7 @@ int cmd_fleet_task(int argc, char** argv) {
   // Evaluate and calibrate (threshold and heatmap range go into the model).
   std::vector<std::string> eval = {exe, "eval", p.inference_graph, "--model", pd.model().string(), "--data", p.data,
                                    "--out", pd.report().string(), "--calibrate", "--threads", std::to_string(threads)};
-  for (const auto& plugin : a.all("plugin")) eval.insert(eval.end(), {"--plugin", plugin});
+  eval.insert(eval.end(), common.begin(), common.end());
   set_status("evaluating");
   t0 = std::chrono::steady_clock::now();
   ExitStatus ev = run_logged(eval, pd.log());
@@ -542,8 +546,8 @@ int cmd_fleet_submit(int argc, char** argv) {
               "log, and DONE last. Products already DONE are left out of the array; a product with a\n"
               "model but no DONE resumes from it; a failed one is retried. The manifest is checked first\n"
               "(every problem at once) and copied with absolute paths to DIR/manifest.csv (read by fmam\n"
-              "fleet gather) and DIR/.fleet/ (read by this submission's tasks). DIR, the data, the graphs and this binary must be on\n"
-              "storage every node sees at the same path.\n"
+              "fleet gather) and DIR/.fleet/ (read by this submission's tasks). DIR, the data, the\n"
+              "graphs and this binary must be on storage every node sees at the same path.\n"
               "\n"
               "Manifest: CSV with a header row product,data,graph,overrides (overrides optional):\n"
               "  product    folder name under DIR (letters, digits, '.', '_', '-')\n"
@@ -556,7 +560,7 @@ int cmd_fleet_submit(int argc, char** argv) {
               {{"out", "DIR", "the fleet folder (created): DIR/<product>/, DIR/manifest.csv, Slurm's output\n"
                               "                              in DIR/.fleet/slurm-JOB_TASK.out", false, "o"},
                {"partition", "P", "sbatch --partition", false, "p"},
-               {"time", "T", "sbatch --time: limit per product (e.g. 2:00:00); at the limit Slurm's\n"
+               {"time", "T", "sbatch --time: limit per product (e.g. 2:00:00); two minutes before it,\n"
                              "                              SIGTERM makes fmam train checkpoint, so a resubmit resumes", false, "t"},
                {"cpus", "N", "sbatch --cpus-per-task (default: the script's, 2); fmam uses that many threads", false, ""},
                {"mem", "SIZE", "sbatch --mem (default: the script's, 4G; 256x256 training peaks at 2.7 GB)", false, ""},
@@ -567,7 +571,7 @@ int cmd_fleet_submit(int argc, char** argv) {
                {"wait", "", "wait until every task has ended (sbatch --wait); exit status non-zero if one failed", false, ""},
                {"dry-run", "", "check the manifest, print the plan and the sbatch command; submit nothing, write nothing", false, "n"}},
               "examples:\n"
-              "  fmam fleet submit fleet.csv --out /shared/runs/fleet --partition cpu --time 2:00:00 --cpus 8\n"
+              "  fmam fleet submit fleet.csv --out /shared/runs/fleet --partition cpu --time 2:00:00 --cpus 2\n"
               "  fmam fleet gather /shared/runs/fleet      # while it runs, and after: fleet.csv, index.html\n"
               "  fmam fleet submit fleet.csv --out /shared/runs/fleet   # again: skips DONE, resumes the rest\n"
               "details: docs/SCALE.md");

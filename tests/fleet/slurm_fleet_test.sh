@@ -155,6 +155,12 @@ for p in bottle metal_plate; do
   grep -q "calibrated $d/model.fmam: threshold" "$d/log" || fail "$p: the log shows no calibration"
   grep -q "stage2 epoch 1/1: 16 images" "$d/log" || fail "$p: the log shows no stage 2 epoch on 16 images"
 done
+# The models load and carry their calibrated threshold: fmam run says PASS or FAIL.
+for p in bottle:mvtec_ad/bottle/test/broken_large/000.png metal_plate:mpdd/metal_plate/test/good/test_test_00002.png; do
+  "$FMAM" run "$SRC/graphs/fmam_rkd.json" --model "$OUT/${p%%:*}/model.fmam" -q -i "$SHARED/data/${p#*:}" >"$T/run.out" 2>&1 ||
+    { cat "$T/run.out"; fail "${p%%:*}: fmam run with the fleet's model failed"; }
+  grep -Eq "\.png,[-0-9.e]+,(PASS|FAIL)$" "$T/run.out" || { cat "$T/run.out"; fail "${p%%:*}: no PASS/FAIL from the calibrated model"; }
+done
 [ -f "$OUT/broken/FAILED" ] || fail "broken: no FAILED marker"
 [ ! -e "$OUT/broken/DONE" ] || fail "broken: DONE although its data holds no image"
 grep -q '"step": "train"' "$OUT/broken/FAILED" || fail "broken: FAILED does not name the train step"
@@ -194,7 +200,8 @@ grep -q -- "--array=1-2 " "$T/submit2.out" || fail "submit 2 did not leave bottl
 [ "$(stat -c %Y "$OUT/bottle/DONE")" = "$bottle_done" ] || fail "bottle's DONE was rewritten"
 [ -f "$OUT/metal_plate/DONE" ] || fail "metal_plate: no DONE after resuming"
 grep -q -- "--resume" "$OUT/metal_plate/log" || fail "metal_plate: not trained with --resume"
-grep -q "training already finished" "$OUT/metal_plate/log" || fail "metal_plate: the resume trained again"
+grep -q "training already finished" "$OUT/metal_plate/log" &&
+  [ "$(grep -c "stage2 epoch 1/1: 16 images" "$OUT/metal_plate/log")" -eq 1 ] || fail "metal_plate: the resume trained again"
 [ -f "$OUT/broken/FAILED" ] || fail "broken: no FAILED marker after the retry"
 "$FMAM" fleet gather "$OUT" >"$T/gather2.out" 2>&1 || { cat "$T/gather2.out"; fail "fleet gather failed"; }
 cat "$T/gather2.out"
