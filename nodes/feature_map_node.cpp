@@ -1,8 +1,10 @@
 #include "nodes/feature_map_node.h"
 
+#include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
+#include <map>
 
 namespace fmam {
 
@@ -17,6 +19,23 @@ std::vector<std::vector<int64_t>> param_levels(const FeatureMapNode::Params& p) 
 void check_channels_param(const FeatureMapNode::Params& p) {
   FMAM_CHECK(!p.channels.empty()) << "param \"channels\": needs at least one level";
   for (int c : p.channels) FMAM_CHECK(c >= 1) << "param \"channels\": must be positive, got " << c;
+  FMAM_CHECK(p.init != FeatureMapNode::Init::kIdentity || p.hidden_ratio >= 1.0f)
+      << "param \"init\": \"identity\" needs hidden_ratio >= 1 (the hidden layer must hold every channel), got "
+      << p.hidden_ratio;
+}
+
+// fc1 = fc2 = I (zero-padded when the hidden layer is wider), biases 0.
+void set_identity(const Network& net) {
+  std::map<std::string, at::Tensor> state;
+  for (const auto& [name, t] : net.named_state()) {
+    at::Tensor v = at::zeros_like(t);
+    if (t.dim() == 4) {
+      const int64_t n = std::min(t.size(0), t.size(1));
+      for (int64_t i = 0; i < n; ++i) v[i][i].fill_(1.0);
+    }
+    state[name] = v;
+  }
+  net.load_state(state);
 }
 
 }  // namespace
@@ -62,6 +81,7 @@ FeatureMapNode::FeatureMapNode(const Params& p)
         return make_feature_map(std::vector<int64_t>(p.channels.begin(), p.channels.end()),
                                 hidden_widths(p), uint64_t(p.seed));
       }()) {
+  if (p.init == Init::kIdentity) set_identity(net_);
   net_.train(false);
 }
 

@@ -21,10 +21,12 @@ namespace fmam {
 
 class FeatureMapNode final : public Node, public Trainable {
  public:
+  enum class Init { kRandom, kIdentity };
   struct Params {
     std::vector<int> channels = {64, 128, 256};  // resnet18 layer1..3
     float hidden_ratio = 1.0f;
     int seed = 0;
+    Init init = Init::kRandom;
   };
   static constexpr In<FeaturePyramid> kInTeacher{"teacher"};
   static constexpr In<FeaturePyramid> kInStudent{"student"};
@@ -52,6 +54,11 @@ class FeatureMapNode final : public Node, public Trainable {
         .param(&Params::hidden_ratio, "hidden_ratio", "hidden width per level as a multiple of C_j",
                Range{0.0625f, 16.0f})
         .param(&Params::seed, "seed", "random initialisation seed", Range{0, 2147483647})
+        .param(&Params::init, "init",
+               "random: PyTorch's default Conv2d init; identity: fc1 = fc2 = I, biases 0, so f(x) = "
+               "relu(x) = x on the (post-ReLU, non-negative) features and training starts from the "
+               "unmapped detector (needs hidden_ratio >= 1)",
+               Choices<Init>{{"random", Init::kRandom}, {"identity", Init::kIdentity}})
         .concurrency(Concurrency::kUnlimited)  // no mutable state in forward (no BatchNorm)
         .batchable();
   }

@@ -179,3 +179,37 @@ TEST(FeatureMapNodeTest, RuntimeMismatchNamesTheLevel) {
 
 }  // namespace
 }  // namespace fmam
+
+namespace fmam {
+namespace {
+
+// init "identity": f(x) = x on non-negative features (what the post-ReLU teacher and student
+// give), so stage 2 starts from the unmapped detector; gradients still reach every weight.
+TEST(FeatureMapNodeTest, IdentityInitMapsNonNegativeFeaturesToThemselves) {
+  for (float ratio : {1.0f, 1.5f}) {
+    NodeRunner runner(R"({"id": "fm", "type": "FeatureMap", "params": {"init": "identity", "hidden_ratio": )" +
+                      std::to_string(ratio) + "}}");
+    const std::vector<at::Tensor> x = {at::rand({2, 64, 8, 8}), at::rand({2, 128, 4, 4}), at::rand({2, 256, 2, 2})};
+    runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{x});
+    runner.push(FeatureMapNode::kInStudent, FeaturePyramid{x});
+    runner.run();
+    const auto out = runner.pop(FeatureMapNode::kOutTeacher).levels;
+    for (size_t j = 0; j < 3; ++j) EXPECT_TRUE(at::allclose(out[j], x[j], 0, 1e-6)) << "ratio " << ratio << " level " << j;
+  }
+  FeatureMapNode::Params p;
+  p.init = FeatureMapNode::Init::kIdentity;
+  FeatureMapNode fm(p);
+  fm.train(true);
+  auto out = fm.forward({at::rand({1, 64, 4, 4}), at::rand({1, 128, 2, 2}), at::rand({1, 256, 1, 1})});
+  (out[0].square().sum() + out[1].square().sum() + out[2].square().sum()).backward();
+  for (const auto& prm : fm.parameters()) {
+    ASSERT_TRUE(prm.grad().defined());
+    EXPECT_GT(prm.grad().abs().sum().item<double>(), 0.0);
+  }
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "fm", "type": "FeatureMap", "params": {"init": "identity", "hidden_ratio": 0.5}})"); },
+              testing::ThrowsMessage<GraphError>(testing::HasSubstr(
+                  R"(param "init": "identity" needs hidden_ratio >= 1 (the hidden layer must hold every channel), got 0.5)")));
+}
+
+}  // namespace
+}  // namespace fmam
