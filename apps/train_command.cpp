@@ -23,6 +23,7 @@
 #include "framework/graph.h"
 #include "framework/io.h"
 #include "framework/model_file.h"
+#include "framework/registry.h"
 #include "framework/stateful.h"
 #include "training/adam.h"
 
@@ -180,6 +181,24 @@ void apply_image_size(GraphConfig& g, const TrainConfig& c) {
   apply_overrides(g, o);
 }
 
+// train.seed reseeds every node that has a "seed" param (student and feature-map init, anomaly
+// synthesis) by adding itself to the node's seed, besides the data order. train.seed 0 leaves
+// the graph's seeds as they are, so one setting gives a different run, as a seed should.
+void apply_train_seed(GraphConfig& g, int seed) {
+  if (seed == 0) return;
+  std::vector<ParamOverride> o;
+  for (const auto& n : g.nodes) {
+    const NodeType* t = Registry::global().find(n.type);
+    const ParamSpec* spec = t ? t->contract.find_param("seed") : nullptr;
+    if (!spec) continue;
+    Value base = spec->default_value;
+    for (const auto& [k, v] : n.params)
+      if (k == "seed") base = v;
+    if (base.is_int()) o.push_back({n.id, "seed", Value(int(base.as_int() + seed))});
+  }
+  apply_overrides(g, o);
+}
+
 // Loads the tensors of `m` into the executor's Stateful nodes that have any (a partial load:
 // nodes new in this stage keep their seeded initialisation).
 void load_partial(Executor& ex, const std::map<std::string, at::Tensor>& tensors) {
@@ -255,6 +274,7 @@ int cmd_train(int argc, char** argv) {
   TrainConfig cfg = parse_train(graph_path, g.train_json, train_sets);
   apply_overrides(g, node_sets);
   apply_image_size(g, cfg);
+  apply_train_seed(g, cfg.seed);
   cli::attach_io(g, true, "");
   validate(g);  // the whole training graph, every stage's branch, before any work
 

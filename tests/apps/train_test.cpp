@@ -353,6 +353,26 @@ TEST(TrainTest, NonSquareImagesTrainRunAndEvaluate) {
   EXPECT_THAT(small.err, HasSubstr("train.image_size: each side must be in [32, 2048], got 256x16"));
 }
 
+// train.seed reseeds the nodes' own seeds (student init, feature maps, synthesis) by adding
+// itself to them, not only the data order. One image, so the order cannot matter: train.seed 5
+// is student.seed 5, and student.seed 1 under train.seed 5 is another run.
+TEST(TrainTest, TrainSeedAddsToEveryNodeSeed) {
+  auto train = [&](const std::string& sets, const std::string& name) {
+    const std::string out = (temp_dir() / name).string();
+    Result r = fmam("train graphs/rd4ad_train.json --out " + out + " --data " + kData +
+                    " --max-images 1 --set train.image_size=64 --set stage1.epochs=1 -q " + sets);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return fmam::load_model(out);
+  };
+  const fmam::Model a = train("--set train.seed=5", "seed5.fmam");
+  const fmam::Model b = train("--set student.seed=5", "student5.fmam");
+  const fmam::Model c = train("--set train.seed=5 --set student.seed=1", "seed5_student1.fmam");
+  expect_same_tensors(a, b);
+  bool differs = false;
+  for (const auto& [k, t] : a.tensors) differs |= !t.equal(c.tensors.at(k));
+  EXPECT_TRUE(differs) << "student.seed did not change the run under train.seed 5";
+}
+
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
   Result a = fmam("train graphs/fmam_rkd.json --data " + kData + " --out /tmp/x.fmam");
   EXPECT_EQ(a.rc, 1);
