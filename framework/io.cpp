@@ -1,7 +1,12 @@
 #include "framework/io.h"
 
 #include <glob.h>
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 
 #include <algorithm>
 #include <atomic>
@@ -33,12 +38,14 @@ std::vector<std::string> list_images(const std::string& spec, bool recursive) {
     glob_t g{};
     if (glob(spec.c_str(), 0, nullptr, &g) == 0)
       for (size_t i = 0; i < g.gl_pathc; ++i)
-        if (fs::is_regular_file(g.gl_pathv[i], ec) && is_image_file(g.gl_pathv[i])) out.push_back(g.gl_pathv[i]);
+        if (is_image_file(g.gl_pathv[i])) out.push_back(g.gl_pathv[i]);  // read_image names a folder or dead link
     globfree(&g);
     if (out.empty()) throw Error("--input \"" + spec + "\": the pattern matches no image file");
   } else if (fs::is_directory(spec, ec)) {
+    // Anything named like an image is listed, a folder "x.png" or a broken link too: the reader
+    // then reports it by name instead of the file vanishing from the run unseen.
     auto add = [&](const fs::directory_entry& e) {
-      if (e.is_regular_file() && is_image_file(e.path().string())) out.push_back(e.path().string());
+      if (is_image_file(e.path().string())) out.push_back(e.path().string());
     };
     if (recursive)
       for (const auto& e : fs::recursive_directory_iterator(spec)) add(e);
@@ -69,6 +76,124 @@ std::vector<std::string> list_images(const std::string& spec, bool recursive) {
   return out;
 }
 
+namespace {
+
+uint32_t be32(const unsigned char* p) { return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]; }
+uint32_t be16(const unsigned char* p) { return uint32_t(p[0]) << 8 | p[1]; }
+
+bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
+bool is_jpeg(const std::string& b) { return b.size() >= 3 && (unsigned char)b[0] == 0xFF && (unsigned char)b[1] == 0xD8 && (unsigned char)b[2] == 0xFF; }
+
+// What the header says about a PNG or JPEG: its size (-1 if not found) and, when the whole file
+// is given, whether it ends properly.
+struct HeaderInfo {
+  int width = -1, height = -1;
+  bool complete = false;
+};
+
+HeaderInfo png_info(const std::string& b) {
+  HeaderInfo h;
+  const auto* u = reinterpret_cast<const unsigned char*>(b.data());
+  if (b.size() >= 24 && b.compare(12, 4, "IHDR") == 0) {
+    h.width = int(std::min<uint32_t>(be32(u + 16), 0x7fffffff));
+    h.height = int(std::min<uint32_t>(be32(u + 20), 0x7fffffff));
+  }
+  // The IEND chunk (length 0) closes every complete PNG; bytes after it are tolerated.
+  h.complete = b.rfind(std::string("\0\0\0\0IEND", 8)) != std::string::npos;
+  return h;
+}
+
+// Walks the JPEG's markers: segment lengths outside the scans, entropy-coded data (where 0xFF is
+// always followed by 0x00 or a restart marker) inside them, until the end-of-image marker.
+HeaderInfo jpeg_info(const std::string& b) {
+  HeaderInfo h;
+  const auto* u = reinterpret_cast<const unsigned char*>(b.data());
+  const size_t n = b.size();
+  size_t i = 2;
+  while (i + 1 < n) {
+    if (u[i] != 0xFF) return h;  // lost sync: corrupt
+    unsigned m = u[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    i += 2;
+    if (m == 0xD9) {
+      h.complete = true;
+      return h;
+    }
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // no payload
+    if (i + 2 > n) return h;
+    const size_t len = be16(u + i);
+    if (len < 2) return h;
+    const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+    if (sof && h.width < 0 && i + 7 <= n) {
+      h.height = int(be16(u + i + 3));
+      h.width = int(be16(u + i + 5));
+    }
+    i += len;
+    if (m == 0xDA) {  // a scan: skip its entropy-coded data
+      while (i + 1 < n && !(u[i] == 0xFF && u[i + 1] != 0x00 && !(u[i + 1] >= 0xD0 && u[i + 1] <= 0xD7))) ++i;
+    }
+  }
+  return h;
+}
+
+std::string slurp_bytes(const std::string& path, size_t limit) {
+  std::ifstream f(path, std::ios::binary);
+  std::string b;
+  if (!f) return b;
+  b.resize(limit);
+  f.read(&b[0], std::streamsize(limit));
+  b.resize(size_t(f.gcount()));
+  return b;
+}
+
+}  // namespace
+
+std::pair<int, int> image_header_size(const std::string& path) {
+  const std::string b = slurp_bytes(path, 1 << 20);  // a JPEG's frame header follows its EXIF (<= 64 KB each)
+  HeaderInfo h = is_png(b) ? png_info(b) : is_jpeg(b) ? jpeg_info(b) : HeaderInfo{};
+  return {h.width, h.height};
+}
+
+cv::Mat read_image(const std::string& path, int flags, long long max_pixels) {
+  const std::string q = "\"" + path + "\": ";
+  std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(path, ec)) && !fs::exists(path, ec))
+    throw Error(q + "a broken symbolic link (its target \"" + fs::read_symlink(path, ec).string() + "\" does not exist)");
+  if (fs::is_directory(path, ec)) throw Error(q + "a folder, not an image file");
+  if (!fs::exists(path, ec)) throw Error(q + "no such file");
+  if (!fs::is_regular_file(path, ec)) throw Error(q + "not a regular file");
+  const auto size = fs::file_size(path, ec);
+  if (ec) throw Error(q + "cannot read: " + ec.message());
+  if (size == 0) throw Error(q + "the file is empty");
+  std::string b = slurp_bytes(path, size_t(size));
+  if (b.size() != size) throw Error(q + "cannot read (" + std::to_string(b.size()) + " of " + std::to_string(size) + " bytes)");
+  HeaderInfo h;
+  const bool png = is_png(b), jpeg = is_jpeg(b);
+  if (png) h = png_info(b);
+  if (jpeg) h = jpeg_info(b);
+  if ((png || jpeg) && h.width >= 0 && (long long)h.width * h.height > max_pixels)
+    throw Error(q + "the header says " + std::to_string(h.width) + "x" + std::to_string(h.height) + " pixels, more than the bound of " +
+                std::to_string(max_pixels) + " pixels (ImageSource param max_pixels)");
+  if (png && !h.complete) throw Error(q + "truncated PNG (no IEND chunk: the file was cut short)");
+  if (jpeg && !h.complete) throw Error(q + "truncated JPEG (no end-of-image marker after the last scan: the file was cut short)");
+  cv::Mat m;
+  try {
+    m = cv::imdecode(cv::Mat(1, int(b.size()), CV_8U, b.data()), flags);
+  } catch (const cv::Exception& e) {
+    std::string w = e.what();
+    while (!w.empty() && (w.back() == '\n' || w.back() == ' ')) w.pop_back();
+    throw Error(q + "cannot decode: " + w.substr(w.rfind('\n') == std::string::npos ? 0 : w.rfind('\n') + 1));
+  }
+  if (m.empty()) throw Error(q + "cannot decode (not an image, or truncated)");
+  if ((long long)m.cols * m.rows > max_pixels)
+    throw Error(q + std::to_string(m.cols) + "x" + std::to_string(m.rows) + " pixels, more than the bound of " +
+                std::to_string(max_pixels) + " pixels (ImageSource param max_pixels)");
+  return m;
+}
+
 static std::string temp_name(const std::string& path) {
   fs::path p(path);
   // Unique per process and per call (threads may write the same path at once); keep the
@@ -90,8 +215,33 @@ void atomic_write_text(const std::string& path, const std::string& text) {
   atomic_write_bytes(path, text.data(), text.size());
 }
 
+// Removes ".<stem>.tmp<pid>_<n><ext>" beside `path` whose process no longer runs: what a write
+// killed by SIGKILL (or a power cut) left behind. Temporaries of live processes are theirs.
+static void remove_stale_temps(const std::string& path) {
+  const fs::path p(path);
+  const std::string head = "." + p.stem().string() + ".tmp", ext = p.extension().string();
+  std::error_code ec;
+  fs::directory_iterator it(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= head.size() + ext.size() || name.compare(0, head.size(), head) != 0 ||
+        name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
+      continue;
+    const std::string mid = name.substr(head.size(), name.size() - head.size() - ext.size());  // "<pid>_<n>"
+    const size_t us = mid.find('_');
+    if (us == 0 || us == std::string::npos || mid.find_first_not_of("0123456789_") != std::string::npos) continue;
+    const long pid = std::atol(mid.substr(0, us).c_str());
+    if (pid <= 0 || pid == long(getpid())) continue;
+    if (kill(pid_t(pid), 0) == -1 && errno == ESRCH) {
+      std::error_code rm;
+      fs::remove(it->path(), rm);
+    }
+  }
+}
+
 void atomic_write_bytes(const std::string& path, const char* data, size_t size) {
   ensure_parent(path);
+  remove_stale_temps(path);
   std::string tmp = temp_name(path);
   {
     std::ofstream f(tmp, std::ios::binary);

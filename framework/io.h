@@ -3,18 +3,36 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <opencv2/core/mat.hpp>
 
 namespace fmam {
 
+// Default bound of read_image: 64 megapixels (8192 x 7812), about 200 MB decoded as BGR.
+constexpr long long kMaxImagePixels = 64LL << 20;
+
 // Image files named by `spec`: a folder (its images, sorted; recursive if asked), a glob
 // pattern ("data/*.png"), a single file, or a .txt list of paths (one per line, relative to the
 // list's folder). Throws Error naming `spec` if nothing is found.
+// Entries named like images that are not regular files (a folder "x.png", a broken symbolic
+// link) are listed too, so that the reader reports each one instead of dropping it unseen.
 std::vector<std::string> list_images(const std::string& spec, bool recursive = false);
 bool is_image_file(const std::string& path);
 
+// Decodes an image file (cv::imread flags). Throws Error naming the file when it is not a regular
+// file, is empty, is cut short (a PNG without its IEND chunk, a JPEG without the end-of-image
+// marker after its last scan: libjpeg would fill the missing rows with grey and only warn), has
+// more than `max_pixels` pixels by its header (checked before any pixel is allocated), or does
+// not decode.
+cv::Mat read_image(const std::string& path, int flags, long long max_pixels = kMaxImagePixels);
+// Width and height from a PNG or JPEG header (no decode); {-1, -1} for other formats or a header
+// that cannot be parsed.
+std::pair<int, int> image_header_size(const std::string& path);
+
+// Temporary files of atomic writes that a killed process left behind (".<stem>.tmp<pid>_<n><ext>"
+// beside `path`, from a process that no longer runs) are removed by the next write of `path`.
 void atomic_write_text(const std::string& path, const std::string& text);
 // The same for a buffer (model files: no second copy of a few hundred MB).
 void atomic_write_bytes(const std::string& path, const char* data, size_t size);
