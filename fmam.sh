@@ -15,7 +15,7 @@ JOBS=${JOBS:-$(nproc)}
 # BLAS, 60x slower. python3 is not needed to build or test (fixtures are committed).
 PACKAGES=(build-essential cmake ninja-build pkg-config
   libopencv-dev libtorch-dev libhalide14-0-dev libtbb-dev libgtest-dev libgmock-dev
-  nlohmann-json3-dev libopenblas0-openmp
+  nlohmann-json3-dev libopenblas0-openmp libssl-dev
   slurm-wlm munge)  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
 
 install_packages() {

@@ -1,7 +1,13 @@
 #include "framework/model_file.h"
 
+#include <openssl/evp.h>
+#include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -16,11 +22,61 @@ Fingerprinted::~Fingerprinted() = default;
 namespace {
 
 constexpr const char* kFormat = "fmam-model";
+// SHA-256 of the learned tensors, verified at load. Absent in files of older fmam versions.
+constexpr const char* kChecksumField = "tensors_sha256";
+
+// SHA-256 over every tensor in key order: its key, dtype, shape and bytes (contiguous, CPU), so
+// that a flipped byte, a renamed or a reshaped tensor all change it.
+std::string tensors_sha256(const std::map<std::string, at::Tensor>& tensors) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw Error("model file: OpenSSL SHA-256 is unavailable");
+  auto add = [&](const void* p, size_t n) { EVP_DigestUpdate(ctx, p, n); };
+  for (const auto& [key, t0] : tensors) {
+    const at::Tensor t = t0.detach().contiguous().cpu();
+    const std::string head = key + '\0' + std::string(c10::toString(t.scalar_type())) + '\0';
+    add(head.data(), head.size());
+    for (int64_t d : t.sizes()) add(&d, sizeof d);
+    add(t.data_ptr(), t.numel() * t.element_size());
+  }
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  std::string hex;
+  char b[3];
+  for (unsigned i = 0; i < len; ++i) {
+    std::snprintf(b, sizeof b, "%02x", md[i]);
+    hex += b;
+  }
+  return hex;
+}
+
+// Whether the zip archive was written by fmam (torch::pickle_save names its records
+// "archive/..."; Python's torch.save names them after the file). Tools that rewrite a model in
+// Python (scripts/rd4ad_official.py export) replace tensors and keep the other fields, a stale
+// checksum among them, so only fmam's own files have theirs verified.
+bool written_by_fmam(const std::vector<char>& b) {
+  static const char kName[] = "archive/";
+  if (b.size() < 30 + 8 || b[0] != 'P' || b[1] != 'K' || b[2] != 3 || b[3] != 4) return false;
+  const size_t name_len = size_t((unsigned char)b[26]) | size_t((unsigned char)b[27]) << 8;
+  return name_len >= 8 && b.size() >= 30 + name_len && std::equal(kName, kName + 8, b.begin() + 30);
+}
 
 c10::Dict<std::string, std::string> to_dict(const std::map<std::string, std::string>& m) {
   c10::Dict<std::string, std::string> d;
   for (const auto& [k, v] : m) d.insert(k, v);
   return d;
+}
+
+// "stopped in stage 1 after 3 epoch(s)" from a checkpoint's progress JSON.
+std::string checkpoint_position(const std::string& progress) {
+  try {
+    const auto j = nlohmann::json::parse(progress);
+    return "stopped in stage " + std::to_string(j.value("stage", 0) + 1) + " after " + std::to_string(j.value("epoch", 0)) +
+           " epoch(s)";
+  } catch (const std::exception&) {
+    return "progress unreadable";
+  }
 }
 
 }  // namespace
@@ -41,6 +97,7 @@ void save_model(const std::string& path, const Model& m) {
   c10::Dict<std::string, at::Tensor> t;
   for (const auto& [k, v] : m.tensors) t.insert(k, v.detach().contiguous().cpu());
   d.insert("tensors", t);
+  d.insert(kChecksumField, tensors_sha256(m.tensors));
   d.insert("progress", m.progress);
   c10::Dict<std::string, at::Tensor> o;
   for (const auto& [k, v] : m.optimizer_state) o.insert(k, v.detach().contiguous().cpu());
@@ -50,9 +107,18 @@ void save_model(const std::string& path, const Model& m) {
 }
 
 Model load_model(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": a folder, not a model file");
+  if (!std::filesystem::exists(path, ec)) throw Error(path + ": no such model file");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open model file");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<char> bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    throw Error(path + ": cannot read model file: " + e.what());
+  }
+  if (bytes.empty()) throw Error(path + ": the model file is empty");
   c10::IValue v;
   try {
     v = torch::pickle_load(bytes);
@@ -66,16 +132,45 @@ Model load_model(const std::string& path) {
     if (!d.contains(key)) throw Error(path + ": model field \"" + key + "\" is missing");
     return d.at(key);
   };
+  // Each field checked for its type before use: c10's own accessors fail with an INTERNAL ASSERT.
+  auto bad_type = [&](const char* key, const char* want) {
+    return Error(path + ": model field \"" + key + "\" must be " + want + ", got " + need(key).tagKind());
+  };
+  auto need_string = [&](const char* key) -> std::string {
+    if (!need(key).isString()) throw bad_type(key, "a string");
+    return need(key).toStringRef();
+  };
+  auto optional_number = [&](const char* key) -> std::optional<double> {
+    const c10::IValue v = need(key);
+    if (v.isNone()) return std::nullopt;
+    if (!v.isDouble() && !v.isInt()) throw bad_type(key, "a number or None");
+    const double x = v.isDouble() ? v.toDouble() : double(v.toInt());
+    if (!std::isfinite(x)) throw Error(path + ": model field \"" + key + "\" is not finite (" + std::to_string(x) + ")");
+    return x;
+  };
+  auto tensor_dict = [&](const char* key, std::map<std::string, at::Tensor>& out) {
+    const c10::IValue v = need(key);
+    if (!v.isGenericDict()) throw bad_type(key, "a dict of tensors");
+    for (const auto& e : v.toGenericDict()) {
+      if (!e.key().isString() || !e.value().isTensor()) throw bad_type(key, "a dict of name -> tensor");
+      out[e.key().toStringRef()] = e.value().toTensor();
+    }
+  };
   if (!d.contains("format") || !d.at("format").isString() || d.at("format").toStringRef() != kFormat)
     throw Error(path + ": not an fmam model file (field \"format\" is not \"" + kFormat + "\")");
   Model m;
   try {
+    if (!need("version").isInt()) throw bad_type("version", "an integer");
     int64_t version = need("version").toInt();
     if (version != Model::kVersion)
       throw Error(path + ": model version " + std::to_string(version) + ", this fmam reads " + std::to_string(Model::kVersion));
-    m.graph_name = need("graph_name").toStringRef();
-    m.graph_json = need("graph_json").toStringRef();
-    for (const auto& e : need("fingerprints").toGenericDict()) m.fingerprints[e.key().toStringRef()] = e.value().toStringRef();
+    m.graph_name = need_string("graph_name");
+    m.graph_json = need_string("graph_json");
+    if (!need("fingerprints").isGenericDict()) throw bad_type("fingerprints", "a dict of strings");
+    for (const auto& e : need("fingerprints").toGenericDict()) {
+      if (!e.key().isString() || !e.value().isString()) throw bad_type("fingerprints", "a dict of strings");
+      m.fingerprints[e.key().toStringRef()] = e.value().toStringRef();
+    }
     // A typed int list from C++, a generic list from Python's torch.save: both hold ints.
     std::vector<int64_t> size;
     const c10::IValue sz = need("image_size");
@@ -86,16 +181,24 @@ Model load_model(const std::string& path) {
       throw Error(path + ": model field \"image_size\" must hold [height, width], two positive integers");
     m.image_height = int(size[0]);
     m.image_width = int(size[1]);
-    m.normalize = need("normalize").toStringRef();
-    m.train_config = need("train_config").toStringRef();
-    if (!need("threshold").isNone()) m.threshold = need("threshold").toDouble();
-    if (!need("map_lo").isNone()) m.map_lo = need("map_lo").toDouble();
-    if (!need("map_hi").isNone()) m.map_hi = need("map_hi").toDouble();
-    for (const auto& e : need("tensors").toGenericDict()) m.tensors[e.key().toStringRef()] = e.value().toTensor();
-    if (d.contains("progress")) m.progress = d.at("progress").toStringRef();
-    if (d.contains("optimizer_state"))
-      for (const auto& e : d.at("optimizer_state").toGenericDict())
-        m.optimizer_state[e.key().toStringRef()] = e.value().toTensor();
+    m.normalize = need_string("normalize");
+    m.train_config = need_string("train_config");
+    m.threshold = optional_number("threshold");
+    m.map_lo = optional_number("map_lo");
+    m.map_hi = optional_number("map_hi");
+    tensor_dict("tensors", m.tensors);
+    if (d.contains("progress")) m.progress = need_string("progress");
+    if (d.contains("optimizer_state")) tensor_dict("optimizer_state", m.optimizer_state);
+    if (d.contains(kChecksumField) && written_by_fmam(bytes)) {
+      const std::string stored = need_string(kChecksumField), actual = tensors_sha256(m.tensors);
+      if (stored != actual)
+        throw Error(path + ": the model's tensors do not match their checksum (field \"" + kChecksumField + "\": stored " +
+                    stored.substr(0, 16) + "..., computed " + actual.substr(0, 16) +
+                    "...): the file is corrupt (a damaged copy or disk); use another copy or train again");
+    }
+    for (const auto& [k, t] : m.tensors)
+      if (t.is_floating_point() && !at::isfinite(t).all().item<bool>())
+        throw Error(path + ": tensor \"" + k + "\" holds NaN or infinite values; the model is unusable (did training diverge?)");
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -139,9 +242,16 @@ void apply_model(const Model& m, Executor& ex, const std::string& path) {
   }
   for (const auto& vn : ex.graph().nodes) {
     Node& n = ex.node(vn.config.id);
-    if (dynamic_cast<Stateful*>(&n) && !per_node.count(vn.config.id))
+    if (dynamic_cast<Stateful*>(&n) && !per_node.count(vn.config.id)) {
+      // A checkpoint stopped in an early stage lacks the nodes later stages add (stage 1 of
+      // fmam_rkd trains no feature mapping): say so, not that the graph is the wrong one.
+      if (!m.progress.empty())
+        throw Error(path + ": an unfinished training checkpoint (" + checkpoint_position(m.progress) +
+                    "), not a finished model: it has no tensors for " + node_prefix(file, vn.config.id, vn.config.type) +
+                    " yet; finish it with fmam train --resume");
       throw Error(path + ": the model has no tensors for " + node_prefix(file, vn.config.id, vn.config.type) +
                   "; it was trained for graph \"" + m.graph_name + "\"");
+    }
     if (auto* f = dynamic_cast<Fingerprinted*>(&n)) {
       auto it = m.fingerprints.find(vn.config.id);
       if (it != m.fingerprints.end() && !f->same_as(it->second))
