@@ -152,6 +152,40 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
   long long next_id = 0;
   bool eos_sent = false;
 
+  // Stacks stream s of frames into one batch packet. Frames of different shapes (images of
+  // different sizes reaching a node before any Resize) cannot stack: the error names the stream,
+  // its producer and the first two frames that differ, not only libtorch's "Sizes of tensors".
+  auto stack_batch = [&](int s, const std::vector<Msg>& frames) -> Packet {
+    const DataTypeInfo* dt = DataTypes::global().find(graph_.streams[s].type);
+    std::vector<Packet> parts;
+    for (const auto& m : frames) parts.push_back(m->frame.slot(s));
+    try {
+      return dt->concat(parts);
+    } catch (const std::exception& e) {
+      size_t bad = 1;
+      for (; bad < parts.size(); ++bad) {
+        try {
+          dt->concat({parts[0], parts[bad]});
+        } catch (const std::exception&) {
+          break;
+        }
+      }
+      if (bad == parts.size()) bad = parts.size() - 1;
+      const int prod = graph_.streams[s].producer;
+      const std::string who = prod >= 0 ? node_prefix(graph_.config.file, graph_.nodes[size_t(prod)].config.id,
+                                                      graph_.nodes[size_t(prod)].config.type) + ": "
+                                        : graph_.config.file + ": ";
+      auto frame_name = [&](size_t k) {
+        return "frame " + std::to_string(frames[k]->frame.id()) +
+               (frames[k]->frame.source.empty() ? std::string() : " (" + frames[k]->frame.source + ")");
+      };
+      std::string w = e.what();
+      throw Error(who + "stream \"" + graph_.streams[s].name + "\": cannot stack a batch: " + frame_name(0) + " and " +
+                  frame_name(bad) + " differ in shape (" + w.substr(0, w.find('\n')) +
+                  "); frames batched together must have one shape: use input images of one size, or a batch size of 1");
+    }
+  };
+
   auto make_error = [&](size_t i, const FrameState& f, const std::string& what) {
     const auto& vn = graph_.nodes[i];
     std::string where = f.eos ? std::string("finish()") : "process() at frame " + std::to_string(f.frame.id());
@@ -174,9 +208,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
         if (frames.size() == 1) {
           pk = first.frame.slot(s);
         } else {
-          std::vector<Packet> parts;
-          for (const auto& m : frames) parts.push_back(m->frame.slot(s));
-          pk = DataTypes::global().find(k.inputs()[p].type)->concat(parts);
+          pk = stack_batch(s, frames);
         }
       }
       ctx.inputs().push_back({k.inputs()[p].name, pk});
@@ -265,9 +297,7 @@ RunStats Executor::run(const Source& source, const Sink& sink, bool record_inter
     auto bm = std::make_shared<FrameState>(&graph_, tail_batch.front()->frame.id(), n + 1);
     bm->frame.source = tail_batch.front()->frame.source;
     for (int s : tail_inputs) {
-      std::vector<Packet> parts;
-      for (const auto& m : tail_batch) parts.push_back(m->frame.slot(s));
-      bm->frame.slot(s) = parts.size() == 1 ? parts[0] : DataTypes::global().find(graph_.streams[s].type)->concat(parts);
+      bm->frame.slot(s) = tail_batch.size() == 1 ? tail_batch[0]->frame.slot(s) : stack_batch(s, tail_batch);
     }
     for (size_t i = 0; i < n; ++i) {
       if (!in_tail_[i]) continue;

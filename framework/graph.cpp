@@ -448,6 +448,10 @@ ValidatedGraph validate(const GraphConfig& g, const Registry& registry) {
     std::vector<std::string> cyc;
     for (auto it = path.end(); it != start;) cyc.push_back("\"" + nodes[*--it].config.id + "\"");
     cyc.push_back(cyc.front());
+    // A long loop (a generated graph) is shown by its ends, so the message stays one readable line.
+    const size_t loop = cyc.size() - 1;
+    if (cyc.size() > 12)
+      cyc.erase(cyc.begin() + 8, cyc.end() - 3), cyc.insert(cyc.begin() + 8, "... (" + std::to_string(loop) + " nodes in the loop) ...");
     errors.push_back(file + ": the graph has a cycle: " + join(cyc, " -> ") +
                      "; streams must flow one way (no node may read its own output, directly or not)");
   }
