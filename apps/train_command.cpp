@@ -272,6 +272,10 @@ int cmd_train(int argc, char** argv) {
     (node_ids.count(o.node_id) ? node_sets : train_sets).push_back(o);
   }
   TrainConfig cfg = parse_train(graph_path, g.train_json, train_sets);
+  int total_epochs = 0;
+  for (const auto& st : cfg.stages) total_epochs += st.epochs;
+  if (total_epochs == 0 && !a.flag("resume"))
+    throw Error(graph_path + ": every stage has 0 epochs: nothing to train (a model of untrained weights is no detector)");
   apply_overrides(g, node_sets);
   apply_image_size(g, cfg);
   apply_train_seed(g, cfg.seed);
@@ -301,6 +305,14 @@ int cmd_train(int argc, char** argv) {
   if (a.flag("resume")) {
     if (!fs::exists(out)) throw Error("fmam train --resume: " + out + " does not exist");
     model = load_model(out);
+    // A checkpoint continues with its own image size and batch size: with others, the weights
+    // would resume on different inputs while the model recorded the new size.
+    const long long was_batch = json::parse(model.train_config).value("batch_size", (long long)cfg.batch_size);
+    if (model.image_width != cfg.image_width || model.image_height != cfg.image_height || was_batch != cfg.batch_size)
+      throw Error("fmam train --resume: " + out + " was trained with train.image_size=" + std::to_string(model.image_width) + "x" +
+                  std::to_string(model.image_height) + ", train.batch_size=" + std::to_string(was_batch) + "; this run asks for " +
+                  image_size_text(cfg) + ", " + std::to_string(cfg.batch_size) +
+                  ": resume with the checkpoint's settings, or train a new model with another --out");
     if (model.progress.empty()) {
       cli::log(out + ": training already finished; raise the epochs with --set to train more");
       // A finished model resumes after its last stage: re-run from the stage whose epochs grew.
@@ -478,6 +490,10 @@ int cmd_train(int argc, char** argv) {
         if (f.dropped) cli::log("skipped: " + f.drop_reason);
       }, false, step);
       if (!a.flag("quiet")) bar.finish();
+      if (epoch_images == 0 && !g_interrupted)
+        throw Error("fmam train: " + st.name + " epoch " + std::to_string(epoch + 1) + " trained on no image: all " +
+                    std::to_string(order.size() - size_t(skip)) + " image(s) of " + good +
+                    " were skipped (each named above); no model written");
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_epoch).count();
       const long long imgs = epoch_images;
       // The epoch's tensors are all free now: hand them back before the checkpoint's
