@@ -61,13 +61,17 @@ nlohmann::json to_json(const Stats& s) {
 // Normal and anomalous densities on one axis, as a small self-contained SVG.
 std::string density_svg(const std::string& title, const std::vector<float>& normal, const std::vector<float>& anomalous,
                         int bins = 50) {
+  // Only finite values have a bin (the caller rejects maps with others; this keeps the drawing
+  // safe on its own: a NaN cast to a bin index is undefined behaviour, and crashed here once).
   float lo = 1e30f, hi = -1e30f;
   for (const auto* v : {&normal, &anomalous})
-    for (float x : *v) lo = std::min(lo, x), hi = std::max(hi, x);
+    for (float x : *v)
+      if (std::isfinite(x)) lo = std::min(lo, x), hi = std::max(hi, x);
   if (!(hi > lo)) hi = lo + 1;
   auto hist = [&](const std::vector<float>& v) {
     std::vector<double> h(bins, 0);
-    for (float x : v) h[std::min(bins - 1, int((x - lo) / (hi - lo) * bins))] += 1;
+    for (float x : v)
+      if (std::isfinite(x)) h[std::clamp(int(double(x - lo) / double(hi - lo) * bins), 0, bins - 1)] += 1;
     for (auto& c : h) c = v.empty() ? 0 : c / v.size();
     return h;
   };
@@ -171,7 +175,7 @@ int cmd_analyze(int argc, char** argv) {
     apply_model(model, ex, model_path);
     std::vector<float> normal, defect;
     size_t next = 0;
-    long long done = 0;
+    long long done = 0, skipped = 0;
     cli::Progress bar("analyze " + fs::path(model_path).filename().string(), (long long)items.size(), 1, "images/s");
     ex.run(
         [&](Frame& f) {
@@ -182,38 +186,53 @@ int cmd_analyze(int argc, char** argv) {
         [&](const Frame& f) {
           ++done;
           if (!a.flag("quiet")) bar.update(done);
-          if (f.dropped) return cli::log("skipped: " + f.drop_reason);
+          if (f.dropped) {
+            ++skipped;
+            return cli::log("skipped: " + f.drop_reason);
+          }
           const cv::Mat& m = f.get<Map2D>(stream).mat;
           const std::string& mask_path = items[size_t(f.id())].second;
+          if (!cv::checkRange(m))
+            throw Error(model_path + ": the map \"" + stream + "\" of " + f.source +
+                        " holds NaN or infinite values; the model is unusable (did training diverge?)");
           if (mask_path.empty()) {
             for (int y = 0; y < m.rows; ++y)
               for (int x = 0; x < m.cols; ++x) normal.push_back(m.at<float>(y, x));
             return;
           }
-          cv::Mat mask = cv::imread(mask_path, cv::IMREAD_GRAYSCALE);
-          if (mask.empty()) throw Error(mask_path + ": cannot read the ground-truth mask");
+          cv::Mat mask = cli::read_mask(mask_path, f.source);
           cv::resize(mask, mask, m.size(), 0, 0, cv::INTER_NEAREST);
           for (int y = 0; y < m.rows; ++y)
             for (int x = 0; x < m.cols; ++x)
               if (mask.at<uchar>(y, x)) defect.push_back(m.at<float>(y, x));
         });
     if (!a.flag("quiet")) bar.finish();
+    if (normal.empty() && defect.empty())
+      throw Error("fmam analyze: " + model_path + ": no test image of " + test.string() + " could be read (" +
+                  std::to_string(skipped) + " skipped, each named above); nothing to analyse");
     Stats sn = stats_of(normal), sd = stats_of(defect);
-    const double sep = sn.std > 0 ? (sd.mean - sn.mean) / sn.std : 0;
+    // Undefined without both kinds of pixels or without spread: printed "undefined", null in JSON.
+    const bool sep_defined = !normal.empty() && !defect.empty() && sn.std > 0;
+    const double sep = sep_defined ? (sd.mean - sn.mean) / sn.std : 0;
+    const std::string sep_text = sep_defined ? std::to_string(sep).substr(0, 6) : "undefined";
+    if (!sep_defined)
+      cli::log(model_path + ": separation undefined: " +
+               (defect.empty() ? "no defect pixels (no test image with a ground-truth mask was read)"
+                               : normal.empty() ? "no normal pixels (no good test image was read)" : "normal pixels have zero spread"));
     const std::string name = fs::path(graph_path).stem().string() + ":" + fs::path(model_path).filename().string();
     for (const auto& [label, s] : {std::pair<const char*, const Stats&>{"normal", sn}, {"defect", sd}}) {
       std::printf("%-24s %-8s %10.4g %10.4g %10.4g %10.4g %10.4g %10s\n", name.c_str(), label, s.mean, s.std, s.p25, s.median,
-                  s.p75, std::string(label) == "defect" ? std::to_string(sep).substr(0, 6).c_str() : "");
+                  s.p75, std::string(label) == "defect" ? sep_text.c_str() : "");
       char row[512];
       std::snprintf(row, sizeof row,
                     "<tr><td>%s</td><td>%s</td><td>%s (%zu)</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%s</td></tr>",
                     graph_path.c_str(), model_path.c_str(), label, s.n, s.mean, s.std, s.p25, s.median, s.p75,
-                    std::string(label) == "defect" ? std::to_string(sep).substr(0, 6).c_str() : "");
+                    std::string(label) == "defect" ? sep_text.c_str() : "");
       html += row;
     }
     svgs += density_svg(name, normal, defect);
     out_json.push_back({{"graph", graph_path}, {"model", model_path}, {"stream", stream}, {"normal", to_json(sn)},
-                        {"defect", to_json(sd)}, {"separation", sep}});
+                        {"defect", to_json(sd)}, {"separation", sep_defined ? nlohmann::json(sep) : nlohmann::json(nullptr)}});
   }
   html += "</table><p>separation = (mean over defect pixels - mean over normal pixels) / std over normal pixels.</p>" + svgs +
           "</body></html>";

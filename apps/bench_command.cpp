@@ -58,7 +58,7 @@ int cmd_bench(int argc, char** argv) {
   std::optional<Model> model;
   if (!a.get("model").empty()) {
     model = load_model(a.get("model"));
-    cli::apply_model_settings(g, *model, -1);
+    cli::apply_model_settings(g, *model, -1, a.all("set"), a.get("model"));
   }
   // Decode to map: only what the Map2D and Scalar outputs need (no overlay drawing) unless
   // --all-outputs.

@@ -2,14 +2,19 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdlib>
+#include <limits>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 
 #include <set>
 
+#include <opencv2/imgcodecs.hpp>
+
 #include "framework/graph.h"
+#include "framework/io.h"
 #include "framework/model_file.h"
 #include "framework/registry.h"
 #include <stdexcept>
@@ -93,17 +98,46 @@ std::vector<std::string> Args::all(const std::string& name) const {
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
+// The smallest value each count option takes: a count of 0 or -5 threads, frames or batch
+// members is a typing mistake, never a request.
+int min_value(const std::string& name) {
+  static const std::map<std::string, int> kMin = {{"threads", 1},       {"intra-op-threads", 1}, {"batch", 1},
+                                                  {"max-in-flight", 1}, {"frames", 1},           {"repeat", 1},
+                                                  {"warmup", 0},        {"rss-every", 0},        {"max-images", 0}};
+  auto it = kMin.find(name);
+  return it == kMin.end() ? std::numeric_limits<int>::min() : it->second;
+}
+
 int Args::get_int(const std::string& name, int fallback) const {
   std::string v = get(name);
   if (v.empty()) return fallback;
+  int x = 0;
   try {
     size_t used = 0;
-    int x = std::stoi(v, &used);
+    x = std::stoi(v, &used);
     if (used != v.size()) throw std::invalid_argument(v);
-    return x;
   } catch (const std::exception&) {
     throw std::runtime_error("fmam " + command_ + ": --" + name + " must be an integer, got \"" + v + "\"");
   }
+  if (x < min_value(name))
+    throw std::runtime_error("fmam " + command_ + ": --" + name + " must be at least " + std::to_string(min_value(name)) +
+                             ", got " + v);
+  return x;
+}
+
+double Args::get_number(const std::string& name, double fallback) const {
+  std::string v = get(name);
+  if (v.empty()) return fallback;
+  double x = 0;
+  try {
+    size_t used = 0;
+    x = std::stod(v, &used);
+    if (used != v.size()) throw std::invalid_argument(v);
+  } catch (const std::exception&) {
+    throw std::runtime_error("fmam " + command_ + ": --" + name + " must be a number, got \"" + v + "\"");
+  }
+  if (!std::isfinite(x)) throw std::runtime_error("fmam " + command_ + ": --" + name + " must be a finite number, got " + v);
+  return x;
 }
 
 Progress::Progress(std::string what, long long total, double per_step, std::string unit)
@@ -159,7 +193,21 @@ static double status_mib(const char* key) {
     if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
   return 0;
 }
-void apply_model_settings(GraphConfig& g, const Model& m, double threshold) {
+void apply_model_settings(GraphConfig& g, const Model& m, double threshold, const std::vector<std::string>& user_sets,
+                          const std::string& model_path) {
+  // The image size is the model's: a --set that changes it would be replaced without a word.
+  for (const auto& s : user_sets) {
+    const ParamOverride u = parse_override(s);
+    if (u.param != "width" && u.param != "height") continue;
+    for (const auto& n : g.nodes) {
+      if (n.id != u.node_id || (n.type != "Resize" && n.type != "UpsampleSum")) continue;
+      const int want = u.param == "width" ? m.image_width : m.image_height;
+      if (!u.value.is_int() || u.value.as_int() != want)
+        throw Error("--set " + s + ": " + model_path + " was trained at " + std::to_string(m.image_width) + "x" +
+                    std::to_string(m.image_height) + ", and node \"" + n.id + "\" (" + n.type + ") runs at the model's size; " +
+                    "drop the --set, or train a model at the size you want (fmam train --set train.image_size=...)");
+    }
+  }
   std::vector<ParamOverride> o;
   auto user_set = [&](const NodeConfig& n, const std::string& p) {
     for (const auto& [k, v] : n.params)
@@ -235,6 +283,19 @@ void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir) {
     n.id = fresh_id("write_" + stream);
     g.nodes.push_back(n);
   }
+}
+
+cv::Mat read_mask(const std::string& mask_path, const std::string& image_path) {
+  cv::Mat m = read_image(mask_path, cv::IMREAD_GRAYSCALE);  // names the file on any problem
+  auto [w, h] = image_header_size(image_path);
+  if (w < 0) {
+    const cv::Mat img = read_image(image_path, cv::IMREAD_GRAYSCALE);
+    w = img.cols, h = img.rows;
+  }
+  if (m.cols != w || m.rows != h)
+    throw Error(mask_path + ": the ground-truth mask is " + std::to_string(m.cols) + "x" + std::to_string(m.rows) + ", its image " +
+                image_path + " is " + std::to_string(w) + "x" + std::to_string(h) + "; a mask must have its image's size");
+  return m;
 }
 
 double peak_rss_mib() { return status_mib("VmHWM:"); }

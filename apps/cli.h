@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <opencv2/core/mat.hpp>
+
 namespace fmam {
 struct GraphConfig;
 struct Model;
@@ -32,7 +34,10 @@ class Args {
   bool flag(const std::string& name) const { return values_.count(name) > 0; }
   std::string get(const std::string& name, const std::string& fallback = "") const;
   std::vector<std::string> all(const std::string& name) const;
+  // Count options (threads, batch, max-in-flight, frames, ...) are checked against their least
+  // value; a number must be finite.
   int get_int(const std::string& name, int fallback) const;
+  double get_number(const std::string& name, double fallback) const;
   const std::vector<std::string>& positionals() const { return positionals_; }
   std::string help() const;
 
@@ -71,7 +76,12 @@ void load_plugins(const Args& a);
 void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir);
 // With a model: takes its image size (Resize / UpsampleSum), its calibrated heatmap range and
 // threshold (Overlay, MapWriter) unless the user set them; `threshold` < 0 keeps the model's.
-void apply_model_settings(GraphConfig& g, const Model& m, double threshold);
+// A --set in `user_sets` that would change the model's image size is an error naming it.
+void apply_model_settings(GraphConfig& g, const Model& m, double threshold, const std::vector<std::string>& user_sets = {},
+                          const std::string& model_path = "");
+// A ground-truth mask (gray) of `image`: an error naming both files unless it has the image's size
+// (a mask of another size would be stretched onto the image without a word).
+cv::Mat read_mask(const std::string& mask_path, const std::string& image_path);
 // Peak resident memory of this process so far (VmHWM), in MiB.
 double peak_rss_mib();
 double rss_mib();  // current (VmRSS)

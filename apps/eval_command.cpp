@@ -94,7 +94,7 @@ int cmd_eval(int argc, char** argv) {
   std::vector<ParamOverride> ov;
   for (const auto& s : a.all("set")) ov.push_back(parse_override(s));
   apply_overrides(g, ov);
-  cli::apply_model_settings(g, model, -1);
+  cli::apply_model_settings(g, model, -1, a.all("set"), model_path);
   std::string map_stream, score_stream;
   for (const auto& [s, t] : g.outputs) {
     if (t == "Map2D" && map_stream.empty()) map_stream = s;
@@ -136,8 +136,7 @@ int cmd_eval(int argc, char** argv) {
           s.score = float(f.get<Scalar>(score_stream).value);
           s.anomaly_map = f.get<Map2D>(map_stream).mat.clone();
           if (!tests[i].mask_path.empty()) {
-            cv::Mat m = cv::imread(tests[i].mask_path, cv::IMREAD_GRAYSCALE);
-            if (m.empty()) throw Error(tests[i].mask_path + ": cannot read the ground-truth mask");
+            cv::Mat m = cli::read_mask(tests[i].mask_path, tests[i].path);
             cv::resize(m, s.gt_mask, s.anomaly_map.size(), 0, 0, cv::INTER_NEAREST);
           } else {
             s.gt_mask = cv::Mat::zeros(s.anomaly_map.size(), CV_8U);

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -170,6 +171,18 @@ int cmd_dot(int argc, char** argv) {
 
 // ---- run ---------------------------------------------------------------------------------
 
+// Output files are named by output_key ("<parent>_<stem>"): two inputs with one key would write
+// over each other's heatmaps and share a key in scores.csv. Refuse before any work.
+void check_unique_output_keys(const std::vector<std::string>& files) {
+  std::map<std::string, std::string> first;
+  for (size_t i = 0; i < files.size(); ++i) {
+    auto [it, fresh] = first.emplace(output_key(files[i], (long long)i), files[i]);
+    if (!fresh)
+      throw std::runtime_error("fmam run: \"" + it->second + "\" and \"" + files[i] + "\" would both write outputs named \"" +
+                               it->first + "_*\" (outputs are named <folder>_<stem>); rename one, or run them into separate --output folders");
+  }
+}
+
 int cmd_run(int argc, char** argv) {
   auto opts = common_options();
   opts.insert(opts.begin(),
@@ -182,6 +195,7 @@ int cmd_run(int argc, char** argv) {
                {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
                {"model", "FILE", "a trained model (fmam train): learned weights, image size, calibration", false, "m"},
                {"threshold", "T", "score above which an image FAILs (default: the model's calibrated one)", false, ""},
+               {"strict", "", "exit with status 3 if any image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   Args a("run", "fmam run GRAPH --input PATH [--output DIR] [--set ID.PARAM=VALUE]...",
          "Stream images through a graph. The graph's Image input is fed from --input (unreadable files\n"
@@ -191,7 +205,12 @@ int cmd_run(int argc, char** argv) {
          opts,
          "examples:\n"
          "  fmam run graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/broken_large -o out/\n"
-         "  fmam run examples/graphs/sharpness_check.json -i 'photos/*.png' --plugin build/examples/libfmam_example_plugin.so");
+         "  fmam run examples/graphs/sharpness_check.json -i 'photos/*.png' --plugin build/examples/libfmam_example_plugin.so\n"
+         "\n"
+         "exit status:\n"
+         "  0  every image was scored, or some were skipped (each named on stderr) without --strict\n"
+         "  1  an error (bad graph, model or option), or every image was skipped\n"
+         "  3  with --strict: some images were skipped");
   if (!a.parse(argc, argv)) return 0;
   load_plugins(a);
   GraphConfig g = read_graph(a, "run");
@@ -199,15 +218,12 @@ int cmd_run(int argc, char** argv) {
   if (!a.get("model").empty()) model = load_model(a.get("model"));
   double threshold = -1;
   if (!a.get("threshold").empty()) {
-    try {
-      threshold = std::stod(a.get("threshold"));
-    } catch (const std::exception&) {
-      throw std::runtime_error("fmam run: --threshold must be a number, got \"" + a.get("threshold") + "\"");
-    }
+    threshold = a.get_number("threshold", -1);
+    if (threshold < 0) throw std::runtime_error("fmam run: --threshold must be >= 0 (scores are), got " + a.get("threshold"));
   } else if (model && model->threshold) {
     threshold = *model->threshold;
   }
-  if (model) cli::apply_model_settings(g, *model, threshold);
+  if (model) cli::apply_model_settings(g, *model, threshold, a.all("set"), a.get("model"));
   const std::string input = a.get("input");
   if (input.empty()) throw std::runtime_error("fmam run: --input is required (a folder, glob, list file or image)");
   std::vector<std::string> scalar_streams;
@@ -216,6 +232,7 @@ int cmd_run(int argc, char** argv) {
   cli::attach_io(g, true, a.get("output"));
   ValidatedGraph vg = validate(g);
   std::vector<std::string> files = list_images(input, a.flag("recursive"));
+  if (!a.get("output").empty()) check_unique_output_keys(files);
 
   RunOptions ro;
   ro.batch = a.get_int("batch", 4);
@@ -283,7 +300,8 @@ int cmd_run(int argc, char** argv) {
     std::strncat(summary, v, sizeof summary - std::strlen(summary) - 1);
   }
   cli::log(summary + (a.get("output").empty() ? std::string() : "; outputs in " + a.get("output")));
-  return st.frames > 0 && st.dropped == st.frames ? 1 : 0;
+  if (st.frames > 0 && st.dropped == st.frames) return 1;
+  return a.flag("strict") && st.dropped > 0 ? 3 : 0;
 }
 
 int dispatch(int argc, char** argv) {
@@ -298,9 +316,20 @@ int dispatch(int argc, char** argv) {
   // frames, so each torch op runs on one thread; training's learning half runs one batch at a
   // time in order, so there each op takes every core. --intra-op-threads overrides.
   int threads = int(std::max(1u, std::thread::hardware_concurrency())), intra = -1;
-  for (int i = 2; i + 1 < argc; ++i) {
-    if (std::string(argv[i]) == "--threads") threads = std::max(1, std::atoi(argv[i + 1]));
-    if (std::string(argv[i]) == "--intra-op-threads") intra = std::max(1, std::atoi(argv[i + 1]));
+  // Read strictly here too (the command's own parse comes later): "--threads -1" is an error, not 1.
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    for (const char* name : {"--threads", "--intra-op-threads"}) {
+      std::string v;
+      if (arg == name && i + 1 < argc) v = argv[i + 1];
+      else if (arg.rfind(std::string(name) + "=", 0) == 0) v = arg.substr(std::strlen(name) + 1);
+      else continue;
+      char* end = nullptr;
+      const long x = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || x < 1 || x > 4096)
+        throw std::runtime_error("fmam " + cmd + ": " + name + " must be an integer in [1, 4096], got \"" + v + "\"");
+      (std::strcmp(name, "--threads") == 0 ? threads : intra) = int(x);
+    }
   }
   at::set_num_threads(intra > 0 ? intra : cmd == "train" ? threads : 1);
   if (cmd == "run") return cmd_run(argc - 2, argv + 2);
