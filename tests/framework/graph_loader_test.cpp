@@ -266,6 +266,21 @@ TEST(GraphLoaderTest, CycleIsListedInFlowOrder) {
   EXPECT_THAT(p[0], Not(HasSubstr("tail")));
 }
 
+// A generated graph with a 5000-node loop used to print a 54 KB line; its ends are enough.
+TEST(GraphLoaderTest, ALongCycleIsShownByItsEnds) {
+  std::string nodes;
+  const int n = 5000;
+  for (int i = 0; i < n; ++i)
+    nodes += std::string(i ? "," : "") + R"({"id": "n)" + std::to_string(i) + R"(", "type": "TestLoaderPass", "in": {"image": "s)" +
+             std::to_string((i + n - 1) % n) + R"("}, "out": {"image": "s)" + std::to_string(i) + R"("}})";
+  const auto p = problems_of(R"({"schema": 1, "nodes": [)" + nodes + "]}");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_LT(p[0].size(), 400u) << p[0].substr(0, 400);
+  EXPECT_THAT(p[0], HasSubstr("bad.json: the graph has a cycle: \""));
+  EXPECT_THAT(p[0], HasSubstr(" -> ... (5000 nodes in the loop) ... -> "));
+  EXPECT_THAT(p[0], HasSubstr("streams must flow one way"));
+}
+
 TEST(GraphLoaderTest, NodeReadingItsOwnOutputIsACycle) {
   EXPECT_THAT(problems_of(R"({"schema": 1, "nodes": [
       {"id": "me", "type": "TestLoaderPass", "in": {"image": "s"}, "out": {"image": "s"}}]})"),

@@ -142,6 +142,58 @@ TEST(IoTest, AtomicWriteTextCreatesFoldersReplacesAndLeavesNoTemp) {
   EXPECT_EQ(read_text(path), "");
 }
 
+// A write killed by SIGKILL leaves its temporary behind; the next write of the same file removes
+// it when its process is gone, and leaves a live process's (or another file's) alone.
+TEST(IoTest, AtomicWriteRemovesTemporariesOfDeadWriters) {
+  TempDir d;
+  const std::string dead = d / ".model.tmp999999999_1.fmam";  // pid above any pid_max
+  const std::string live = d / (".model.tmp" + std::to_string(::getppid()) + "_7.fmam");
+  const std::string other = d / ".other.tmp999999999_1.fmam";
+  for (const auto& p : {dead, live, other}) touch(p, std::string(1000, 'x'));
+  atomic_write_text(d / "model.fmam", "new");
+  EXPECT_EQ(read_text(d / "model.fmam"), "new");
+  EXPECT_THAT(entries(d.path), testing::UnorderedElementsAre(".model.tmp" + std::to_string(::getppid()) + "_7.fmam",
+                                                              ".other.tmp999999999_1.fmam", "model.fmam"));
+}
+
+// ---- read_image ----------------------------------------------------------------------------
+
+TEST(IoTest, ReadImageNamesEveryKindOfUnreadableFile) {
+  TempDir d;
+  const std::string corpus = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_inputs/";
+  EXPECT_EQ(read_image(corpus + "good.png", cv::IMREAD_COLOR).size(), cv::Size(64, 48));
+  EXPECT_EQ(read_image(corpus + "photo.jpg", cv::IMREAD_COLOR).size(), cv::Size(64, 48));
+  EXPECT_EQ(read_image(corpus + "gray16.png", cv::IMREAD_COLOR).type(), CV_8UC3);
+  EXPECT_EQ(read_image(corpus + "rgba.png", cv::IMREAD_COLOR).type(), CV_8UC3);
+  auto fails = [&](const std::string& path, const std::string& message, long long bound = kMaxImagePixels) {
+    EXPECT_THAT([&] { read_image(path, cv::IMREAD_COLOR, bound); }, ThrowsMessage<Error>(HasSubstr("\"" + path + "\": " + message)));
+  };
+  fails(corpus + "cut_png.png", "truncated PNG");
+  fails(corpus + "cut_jpeg.jpg", "truncated JPEG");
+  fails(corpus + "empty.png", "the file is empty");
+  fails(corpus + "huge_header.png", "the header says 60000x60000 pixels, more than the bound of 67108864 pixels");
+  fails(corpus + "not_an_image.jpg", "cannot decode");
+  fails(corpus + "good.png", "the header says 64x48 pixels, more than the bound of 1000 pixels", 1000);
+  fails(corpus + "photo.jpg", "the header says 64x48 pixels", 1000);
+  fs::create_directories(d / "dir.png");
+  fails(d / "dir.png", "a folder, not an image file");
+  fs::create_symlink(d / "gone.png", d / "link.png");
+  fails(d / "link.png", "a broken symbolic link");
+  fails(d / "missing.png", "no such file");
+  EXPECT_EQ(image_header_size(corpus + "photo.jpg"), std::make_pair(64, 48));
+  EXPECT_EQ(image_header_size(corpus + "huge_header.png"), std::make_pair(60000, 60000));
+  EXPECT_EQ(image_header_size(corpus + "not_an_image.jpg"), std::make_pair(-1, -1));
+}
+
+// Folders and broken links named like images are listed, so the reader names them.
+TEST(IoTest, FolderListingKeepsEntriesThatOnlyLookLikeImages) {
+  TempDir d;
+  touch(d / "in/a.png");
+  fs::create_directories(d / "in/b.png");
+  fs::create_symlink(d / "in/nowhere.png", d / "in/c.png");
+  EXPECT_THAT(list_images(d / "in"), ElementsAre(d / "in/a.png", d / "in/b.png", d / "in/c.png"));
+}
+
 TEST(IoTest, AtomicWriteTextNamesThePathOnFailure) {
   TempDir d;
   touch(d / "a_file");

@@ -1,0 +1,125 @@
+// Model file integrity: the tensors' SHA-256 written and verified at load, files without it
+// (older fmam, Python) still loading, and every malformed field named.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <torch/serialize.h>
+
+#include "framework/error.h"
+#include "framework/model_file.h"
+#include "tests/support/tiny_model.h"
+
+namespace fmam {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::HasSubstr;
+using testing::ThrowsMessage;
+
+fs::path dir() {
+  static fs::path d = [] {
+    fs::path p = fs::temp_directory_path() / ("fmam_model_file_test_" + std::to_string(getpid()));
+    fs::remove_all(p);
+    fs::create_directories(p);
+    return p;
+  }();
+  return d;
+}
+
+const Model& rkd() {
+  static Model m = test::tiny_model("graphs/rkd.json");
+  return m;
+}
+
+// Rewrites a saved model's top-level dict through `edit`, as another tool would.
+void rewrite(const std::string& path, const std::function<void(c10::impl::GenericDict&)>& edit) {
+  const std::string b = test::read_bytes(path);
+  c10::IValue v = torch::pickle_load(std::vector<char>(b.begin(), b.end()));
+  auto d = v.toGenericDict();
+  edit(d);
+  std::vector<char> out = torch::pickle_save(d);
+  test::write_bytes(path, std::string(out.begin(), out.end()));
+}
+
+TEST(ModelFileTest, ChecksumIsWrittenAndARoundTripLoads) {
+  const std::string p = (dir() / "ok.fmam").string();
+  save_model(p, rkd());
+  const std::string b = test::read_bytes(p);
+  c10::IValue v = torch::pickle_load(std::vector<char>(b.begin(), b.end()));
+  ASSERT_TRUE(v.toGenericDict().contains("tensors_sha256"));
+  EXPECT_EQ(v.toGenericDict().at("tensors_sha256").toStringRef().size(), 64u);
+  Model m = load_model(p);
+  ASSERT_EQ(m.tensors.size(), rkd().tensors.size());
+  for (const auto& [k, t] : rkd().tensors) EXPECT_TRUE(t.equal(m.tensors.at(k))) << k;
+}
+
+TEST(ModelFileTest, AFlippedTensorByteFailsTheChecksum) {
+  const std::string p = (dir() / "flipped.fmam").string();
+  save_model(p, rkd());
+  // The tensors are the bulk of the file: flip bytes in its middle half (stored uncompressed).
+  std::string b = test::read_bytes(p);
+  for (int k = 0; k < 50; ++k) b[b.size() / 4 + size_t(k) * (b.size() / 100)] ^= 0x5A;
+  test::write_bytes(p, b);
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(p + ": the model's tensors do not match their checksum")));
+}
+
+TEST(ModelFileTest, AReplacedTensorFailsTheChecksum) {
+  const std::string p = (dir() / "replaced.fmam").string();
+  save_model(p, rkd());
+  rewrite(p, [](c10::impl::GenericDict& d) {
+    auto t = d.at("tensors").toGenericDict();
+    const std::string key = t.begin()->key().toStringRef();
+    t.insert_or_assign(key, t.begin()->value().toTensor() + 1);
+  });
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr("do not match their checksum")));
+}
+
+TEST(ModelFileTest, AModelWithoutAChecksumStillLoads) {
+  const std::string p = (dir() / "old.fmam").string();
+  save_model(p, rkd());
+  rewrite(p, [](c10::impl::GenericDict& d) { d.erase("tensors_sha256"); });
+  EXPECT_EQ(load_model(p).tensors.size(), rkd().tensors.size());
+}
+
+TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {
+  Model m = rkd();
+  const std::string key = m.tensors.begin()->first;
+  m.tensors.begin()->second = m.tensors.begin()->second.clone().fill_(std::numeric_limits<float>::quiet_NaN());
+  const std::string p = (dir() / "nan.fmam").string();
+  save_model(p, m);
+  EXPECT_THAT([&] { load_model(p); },
+              ThrowsMessage<Error>(HasSubstr(p + ": tensor \"" + key + "\" holds NaN or infinite values")));
+}
+
+TEST(ModelFileTest, FieldsOfTheWrongTypeAreNamed) {
+  const std::string p = (dir() / "typed.fmam").string();
+  save_model(p, rkd());
+  rewrite(p, [](c10::impl::GenericDict& d) { d.insert_or_assign("image_size", std::string("256")); });
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(R"(model field "image_size" must hold [height, width])")));
+  save_model(p, rkd());
+  rewrite(p, [](c10::impl::GenericDict& d) { d.insert_or_assign("normalize", int64_t(3)); });
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(R"(model field "normalize" must be a string, got Int)")));
+  save_model(p, rkd());
+  rewrite(p, [](c10::impl::GenericDict& d) { d.insert_or_assign("threshold", std::string("high")); });
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(R"(model field "threshold" must be a number or None)")));
+}
+
+TEST(ModelFileTest, FoldersMissingEmptyAndTruncatedFilesAreNamed) {
+  EXPECT_THAT([&] { load_model(dir().string()); }, ThrowsMessage<Error>(HasSubstr(dir().string() + ": a folder, not a model file")));
+  EXPECT_THAT([&] { load_model((dir() / "none.fmam").string()); }, ThrowsMessage<Error>(HasSubstr("no such model file")));
+  const std::string e = (dir() / "empty.fmam").string();
+  test::write_bytes(e, "");
+  EXPECT_THAT([&] { load_model(e); }, ThrowsMessage<Error>(HasSubstr(e + ": the model file is empty")));
+  const std::string p = (dir() / "cut.fmam").string();
+  save_model(p, rkd());
+  const std::string b = test::read_bytes(p);
+  test::write_bytes(p, b.substr(0, b.size() / 2));
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(p + ": not a model file")));
+}
+
+}  // namespace
+}  // namespace fmam
