@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -43,6 +44,10 @@ struct Stage {
   double beta1 = 0.9, beta2 = 0.999;                // Adam's betas (RD4AD uses 0.5, 0.999)
   std::vector<std::string> train;                   // node ids whose weights this stage updates
   std::vector<std::pair<std::string, double>> losses;  // loss stream -> weight
+  // Loss stream -> the only nodes it updates (default: every node in `train`). The paper trains
+  // the feature mappings with AML alone (Eq. 7), the student with KD and AML:
+  // "updates": {"loss_kd_fm": ["student"]}.
+  std::map<std::string, std::vector<std::string>> updates;
 };
 
 struct TrainConfig {
@@ -94,6 +99,23 @@ void parse_image_size(const json& v, const std::string& where, TrainConfig& c) {
   if (x == std::string::npos || !digits(s.substr(0, x)) || !digits(s.substr(x + 1))) throw Error(bad);
   c.image_width = std::stoi(s.substr(0, x));
   c.image_height = std::stoi(s.substr(x + 1));
+}
+
+// A stage's "updates": {"<loss>": ["<node>", ...]}: each loss one of the stage's, each node one
+// it trains.
+void parse_updates(const json& u, const std::string& where, Stage& s) {
+  if (!u.is_object()) throw Error(where + ": expected {\"<loss>\": [\"<node>\", ...]}, got " + u.dump());
+  for (const auto& [loss, nodes] : u.items()) {
+    bool known = false;
+    for (const auto& [l, w] : s.losses) known |= l == loss;
+    if (!known) throw Error(where + ": \"" + loss + "\" is not one of the stage's losses");
+    if (!nodes.is_array() || nodes.empty()) throw Error(where + ": \"" + loss + "\": expected a non-empty list of node ids");
+    for (const auto& n : nodes) {
+      if (!n.is_string() || std::find(s.train.begin(), s.train.end(), n.get<std::string>()) == s.train.end())
+        throw Error(where + ": \"" + loss + "\": " + n.dump() + " is not a node the stage trains");
+      s.updates[loss].push_back(n.get<std::string>());
+    }
+  }
 }
 
 // Reads the "train" section, then applies --set overrides aimed at it ("train.batch_size=8",
@@ -153,6 +175,7 @@ TrainConfig parse_train(const std::string& file, const std::string& text, const 
       }
       s.train = st.at("train").get<std::vector<std::string>>();
       for (const auto& [k, v] : st.at("losses").items()) s.losses.emplace_back(k, v.get<double>());
+      if (st.contains("updates")) parse_updates(st["updates"], where("stages") + " \"" + s.name + "\": updates", s);
       if (s.epochs < 0) throw Error(where("stages") + " \"" + s.name + "\": epochs must be >= 0");
       if (!(s.lr > 0)) throw Error(where("stages") + " \"" + s.name + "\": lr must be > 0");
       if (s.losses.empty()) throw Error(where("stages") + " \"" + s.name + "\": losses is empty");
@@ -219,6 +242,25 @@ std::string read_text(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// Backward of a stage whose losses do not all update every trained node: each restricted loss
+// accumulates gradients into its own nodes' parameters only, the others into all; the graph is
+// kept until the last pass.
+void backward_routed(Frame& batch, const Stage& st, const std::map<std::string, std::vector<at::Tensor>>& update_params) {
+  std::vector<std::pair<at::Tensor, const std::vector<at::Tensor>*>> passes;
+  at::Tensor rest;
+  for (const auto& [s, w] : st.losses) {
+    at::Tensor l = w * batch.get<Tensor>(s).t.mean();
+    auto it = update_params.find(s);
+    if (it != update_params.end())
+      passes.emplace_back(l, &it->second);
+    else
+      rest = rest.defined() ? rest + l : l;
+  }
+  for (size_t k = 0; k < passes.size(); ++k)
+    passes[k].first.backward({}, /*retain_graph=*/rest.defined() || k + 1 < passes.size(), false, *passes[k].second);
+  if (rest.defined()) rest.backward();
 }
 
 }  // namespace
@@ -440,6 +482,12 @@ int cmd_train(int argc, char** argv) {
     ao.beta1 = st.beta1;
     ao.beta2 = st.beta2;
     Adam adam(params, ao);
+    // The parameters each restricted loss updates (see Stage::updates).
+    std::map<std::string, std::vector<at::Tensor>> update_params;
+    for (const auto& [loss, ids] : st.updates)
+      for (const auto& id : ids)
+        if (auto* t = dynamic_cast<Trainable*>(&ex.node(id)))
+          for (auto& p : t->parameters()) update_params[loss].push_back(p);
     if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
       adam.load_state(model.optimizer_state);
 
@@ -470,7 +518,11 @@ int cmd_train(int argc, char** argv) {
           terms += (terms.empty() ? "" : "  ") + std::string(b);
         }
         adam.zero_grad();
-        total.backward();
+        if (update_params.empty()) {
+          total.backward();
+        } else {
+          backward_routed(batch, st, update_params);
+        }
         adam.step();
         ++batches;
         ++counted;

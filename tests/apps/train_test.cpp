@@ -22,6 +22,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "framework/model_file.h"
+#include "nodes/feature_map_node.h"
 
 namespace {
 
@@ -371,6 +372,43 @@ TEST(TrainTest, TrainSeedAddsToEveryNodeSeed) {
   bool differs = false;
   for (const auto& [k, t] : a.tensors) differs |= !t.equal(c.tensors.at(k));
   EXPECT_TRUE(differs) << "student.seed did not change the run under train.seed 5";
+}
+
+// A stage's "updates" routes a loss to some of the trained nodes only: with {"loss_kd_fm":
+// ["student"]} the mappings learn from AML alone (the paper's Eq. 7), the student from both.
+TEST(TrainTest, UpdatesRoutesALossToItsNodesOnly) {
+  auto g = nlohmann::json::parse(slurp(fs::path(FMAM_SOURCE_DIR) / "graphs/fmam_rkd_train.json"));
+  g["train"]["inference_graph"] = (fs::path(FMAM_SOURCE_DIR) / "graphs/fmam_rkd.json").string();
+  auto write = [&](const nlohmann::json& j, const std::string& name) {
+    const fs::path p = temp_dir() / name;
+    std::ofstream(p) << j.dump(1);
+    return p.string();
+  };
+  auto train = [&](const std::string& graph, const std::string& name) {
+    const std::string out = (temp_dir() / name).string();
+    Result r = fmam("train " + graph + " --out " + out + kQuick + " --set stage1.epochs=1 --set stage2.epochs=1");
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return fmam::load_model(out);
+  };
+  std::map<std::string, at::Tensor> init;  // the mappings as seeded (FeatureMap seed 0)
+  for (const auto& [k, t] : fmam::FeatureMapNode(fmam::FeatureMapNode::Params{}).named_state()) init["fm/" + k] = t;
+  auto fm_unchanged = [&](const fmam::Model& m) {
+    bool same = true;
+    for (const auto& [k, t] : init) same &= m.tensors.count(k) && m.tensors.at(k).equal(t);
+    return same;
+  };
+  g["train"]["stages"][1]["losses"] = {{"loss_kd_fm", 1.0}};
+  EXPECT_FALSE(fm_unchanged(train(write(g, "kdfm_all.json"), "kdfm_all.fmam"))) << "KD on mapped features left the mappings as they were";
+  g["train"]["stages"][1]["updates"] = {{"loss_kd_fm", {"student"}}};
+  const fmam::Model routed = train(write(g, "kdfm_student.json"), "kdfm_student.fmam");
+  EXPECT_TRUE(fm_unchanged(routed)) << "a loss routed to the student changed the mappings";
+  g["train"]["stages"][1]["updates"] = {{"loss_aml", {"student"}}};
+  Result bad = fmam("train " + write(g, "bad_updates.json") + " --out /tmp/x.fmam" + kQuick);
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_THAT(bad.err, HasSubstr("train.stages \"stage2\": updates: \"loss_aml\" is not one of the stage's losses"));
+  g["train"]["stages"][1]["updates"] = {{"loss_kd_fm", {"teacher"}}};
+  Result bad2 = fmam("train " + write(g, "bad_updates2.json") + " --out /tmp/x.fmam" + kQuick);
+  EXPECT_THAT(bad2.err, HasSubstr("updates: \"loss_kd_fm\": \"teacher\" is not a node the stage trains"));
 }
 
 TEST(TrainTest, ErrorsNameWhatIsWrong) {
