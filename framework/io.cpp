@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include <opencv2/imgcodecs.hpp>
 
@@ -84,6 +85,14 @@ uint32_t be16(const unsigned char* p) { return uint32_t(p[0]) << 8 | p[1]; }
 bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
 bool is_jpeg(const std::string& b) { return b.size() >= 3 && (unsigned char)b[0] == 0xFF && (unsigned char)b[1] == 0xD8 && (unsigned char)b[2] == 0xFF; }
 
+// Whether the first bytes are those of a format fmam reads (the extensions of is_image_file).
+bool known_format(const std::string& b) {
+  auto starts = [&](const char* m, size_t n) { return b.size() >= n && b.compare(0, n, m, n) == 0; };
+  return is_png(b) || is_jpeg(b) || starts("BM", 2) || starts("II*\0", 4) || starts("MM\0*", 4) ||
+         (starts("RIFF", 4) && b.size() >= 12 && b.compare(8, 4, "WEBP") == 0) ||
+         (b.size() >= 2 && b[0] == 'P' && b[1] >= '1' && b[1] <= '7');
+}
+
 // What the header says about a PNG or JPEG: its size (-1 if not found) and, when the whole file
 // is given, whether it ends properly.
 struct HeaderInfo {
@@ -152,7 +161,8 @@ std::string slurp_bytes(const std::string& path, size_t limit) {
 }  // namespace
 
 std::pair<int, int> image_header_size(const std::string& path) {
-  const std::string b = slurp_bytes(path, 1 << 20);  // a JPEG's frame header follows its EXIF (<= 64 KB each)
+  std::string b = slurp_bytes(path, 32);  // a PNG's IHDR is in its first 24 bytes
+  if (is_jpeg(b)) b = slurp_bytes(path, 1 << 20);  // a JPEG's frame header follows its APP segments (<= 64 KB each)
   HeaderInfo h = is_png(b) ? png_info(b) : is_jpeg(b) ? jpeg_info(b) : HeaderInfo{};
   return {h.width, h.height};
 }
@@ -168,8 +178,15 @@ cv::Mat read_image(const std::string& path, int flags, long long max_pixels) {
   const auto size = fs::file_size(path, ec);
   if (ec) throw Error(q + "cannot read: " + ec.message());
   if (size == 0) throw Error(q + "the file is empty");
-  std::string b = slurp_bytes(path, size_t(size));
+  const std::string b = slurp_bytes(path, size_t(size));
   if (b.size() != size) throw Error(q + "cannot read (" + std::to_string(b.size()) + " of " + std::to_string(size) + " bytes)");
+  return decode_image(b, path, flags, max_pixels);
+}
+
+cv::Mat decode_image(const std::string& b, const std::string& name, int flags, long long max_pixels) {
+  const std::string q = "\"" + name + "\": ";
+  if (b.empty()) throw Error(q + "the file is empty");
+  if (b.size() > size_t(std::numeric_limits<int>::max())) throw Error(q + "larger than 2 GB; not decoded");
   HeaderInfo h;
   const bool png = is_png(b), jpeg = is_jpeg(b);
   if (png) h = png_info(b);
@@ -177,11 +194,16 @@ cv::Mat read_image(const std::string& path, int flags, long long max_pixels) {
   if ((png || jpeg) && h.width >= 0 && (long long)h.width * h.height > max_pixels)
     throw Error(q + "the header says " + std::to_string(h.width) + "x" + std::to_string(h.height) + " pixels, more than the bound of " +
                 std::to_string(max_pixels) + " pixels (ImageSource param max_pixels)");
+  // Only formats fmam lists are handed to OpenCV, chosen by their first bytes: cv::imdecode would
+  // try every codec it was built with, and Debian's OpenCV includes GDCM (DICOM), which abort()s
+  // the whole process on some malformed input (found by tests/fuzz/image_decode_fuzzer.cpp).
+  if (!known_format(b))
+    throw Error(q + "cannot decode: not a PNG, JPEG, BMP, TIFF, WebP or PNM image (by its first bytes)");
   if (png && !h.complete) throw Error(q + "truncated PNG (no IEND chunk: the file was cut short)");
   if (jpeg && !h.complete) throw Error(q + "truncated JPEG (no end-of-image marker after the last scan: the file was cut short)");
   cv::Mat m;
   try {
-    m = cv::imdecode(cv::Mat(1, int(b.size()), CV_8U, b.data()), flags);
+    m = cv::imdecode(cv::Mat(1, int(b.size()), CV_8U, const_cast<char*>(b.data())), flags);
   } catch (const cv::Exception& e) {
     std::string w = e.what();
     while (!w.empty() && (w.back() == '\n' || w.back() == ' ')) w.pop_back();

@@ -27,6 +27,9 @@ bool is_image_file(const std::string& path);
 // more than `max_pixels` pixels by its header (checked before any pixel is allocated), or does
 // not decode.
 cv::Mat read_image(const std::string& path, int flags, long long max_pixels = kMaxImagePixels);
+// The same checks and decode for bytes in memory (`name` is the file named in errors): the entry
+// point of the image-decode fuzz target (tests/fuzz/).
+cv::Mat decode_image(const std::string& bytes, const std::string& name, int flags, long long max_pixels = kMaxImagePixels);
 // Width and height from a PNG or JPEG header (no decode); {-1, -1} for other formats or a header
 // that cannot be parsed.
 std::pair<int, int> image_header_size(const std::string& path);

@@ -109,7 +109,7 @@ void save_model(const std::string& path, const Model& m) {
 Model load_model(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::is_directory(path, ec)) throw Error(path + ": a folder, not a model file");
-  if (!std::filesystem::exists(path, ec)) throw Error(path + ": no such model file");
+  if (!std::filesystem::exists(path, ec)) throw Error(path + ": cannot open model file (no such file)");
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open model file");
   std::vector<char> bytes;
@@ -118,6 +118,10 @@ Model load_model(const std::string& path) {
   } catch (const std::exception& e) {
     throw Error(path + ": cannot read model file: " + e.what());
   }
+  return parse_model(bytes, path);
+}
+
+Model parse_model(const std::vector<char>& bytes, const std::string& path) {
   if (bytes.empty()) throw Error(path + ": the model file is empty");
   c10::IValue v;
   try {

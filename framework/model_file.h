@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "framework/executor.h"
 #include "framework/tensor_types.h"
@@ -34,6 +35,8 @@ struct Model {
 // Throws Error naming the file on any problem.
 void save_model(const std::string& path, const Model& m);
 Model load_model(const std::string& path);
+// The same for a file's bytes already in memory (`path` is named in errors; the fuzz target's entry).
+Model parse_model(const std::vector<char>& bytes, const std::string& path);
 
 // Gathers the tensors and fingerprints of an executor's nodes into `m`.
 void collect_model(Executor& ex, Model& m);
