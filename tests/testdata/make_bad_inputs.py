@@ -13,8 +13,11 @@ itself (git keeps neither an empty folder nor, portably, a dangling link).
   cut_jpeg.jpg            a JPEG cut at 60% (no end-of-image marker): "truncated JPEG"
   empty.png               0 bytes: "the file is empty"
   huge_header.png         a valid PNG whose header claims 60000x60000: refused before decoding
-  not_an_image.jpg        text: "cannot decode"
+  not_an_image.jpg        text: "not a PNG, JPEG, ..."
+  dicom_like.png          134 bytes found by tests/fuzz/image_decode_fuzzer.cpp: "DICM" at offset 128
+                          made OpenCV hand it to GDCM, whose assert() aborted the whole process
 """
+import base64
 import io
 import os
 import struct
@@ -65,4 +68,7 @@ ihdr = struct.pack('>IIBBBBB', 60000, 60000, 8, 2, 0, 0, 0)
 huge = b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b'')
 open(path('huge_header.png'), 'wb').write(huge)
 open(path('not_an_image.jpg'), 'w').write('this is not a jpeg\n')
+open(path('dicom_like.png'), 'wb').write(base64.b64decode(
+    'iVBOzs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7OAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'
+    'AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAzs7Ozs5HDQoaCgAAAEAAAElFTkRESUNNCYI='))
 print('wrote', sorted(os.listdir(OUT)))
