@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -68,6 +69,119 @@ c10::Dict<std::string, std::string> to_dict(const std::map<std::string, std::str
   return d;
 }
 
+// ---- a structural check of the archive before libtorch reads it ------------------------------
+// libtorch allocates what a file's headers claim before it reads: a zip entry's size, a pickled
+// string's or byte string's length. One changed byte can ask for tens of GB (found by
+// tests/fuzz/model_file_fuzzer.cpp), so these are checked against the file's size first.
+
+uint32_t le32(const std::vector<char>& b, size_t at) {
+  return uint32_t((unsigned char)b[at]) | uint32_t((unsigned char)b[at + 1]) << 8 | uint32_t((unsigned char)b[at + 2]) << 16 |
+         uint32_t((unsigned char)b[at + 3]) << 24;
+}
+uint16_t le16(const std::vector<char>& b, size_t at) {
+  return uint16_t(uint16_t((unsigned char)b[at]) | uint16_t((unsigned char)b[at + 1]) << 8);
+}
+
+// Walks a pickle's opcodes: every length must fit in what is left, every opcode be known.
+// Returns "" if it does, else what is wrong.
+std::string check_pickle(const char* p, size_t n) {
+  size_t i = 0;
+  auto need = [&](uint64_t k) { return uint64_t(n - i) >= k; };
+  auto line = [&]() {  // a newline-terminated argument
+    const void* nl = std::memchr(p + i, '\n', n - i);
+    if (!nl) return false;
+    i = size_t(static_cast<const char*>(nl) - p) + 1;
+    return true;
+  };
+  auto uint_le = [&](int k) {
+    uint64_t v = 0;
+    for (int j = k - 1; j >= 0; --j) v = v << 8 | (unsigned char)p[i + size_t(j)];
+    i += size_t(k);
+    return v;
+  };
+  while (i < n) {
+    const unsigned char op = (unsigned char)p[i++];
+    int fixed = -1, len_bytes = 0, lines = 0;
+    switch (op) {
+      case '.': return "";  // STOP
+      case '(': case '0': case '1': case '2': case 'N': case 0x88: case 0x89: case ']': case 'a': case 'e':
+      case 'l': case ')': case 't': case 0x85: case 0x86: case 0x87: case '}': case 'd': case 's': case 'u':
+      case 0x8f: case 0x90: case 0x91: case 'R': case 'b': case 0x81: case 0x92: case 'o': case 0x93:
+      case 0x94: case 'Q': case 0x97: case 0x98:
+        fixed = 0; break;
+      case 'K': case 'q': case 'h': case 0x82: case 0x80: fixed = 1; break;
+      case 'M': case 0x83: fixed = 2; break;
+      case 'J': case 'j': case 'r': case 0x84: fixed = 4; break;
+      case 'G': case 0x95: fixed = 8; break;
+      case 0x8a: case 'U': case 'C': case 0x8c: len_bytes = 1; break;  // LONG1, SHORT_BIN{STRING,BYTES,UNICODE}
+      case 0x8b: case 'T': case 'B': case 'X': len_bytes = 4; break;  // LONG4, BIN{STRING,BYTES,UNICODE}
+      case 0x8d: case 0x8e: case 0x96: len_bytes = 8; break;  // BINUNICODE8, BINBYTES8, BYTEARRAY8
+      case 'c': case 'i': lines = 2; break;  // GLOBAL, INST
+      case 'I': case 'L': case 'S': case 'V': case 'F': case 'P': case 'g': case 'p': lines = 1; break;
+      default: {
+        char b[64];
+        std::snprintf(b, sizeof b, "unknown pickle opcode 0x%02x at byte %zu", op, i - 1);
+        return b;
+      }
+    }
+    if (fixed >= 0) {
+      if (!need(uint64_t(fixed))) return "the pickle ends inside an opcode";
+      i += size_t(fixed);
+    } else if (len_bytes) {
+      if (!need(uint64_t(len_bytes))) return "the pickle ends inside a length";
+      const uint64_t len = uint_le(len_bytes);
+      if (!need(len))
+        return "a pickled string claims " + std::to_string(len) + " bytes, " + std::to_string(n - i) + " are left";
+      i += size_t(len);
+    } else {
+      for (int k = 0; k < lines; ++k)
+        if (!line()) return "the pickle ends inside a text argument";
+    }
+  }
+  return "the pickle has no STOP opcode";
+}
+
+// Checks the zip archive torch::pickle_save writes (entries stored, not compressed): that every
+// entry lies inside the file with the size it claims, and that its data.pkl is a sound pickle.
+// Returns "" if so, else what is wrong.
+std::string check_archive(const std::vector<char>& b) {
+  const size_t n = b.size();
+  if (n < 22 || b[0] != 'P' || b[1] != 'K') return "not a zip archive";
+  // The end-of-central-directory record: within the last 64 KB + 22 bytes (its comment).
+  size_t eocd = std::string::npos;
+  for (size_t k = n - 22 + 1; k-- > (n > 65557 ? n - 65557 : 0);)
+    if (b[k] == 'P' && b[k + 1] == 'K' && b[k + 2] == 5 && b[k + 3] == 6) {
+      eocd = k;
+      break;
+    }
+  if (eocd == std::string::npos) return "no end of the zip directory (the file was cut short?)";
+  const size_t entries = le16(b, eocd + 10), dir_size = le32(b, eocd + 12), dir_at = le32(b, eocd + 16);
+  if (dir_at == 0xFFFFFFFFu || entries == 0xFFFF) return "";  // zip64 (a model over 4 GB): left to libtorch
+  if (uint64_t(dir_at) + dir_size > eocd) return "the zip directory lies outside the file";
+  size_t at = dir_at;
+  bool have_pickle = false;
+  for (size_t e = 0; e < entries; ++e) {
+    if (at + 46 > eocd || le32(b, at) != 0x02014b50u) return "a damaged zip directory entry";
+    const uint16_t method = le16(b, at + 10), name_len = le16(b, at + 28), extra_len = le16(b, at + 30),
+                   comment_len = le16(b, at + 32);
+    const uint32_t csize = le32(b, at + 20), usize = le32(b, at + 24), local = le32(b, at + 42);
+    if (at + 46 + name_len > eocd) return "a damaged zip directory entry";
+    const std::string name(b.data() + at + 46, name_len);
+    if (csize == 0xFFFFFFFFu || usize == 0xFFFFFFFFu || local == 0xFFFFFFFFu) return "";  // zip64 entries
+    if (method != 0 || csize != usize) return "zip entry \"" + name + "\" is compressed or its sizes disagree";
+    if (uint64_t(local) + 30 > n || le32(b, local) != 0x04034b50u) return "zip entry \"" + name + "\" has no local header";
+    const uint64_t data_at = uint64_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
+    if (data_at + usize > n) return "zip entry \"" + name + "\" claims " + std::to_string(usize) + " bytes beyond the file's end";
+    if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {
+      const std::string bad = check_pickle(b.data() + data_at, usize);
+      if (!bad.empty()) return "zip entry \"" + name + "\": " + bad;
+      have_pickle = true;
+    }
+    at += 46 + size_t(name_len) + extra_len + comment_len;
+  }
+  return have_pickle ? "" : "no data.pkl in the archive";
+}
+
 // "stopped in stage 1 after 3 epoch(s)" from a checkpoint's progress JSON.
 std::string checkpoint_position(const std::string& progress) {
   try {
@@ -123,6 +237,7 @@ Model load_model(const std::string& path) {
 
 Model parse_model(const std::vector<char>& bytes, const std::string& path) {
   if (bytes.empty()) throw Error(path + ": the model file is empty");
+  if (const std::string bad = check_archive(bytes); !bad.empty()) throw Error(path + ": not a model file (" + bad + ")");
   c10::IValue v;
   try {
     v = torch::pickle_load(bytes);
