@@ -82,10 +82,27 @@ uint16_t le16(const std::vector<char>& b, size_t at) {
   return uint16_t(uint16_t((unsigned char)b[at]) | uint16_t((unsigned char)b[at + 1]) << 8);
 }
 
-// Walks a pickle's opcodes: every length must fit in what is left, every opcode be known.
-// Returns "" if it does, else what is wrong.
-std::string check_pickle(const char* p, size_t n) {
+// Bytes per element of a torch storage type ("FloatStorage"), 0 if unknown.
+size_t storage_element_size(const std::string& type) {
+  static const std::map<std::string, size_t> kSize = {
+      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2}, {"BFloat16Storage", 2}, {"LongStorage", 8},
+      {"IntStorage", 4},   {"ShortStorage", 2},  {"CharStorage", 1}, {"ByteStorage", 1},     {"BoolStorage", 1},
+      {"ComplexFloatStorage", 8}, {"ComplexDoubleStorage", 16}};
+  auto it = kSize.find(type);
+  return it == kSize.end() ? 0 : it->second;
+}
+
+// Walks a pickle's opcodes: every length must fit in what is left, every opcode be known. The
+// storages its tensors use (persistent ids ('storage', torch.<T>Storage, key, location, numel))
+// go into `storages` as key -> bytes, for the caller to check against the archive's records.
+// Returns "" if it is sound, else what is wrong.
+std::string check_pickle(const char* p, size_t n, std::map<std::string, uint64_t>& storages) {
   size_t i = 0;
+  // The scalar arguments since the last persistent id: 's' string, 'g' global, 'i' integer.
+  std::vector<std::pair<char, std::string>> args;
+  std::map<uint64_t, std::pair<char, std::string>> memo;  // memoised scalars (BINPUT / BINGET)
+  uint64_t memo_next = 0;
+  bool pushed_scalar = false;  // whether the last opcode pushed a scalar (BINPUT then memoises it)
   auto need = [&](uint64_t k) { return uint64_t(n - i) >= k; };
   auto line = [&]() {  // a newline-terminated argument
     const void* nl = std::memchr(p + i, '\n', n - i);
@@ -102,6 +119,20 @@ std::string check_pickle(const char* p, size_t n) {
   while (i < n) {
     const unsigned char op = (unsigned char)p[i++];
     int fixed = -1, len_bytes = 0, lines = 0;
+    if (op == 'Q') {  // BINPERSID: the tuple just built is a storage
+      if (args.size() < 5) return "a tensor storage without its description";
+      const auto* a = &args[args.size() - 5];
+      const size_t esize = a[1].first == 'g' && a[1].second.rfind("torch\n", 0) == 0
+                               ? storage_element_size(a[1].second.substr(6))
+                               : 0;
+      if (a[0] != std::make_pair('s', std::string("storage")) || !esize || a[2].first != 's' || a[3].first != 's' ||
+          a[4].first != 'i' || a[4].second[0] == '-')
+        return "a tensor storage fmam does not know";
+      const uint64_t numel = std::stoull(a[4].second);
+      if (numel > (uint64_t(1) << 40)) return "storage \"" + a[2].second + "\" claims " + a[4].second + " elements";
+      storages[a[2].second] = numel * esize;
+      args.clear();
+    }
     switch (op) {
       case '.': return "";  // STOP
       case '(': case '0': case '1': case '2': case 'N': case 0x88: case 0x89: case ']': case 'a': case 'e':
@@ -124,18 +155,54 @@ std::string check_pickle(const char* p, size_t n) {
         return b;
       }
     }
+    const bool after_scalar = pushed_scalar;
+    pushed_scalar = false;
     if (fixed >= 0) {
       if (!need(uint64_t(fixed))) return "the pickle ends inside an opcode";
-      i += size_t(fixed);
+      if (op == 'K' || op == 'M') {
+        args.emplace_back('i', std::to_string(uint_le(fixed)));
+        pushed_scalar = true;
+      } else if (op == 'J') {
+        args.emplace_back('i', std::to_string(int32_t(uint32_t(uint_le(4)))));
+        pushed_scalar = true;
+      } else if (op == 'q' || op == 'r' || op == 0x94) {  // BINPUT, LONG_BINPUT, MEMOIZE: remember a scalar
+        const uint64_t idx = op == 0x94 ? memo_next : uint_le(fixed);
+        memo_next = idx + 1;
+        if (after_scalar) memo[idx] = args.back();
+        else memo.erase(idx);
+        pushed_scalar = after_scalar;
+      } else if (op == 'h' || op == 'j') {  // BINGET, LONG_BINGET: a remembered scalar again
+        auto it = memo.find(uint_le(fixed));
+        args.push_back(it == memo.end() ? std::make_pair('?', std::string()) : it->second);
+        pushed_scalar = it != memo.end();
+      } else {
+        i += size_t(fixed);
+      }
     } else if (len_bytes) {
       if (!need(uint64_t(len_bytes))) return "the pickle ends inside a length";
       const uint64_t len = uint_le(len_bytes);
       if (!need(len))
         return "a pickled string claims " + std::to_string(len) + " bytes, " + std::to_string(n - i) + " are left";
+      if (op == 0x8c || op == 'X') {
+        args.emplace_back('s', std::string(p + i, size_t(len)));
+        pushed_scalar = true;
+      }
+      if (op == 0x8a && len <= 7) {  // LONG1: a little-endian two's complement integer
+        uint64_t v = 0;
+        for (size_t j = len; j-- > 0;) v = v << 8 | (unsigned char)p[i + j];
+        const bool neg = len > 0 && ((unsigned char)p[i + len - 1] & 0x80);
+        args.emplace_back('i', neg ? "-1" : std::to_string(v));
+        pushed_scalar = true;
+      }
       i += size_t(len);
     } else {
+      const size_t from = i;
       for (int k = 0; k < lines; ++k)
         if (!line()) return "the pickle ends inside a text argument";
+      if (op == 'c') {
+        args.emplace_back('g', std::string(p + from, i - from - 1));
+        pushed_scalar = true;
+      }
     }
   }
   return "the pickle has no STOP opcode";
@@ -160,6 +227,8 @@ std::string check_archive(const std::vector<char>& b) {
   if (uint64_t(dir_at) + dir_size > eocd) return "the zip directory lies outside the file";
   size_t at = dir_at;
   bool have_pickle = false;
+  std::map<std::string, uint64_t> storages, records;
+  std::string prefix;
   for (size_t e = 0; e < entries; ++e) {
     if (at + 46 > eocd || le32(b, at) != 0x02014b50u) return "a damaged zip directory entry";
     const uint16_t method = le16(b, at + 10), name_len = le16(b, at + 28), extra_len = le16(b, at + 30),
@@ -173,13 +242,24 @@ std::string check_archive(const std::vector<char>& b) {
     const uint64_t data_at = uint64_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
     if (data_at + usize > n) return "zip entry \"" + name + "\" claims " + std::to_string(usize) + " bytes beyond the file's end";
     if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {
-      const std::string bad = check_pickle(b.data() + data_at, usize);
+      const std::string bad = check_pickle(b.data() + data_at, usize, storages);
       if (!bad.empty()) return "zip entry \"" + name + "\": " + bad;
+      prefix = name.substr(0, name.size() - 8);
       have_pickle = true;
     }
+    records[name] = usize;
     at += 46 + size_t(name_len) + extra_len + comment_len;
   }
-  return have_pickle ? "" : "no data.pkl in the archive";
+  if (!have_pickle) return "no data.pkl in the archive";
+  // Each storage's claimed size must be what its record holds: libtorch sizes the storage from
+  // the pickle but fills it from the record, and would read past a short one.
+  for (const auto& [key, bytes] : storages) {
+    auto it = records.find(prefix + "data/" + key);
+    if (it == records.end()) return "tensor storage \"" + key + "\" has no record";
+    if (it->second < bytes)
+      return "tensor storage \"" + key + "\" claims " + std::to_string(bytes) + " bytes, its record holds " + std::to_string(it->second);
+  }
+  return "";
 }
 
 // "stopped in stage 1 after 3 epoch(s)" from a checkpoint's progress JSON.
@@ -272,7 +352,21 @@ Model parse_model(const std::vector<char>& bytes, const std::string& path) {
     if (!v.isGenericDict()) throw bad_type(key, "a dict of tensors");
     for (const auto& e : v.toGenericDict()) {
       if (!e.key().isString() || !e.value().isTensor()) throw bad_type(key, "a dict of name -> tensor");
-      out[e.key().toStringRef()] = e.value().toTensor();
+      const at::Tensor t = e.value().toTensor();
+      // libtorch's unpickler takes a tensor's sizes, strides and offset from the pickle without
+      // checking them against its storage: a damaged file reads past it (found by fuzzing).
+      if (t.numel() > 0) {
+        int64_t last = t.storage_offset();
+        bool ok = last >= 0;
+        for (int64_t d = 0; ok && d < t.dim(); ++d) {
+          ok = t.stride(d) >= 0 && t.size(d) >= 0;
+          if (ok) last += (t.size(d) - 1) * t.stride(d);
+        }
+        if (!ok || !t.storage() || (uint64_t(last) + 1) * uint64_t(t.element_size()) > uint64_t(t.storage().nbytes()))
+          throw Error(path + ": tensor \"" + e.key().toStringRef() + "\" in field \"" + key +
+                      "\" reaches past its stored data; the file is corrupt");
+      }
+      out[e.key().toStringRef()] = t;
     }
   };
   if (!d.contains("format") || !d.at("format").isString() || d.at("format").toStringRef() != kFormat)

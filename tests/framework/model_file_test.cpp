@@ -103,6 +103,27 @@ TEST(ModelFileTest, AFileRewrittenByPythonWithAStaleChecksumStillLoads) {
   EXPECT_TRUE(m.tensors.begin()->second.equal(rkd().tensors.begin()->second * 0.5));
 }
 
+// What the model-file fuzzer found (tests/testdata/bad_models/README.md): a pickled string whose
+// length made libtorch allocate gigabytes, and a storage larger than its record, which libtorch
+// turned into a tensor reading past its data (AddressSanitizer: out-of-memory, heap overflow).
+TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
+  const std::string p = (dir() / "huge_string.fmam").string();
+  save_model(p, rkd());
+  std::string b = test::read_bytes(p);
+  const std::string storage("X\x07\0\0\0storage", 12);  // BINUNICODE 'storage'
+  const size_t at = b.find(storage);
+  ASSERT_NE(at, std::string::npos);
+  b.replace(at + 1, 4, std::string("\xf0\xff\xff\xff", 4));  // now it claims 4 GB
+  test::write_bytes(p, b);
+  EXPECT_THAT([&] { load_model(p); },
+              ThrowsMessage<Error>(HasSubstr(p + ": not a model file (zip entry \"archive/data.pkl\": a pickled string claims "
+                                             "4294967280 bytes")));
+  const std::string d = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_models/";
+  EXPECT_THAT([&] { load_model(d + "storage_past_record.fmam"); },
+              ThrowsMessage<Error>(HasSubstr("storage_past_record.fmam: not a model file (tensor storage \"0\" claims 48 bytes, "
+                                             "its record holds 12)")));
+}
+
 TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {
   Model m = rkd();
   const std::string key = m.tensors.begin()->first;
