@@ -167,6 +167,9 @@ std::string check_pickle(const char* p, size_t n, std::map<std::string, uint64_t
         pushed_scalar = true;
       } else if (op == 'q' || op == 'r' || op == 0x94) {  // BINPUT, LONG_BINPUT, MEMOIZE: remember a scalar
         const uint64_t idx = op == 0x94 ? memo_next : uint_le(fixed);
+        // libtorch sizes its memo to the largest index: a genuine pickle numbers its entries
+        // from 0, so an index beyond the pickle's length can only ask for memory.
+        if (idx > n) return "memo index " + std::to_string(idx) + " in a pickle of " + std::to_string(n) + " bytes";
         memo_next = idx + 1;
         if (after_scalar) memo[idx] = args.back();
         else memo.erase(idx);

@@ -122,6 +122,9 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
   EXPECT_THAT([&] { load_model(d + "storage_past_record.fmam"); },
               ThrowsMessage<Error>(HasSubstr("storage_past_record.fmam: not a model file (tensor storage \"0\" claims 48 bytes, "
                                              "its record holds 12)")));
+  EXPECT_THAT([&] { load_model(d + "memo_index.fmam"); },
+              ThrowsMessage<Error>(HasSubstr("memo_index.fmam: not a model file (zip entry \"archive/data.pkl\": memo index "
+                                             "2101703279 in a pickle of 1054 bytes)")));
 }
 
 TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {
