@@ -78,6 +78,7 @@ uint32_t le32(const std::vector<char>& b, size_t at) {
   return uint32_t((unsigned char)b[at]) | uint32_t((unsigned char)b[at + 1]) << 8 | uint32_t((unsigned char)b[at + 2]) << 16 |
          uint32_t((unsigned char)b[at + 3]) << 24;
 }
+uint64_t le64(const std::vector<char>& b, size_t at) { return uint64_t(le32(b, at)) | uint64_t(le32(b, at + 4)) << 32; }
 uint16_t le16(const std::vector<char>& b, size_t at) {
   return uint16_t(uint16_t((unsigned char)b[at]) | uint16_t((unsigned char)b[at + 1]) << 8);
 }
@@ -225,27 +226,58 @@ std::string check_archive(const std::vector<char>& b) {
       break;
     }
   if (eocd == std::string::npos) return "no end of the zip directory (the file was cut short?)";
-  const size_t entries = le16(b, eocd + 10), dir_size = le32(b, eocd + 12), dir_at = le32(b, eocd + 16);
-  if (dir_at == 0xFFFFFFFFu || entries == 0xFFFF) return "";  // zip64 (a model over 4 GB): left to libtorch
-  if (uint64_t(dir_at) + dir_size > eocd) return "the zip directory lies outside the file";
-  size_t at = dir_at;
+  uint64_t entries = le16(b, eocd + 10), dir_size = le32(b, eocd + 12), dir_at = le32(b, eocd + 16);
+  size_t dir_end = eocd;
+  // A zip64 locator just before it (archives over 4 GB) points at the zip64 record, whose
+  // values miniz then uses instead: they are checked the same way.
+  if (eocd >= 20 && le32(b, eocd - 20) == 0x07064b50u) {
+    const uint64_t z = le64(b, eocd - 20 + 8);
+    if (z + 56 > eocd - 20 || le32(b, size_t(z)) != 0x06064b50u) return "a damaged zip64 record";
+    entries = le64(b, size_t(z) + 32);
+    dir_size = le64(b, size_t(z) + 40);
+    dir_at = le64(b, size_t(z) + 48);
+    dir_end = size_t(z);
+  }
+  if (dir_at > dir_end || dir_size > dir_end - dir_at || entries > dir_size / 46)
+    return "the zip directory lies outside the file";
+  size_t at = size_t(dir_at);
   bool have_pickle = false;
   std::map<std::string, uint64_t> storages, records;
   std::string prefix;
   for (size_t e = 0; e < entries; ++e) {
-    if (at + 46 > eocd || le32(b, at) != 0x02014b50u) return "a damaged zip directory entry";
+    if (at + 46 > dir_end || le32(b, at) != 0x02014b50u) return "a damaged zip directory entry";
     const uint16_t method = le16(b, at + 10), name_len = le16(b, at + 28), extra_len = le16(b, at + 30),
                    comment_len = le16(b, at + 32);
-    const uint32_t csize = le32(b, at + 20), usize = le32(b, at + 24), local = le32(b, at + 42);
-    if (at + 46 + name_len > eocd) return "a damaged zip directory entry";
+    uint64_t csize = le32(b, at + 20), usize = le32(b, at + 24), local = le32(b, at + 42);
+    if (at + 46 + size_t(name_len) + extra_len > dir_end) return "a damaged zip directory entry";
     const std::string name(b.data() + at + 46, name_len);
-    if (csize == 0xFFFFFFFFu || usize == 0xFFFFFFFFu || local == 0xFFFFFFFFu) return "";  // zip64 entries
+    // zip64 entries keep their sizes and offset in the extra field (id 1), each 8 bytes.
+    if (usize == 0xFFFFFFFFu || csize == 0xFFFFFFFFu || local == 0xFFFFFFFFu) {
+      size_t x = at + 46 + name_len, x_end = x + extra_len;
+      bool found = false;
+      while (!found && x + 4 <= x_end) {
+        const uint16_t id = le16(b, x), len = le16(b, x + 2);
+        if (x + 4 + len > x_end) break;
+        if (id == 1) {
+          size_t f = x + 4;
+          for (uint64_t* v : {&usize, &csize, &local})
+            if (*v == 0xFFFFFFFFu) {
+              if (f + 8 > x + 4 + len) return "zip entry \"" + name + "\": a damaged zip64 field";
+              *v = le64(b, f);
+              f += 8;
+            }
+          found = true;
+        }
+        x += 4 + size_t(len);
+      }
+      if (!found) return "zip entry \"" + name + "\": no zip64 field";
+    }
     if (method != 0 || csize != usize) return "zip entry \"" + name + "\" is compressed or its sizes disagree";
-    if (uint64_t(local) + 30 > n || le32(b, local) != 0x04034b50u) return "zip entry \"" + name + "\" has no local header";
-    const uint64_t data_at = uint64_t(local) + 30 + le16(b, local + 26) + le16(b, local + 28);
-    if (data_at + usize > n) return "zip entry \"" + name + "\" claims " + std::to_string(usize) + " bytes beyond the file's end";
+    if (local + 30 > n || le32(b, size_t(local)) != 0x04034b50u) return "zip entry \"" + name + "\" has no local header";
+    const uint64_t data_at = local + 30 + le16(b, size_t(local) + 26) + le16(b, size_t(local) + 28);
+    if (data_at > n || usize > n - data_at) return "zip entry \"" + name + "\" claims " + std::to_string(usize) + " bytes beyond the file's end";
     if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {
-      const std::string bad = check_pickle(b.data() + data_at, usize, storages);
+      const std::string bad = check_pickle(b.data() + data_at, size_t(usize), storages);
       if (!bad.empty()) return "zip entry \"" + name + "\": " + bad;
       prefix = name.substr(0, name.size() - 8);
       have_pickle = true;

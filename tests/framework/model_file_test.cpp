@@ -125,6 +125,8 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
   EXPECT_THAT([&] { load_model(d + "memo_index.fmam"); },
               ThrowsMessage<Error>(HasSubstr("memo_index.fmam: not a model file (zip entry \"archive/data.pkl\": memo index "
                                              "2101703279 in a pickle of 1054 bytes)")));
+  EXPECT_THAT([&] { load_model(d + "zip64_record.fmam"); },
+              ThrowsMessage<Error>(HasSubstr("zip64_record.fmam: not a model file (a damaged zip64 record)")));
 }
 
 TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {
