@@ -482,6 +482,20 @@ std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) cons
   return out;
 }
 
+std::vector<at::Tensor> Network::forward_with_running_stats(const std::vector<at::Tensor>& in) const {
+  std::vector<nn::Module*> bns;
+  for (const auto& m : impl_->module->modules())
+    if (dynamic_cast<nn::BatchNorm2dImpl*>(m.get()) && m->is_training()) bns.push_back(m.get());
+  struct Restore {  // back to training mode, also when forward throws
+    std::vector<nn::Module*>& bns;
+    ~Restore() {
+      for (auto* m : bns) m->train();
+    }
+  } restore{bns};
+  for (auto* m : bns) m->eval();
+  return forward(in);
+}
+
 void Network::set_precision(Precision p) const { impl_->precision = p; }
 
 std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {

@@ -77,6 +77,10 @@ class Network {
 
   // Runs the network. The caller picks the grad mode (InferenceMode or not). Outputs are float32.
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) const;
+  // forward() with every BatchNorm in eval mode for this call only: normalised by the running
+  // statistics, which it leaves as they are; gradients still flow. For a training twin that
+  // sees other data (synthetic defects) than the statistics inference should use.
+  std::vector<at::Tensor> forward_with_running_stats(const std::vector<at::Tensor>& in) const;
   // The arithmetic of forward() in training mode on the CPU (see Precision); in eval mode, or
   // on another device, it is float32 whatever this says. Copies share it.
   void set_precision(Precision p) const;

@@ -139,7 +139,7 @@ std::vector<at::Tensor> StudentNode::forward(std::vector<at::Tensor> in) {
   // tensors (the teacher's output) cannot be saved for backward: use copies.
   std::lock_guard<std::mutex> lock(train_mutex_);
   for (auto& t : in) t = t.is_inference() ? t.clone(format) : t.contiguous(format);
-  return net_.forward(in);
+  return params_.update_bn_stats ? net_.forward(in) : net_.forward_with_running_stats(in);
 }
 
 void StudentNode::process(Context& ctx) {

@@ -34,6 +34,7 @@ class StudentNode final : public Node, public Trainable {
     std::vector<std::string> layers = {"layer1", "layer2", "layer3"};
     int seed = 0;
     std::string share;
+    bool update_bn_stats = true;
   };
   static constexpr In<FeaturePyramid> kFeatures{"features"};
   static constexpr In<Tensor> kImage{"image"};
@@ -57,6 +58,10 @@ class StudentNode final : public Node, public Trainable {
         .param(&Params::share, "share",
                "id of a Student declared earlier in the graph whose weights this node uses (a "
                "training graph's synthetic branch); \"\": its own weights")
+        .param(&Params::update_bn_stats, "update_bn_stats",
+               "training: BatchNorm normalises by the batch and updates its running statistics "
+               "(true), or normalises by the running statistics and leaves them (false: for a "
+               "twin that sees synthetic images, which would shift the statistics inference uses)")
         // Unlimited: eval frames are independent (2 frames on 2 cores); training mode takes a lock.
         .concurrency(Concurrency::kUnlimited)
         .batchable();

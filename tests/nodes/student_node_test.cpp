@@ -397,3 +397,58 @@ TEST(StudentNodeTest, RuntimeChannelMismatchNamesTheLevel) {
 
 }  // namespace
 }  // namespace fmam
+
+namespace fmam {
+namespace {
+
+// update_bn_stats false: in training, BatchNorm normalises by the running statistics and leaves
+// them alone (the synthetic twin must not shift what inference uses), gradients still flow, and
+// the module is back in training mode afterwards.
+TEST(StudentNodeTest, FrozenBatchNormStatsInTrainingAreUsedNotUpdated) {
+  StudentNode::Params p = ReverseParams();
+  p.update_bn_stats = false;
+  StudentNode node(p);
+  const auto teacher = TeacherPyramid(Arch::kResNet18, 64, 64);
+  auto running = [&] {
+    std::vector<at::Tensor> v;
+    for (const auto& [k, t] : node.named_state())
+      if (k.find("running_") != std::string::npos) v.push_back(t.clone());
+    return v;
+  };
+  // Some non-trivial statistics first, so "normalised by them" is not the identity.
+  {
+    StudentNode::Params q = ReverseParams();
+    StudentNode updater(q);
+    updater.set_training(true);
+    updater.forward(teacher);
+    std::map<std::string, at::Tensor> state;
+    for (const auto& [k, t] : updater.named_state()) state[k] = t;
+    node.load_state(state);
+  }
+  const auto before = running();
+  const auto eval_out = node.forward(teacher);  // eval mode (the default)
+  node.set_training(true);
+  auto out = node.forward(teacher);
+  ASSERT_TRUE(out[0].requires_grad());
+  (out[0].sum() + out[1].sum() + out[2].sum()).backward();
+  const auto after = running();
+  for (size_t i = 0; i < before.size(); ++i) EXPECT_TRUE(before[i].equal(after[i])) << "running stat " << i << " changed";
+  for (size_t j = 0; j < 3; ++j) EXPECT_TRUE(at::allclose(out[j].detach(), eval_out[j], 1e-4, 1e-5)) << "level " << j;
+  bool grads = true;
+  for (const auto& prm : node.parameters()) grads &= prm.grad().defined();
+  EXPECT_TRUE(grads);
+  EXPECT_TRUE(node.network().is_training());
+  // The default updates them.
+  StudentNode updating(ReverseParams());
+  updating.set_training(true);
+  const auto before2 = [&] { std::vector<at::Tensor> v; for (const auto& [k, t] : updating.named_state()) if (k.find("running_mean") != std::string::npos) v.push_back(t.clone()); return v; }();
+  updating.forward(teacher);
+  bool changed = false;
+  size_t i = 0;
+  for (const auto& [k, t] : updating.named_state())
+    if (k.find("running_mean") != std::string::npos) changed |= !t.equal(before2[i++]);
+  EXPECT_TRUE(changed);
+}
+
+}  // namespace
+}  // namespace fmam
