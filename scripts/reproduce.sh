@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-graphs() {  # config -> "training_graph inference_graph"
+graphs() {  # config -> "training_graph inference_graph [NODE.PARAM=VALUE]": one-setting ablations are a --set
   case "$1" in
     nkd) echo graphs/nkd_train.json graphs/nkd.json ;;
     fmam_nkd) echo graphs/fmam_nkd_train.json graphs/fmam_nkd.json ;;
@@ -45,8 +45,9 @@ graphs() {  # config -> "training_graph inference_graph"
     fmam_rkd) echo graphs/fmam_rkd_train.json graphs/fmam_rkd.json ;;
     fm_only) echo graphs/ablations/fm_only_rkd_train.json graphs/fmam_rkd.json ;;
     aml_only) echo graphs/ablations/aml_only_rkd_train.json graphs/rkd.json ;;
-    l1ml|l2ml) echo graphs/ablations/${1}_rkd_train.json graphs/fmam_rkd.json ;;
-    margin*) echo graphs/ablations/${1}_rkd_train.json graphs/fmam_rkd.json ;;
+    l1ml) echo graphs/fmam_rkd_train.json graphs/fmam_rkd.json aml.distance=l1 ;;  # Table 3: FM + L1ML
+    l2ml) echo graphs/fmam_rkd_train.json graphs/fmam_rkd.json aml.distance=l2 ;;  # Table 3: FM + L2ML
+    margin*) echo graphs/fmam_rkd_train.json graphs/fmam_rkd.json aml.margin=${1#margin} ;;  # Table 5
     *) echo "reproduce.sh: unknown config $1" >&2; exit 2 ;;
   esac
 }
@@ -58,13 +59,14 @@ echo "|---|---|---|---|---|---|---|---|"
 for data in "${DATA[@]}"; do
   cat=$(basename "$data")
   for cfg in "${CONFIGS[@]}"; do
-    read -r tg ig <<< "$(graphs "$cfg")"
+    read -r tg ig ablation <<< "$(graphs "$cfg")"
     rows=()
     for seed in "${SEEDS[@]}"; do
       tag="${cat}_${cfg}_s${seed}"
       model="$OUT/$tag.fmam"
       sets="--set stage1.epochs=$EPOCHS --set stage2.epochs=$EPOCHS --set train.image_size=$SIZE --set train.batch_size=$BATCH --set train.seed=$seed"
       [ "$cfg" = rd4ad ] && sets="--set train.seed=$seed"
+      [ -n "$ablation" ] && sets="$sets --set $ablation"
       train_cmd="fmam train $tg --data $data --out $model $sets ${EXTRA[*]}"
       start=$(date +%s)
       "$FMAM" train "$tg" --data "$data" --out "$model" $sets "${EXTRA[@]}" -q > /dev/null 2> "$OUT/$tag.train.log"
