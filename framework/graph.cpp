@@ -83,6 +83,8 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
   } catch (const json::parse_error& e) {
     throw GraphError({file + ":" + line_col(text, e.byte > 0 ? e.byte - 1 : 0) +
                       ": not valid JSON: " + e.what()});
+  } catch (const json::exception& e) {  // e.g. a number too large for a double (found by fuzzing)
+    throw GraphError({file + ": not valid JSON: " + e.what()});
   }
   std::vector<std::string> errors;
   GraphConfig g;

@@ -131,7 +131,9 @@ std::string check_pickle(const char* p, size_t n, std::map<std::string, uint64_t
         return "a tensor storage fmam does not know";
       const uint64_t numel = std::stoull(a[4].second);
       if (numel > (uint64_t(1) << 40)) return "storage \"" + a[2].second + "\" claims " + a[4].second + " elements";
-      storages[a[2].second] = numel * esize;
+      // A key named twice is one storage to libtorch (the first one read): keep the largest claim.
+      uint64_t& claim = storages[a[2].second];
+      claim = std::max(claim, numel * esize);
       args.clear();
     }
     switch (op) {
@@ -282,7 +284,8 @@ std::string check_archive(const std::vector<char>& b) {
       prefix = name.substr(0, name.size() - 8);
       have_pickle = true;
     }
-    records[name] = usize;
+    // Two entries of one name: miniz reads the first, a check of the second would be worthless.
+    if (!records.emplace(name, usize).second) return "zip entry \"" + name + "\" appears twice";
     at += 46 + size_t(name_len) + extra_len + comment_len;
   }
   if (!have_pickle) return "no data.pkl in the archive";

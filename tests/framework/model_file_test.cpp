@@ -127,6 +127,8 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
                                              "2101703279 in a pickle of 1054 bytes)")));
   EXPECT_THAT([&] { load_model(d + "zip64_record.fmam"); },
               ThrowsMessage<Error>(HasSubstr("zip64_record.fmam: not a model file (a damaged zip64 record)")));
+  EXPECT_THAT([&] { load_model(d + "duplicate_entry.fmam"); },
+              ThrowsMessage<Error>(HasSubstr("duplicate_entry.fmam: not a model file (zip entry \"archive/data/0\" appears twice)")));
 }
 
 TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {
