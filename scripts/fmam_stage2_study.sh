@@ -63,6 +63,7 @@ m = torch.load(src, map_location='cpu')
 m['tensors'] = {k: v for k, v in m['tensors'].items() if not k.startswith('fm/')}
 m['fingerprints'] = {k: v for k, v in m['fingerprints'].items() if k != 'fm'}
 m['graph_name'], m['graph_json'] = 'rkd', open(rkd).read()
+m.pop('tensors_sha256', None)  # the checksum of the tensors dropped above
 class P(pickle._Pickler):  # libtorch's unpickler reads SETITEMS only
     def _batch_setitems(self, items):
         items = list(items)

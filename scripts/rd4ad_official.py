@@ -164,6 +164,7 @@ def export():
         if tuple(v.shape) != tuple(tensors[k].shape):
             sys.exit('%s: %s is %s, fmam has %s' % (args.ckpt, k, tuple(v.shape), tuple(tensors[k].shape)))
         tensors[k] = v.contiguous()
+    model.pop('tensors_sha256', None)  # fmam's checksum of the template's tensors, stale now
     model['threshold'] = None
     model['map_lo'] = None
     model['map_hi'] = None
