@@ -83,6 +83,9 @@ struct ParamSpec {
   std::string description;
   std::string constraint;   // "[0.5, 32]", "one of: add, multiply", or ""
   Value default_value;
+  // A value a trained model decides ("image_width", "image_height", "map_lo", "map_hi",
+  // "threshold"; see framework/model_binding.h), or "". Declared with Contract::from_model().
+  std::string model_field;
   std::function<void(void* params, const Value&)> set;  // throws Error(problem) on a bad value
   std::function<Value(const void* params)> get;
 };
@@ -263,6 +266,14 @@ class Contract {
     P defaults{};
     s.default_value = s.get(&defaults);
     params_.push_back(std::move(s));
+    return *this;
+  }
+
+  // The param declared last takes its value from a trained model's `field` (model_binding.h):
+  // the model's image size reaches every Resize, its calibration every heatmap, without code
+  // that names node types.
+  Contract& from_model(std::string field) {
+    params_.back().model_field = std::move(field);
     return *this;
   }
 

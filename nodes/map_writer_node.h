@@ -27,7 +27,9 @@ class MapWriterNode final : public Node {
         .param(&Params::dir, "dir", "output folder (created if missing)")
         .param(&Params::name, "name", "file name suffix: <key>_<name>.png")
         .param(&Params::lo, "lo", "map value drawn as the coldest colour")
+        .from_model("map_lo")
         .param(&Params::hi, "hi", "map value drawn as the hottest colour")
+        .from_model("map_hi")
         .param(&Params::png, "png", "write the heatmap PNG")
         .param(&Params::raw, "raw", "write the exact float32 map as TIFF")
         .concurrency(Concurrency::kUnlimited);  // one file per frame

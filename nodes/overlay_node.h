@@ -30,9 +30,12 @@ class OverlayNode final : public Node {
         .in(kScore, "image score, written on the overlay", /*optional=*/true)
         .out(kOut, "BGR overlay at the image's resolution")
         .param(&Params::lo, "lo", "map value drawn coldest (fixed, or from the model's calibration)")
+        .from_model("map_lo")
         .param(&Params::hi, "hi", "map value drawn hottest")
+        .from_model("map_hi")
         .param(&Params::alpha, "alpha", "heatmap opacity at hi (it fades to 0 at lo)", Range{0.0f, 1.0f})
         .param(&Params::threshold, "threshold", "score at or above which the image FAILs; negative: no verdict")
+        .from_model("threshold")
         .param(&Params::show_score, "show_score", "write the score (and verdict) in the corner")
         .concurrency(Concurrency::kUnlimited);
   }

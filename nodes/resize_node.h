@@ -30,7 +30,9 @@ class ResizeNode final : public Node {
         .in(kIn, "image, 8-bit BGR or gray, any size")
         .out(kOut, "float32 [1, 3, height, width], RGB, normalised")
         .param(&Params::width, "width", "output width in pixels", Range{8, 4096})
+        .from_model("image_width")
         .param(&Params::height, "height", "output height in pixels", Range{8, 4096})
+        .from_model("image_height")
         .param(&Params::interpolation, "interpolation", "resampling filter",
                Choices<int>{{"area", 3},
                              {"linear", 1},

@@ -32,7 +32,9 @@ class UpsampleSumNode final : public Node {
         .in(kIn, "per-level 1-channel maps, each [1, 1, h_j, w_j] float32")
         .out(kOut, "anomaly map, height x width float32")
         .param(&Params::width, "width", "output width in pixels", Range{1, 8192})
+        .from_model("image_width")
         .param(&Params::height, "height", "output height in pixels", Range{1, 8192})
+        .from_model("image_height")
         .param(&Params::align_corners, "align_corners",
                "bilinear sampling grid as torch F.interpolate; true: RD4AD and anomalib's RD "
                "(anomalib's STFPM uses false)")

@@ -201,7 +201,7 @@ TEST(BadInputTest, TheModelsImageSizeCannotBeOverriddenSilently) {
   const std::string run = "run graphs/rkd.json -q --model " + m + " -i " + kCorpus + "/good.png ";
   Result r = fmam(run + "--set resize.width=128");
   EXPECT_EQ(r.rc, 1);
-  EXPECT_THAT(r.err, HasSubstr("--set resize.width=128: " + m + " was trained at 64x64, and node \"resize\" (Resize) runs at the model's size"));
+  EXPECT_THAT(r.err, HasSubstr("--set resize.width=128: node \"resize\" (Resize) takes \"width\" from the model's image_width (64, in " + m + ")"));
   Result u = fmam(run + "--set upsample.height=300");
   EXPECT_EQ(u.rc, 1);
   EXPECT_THAT(u.err, HasSubstr("node \"upsample\" (UpsampleSum)"));
