@@ -15,7 +15,9 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "api/graph_io.h"
 #include "apps/cli.h"
+#include "framework/model_binding.h"
 #include "eval/report.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
@@ -160,13 +162,13 @@ int cmd_analyze(int argc, char** argv) {
     const std::string graph_path = pair.substr(0, colon), model_path = pair.substr(colon + 1);
     Model model = load_model(model_path);
     GraphConfig g = load_graph_file(graph_path);
-    cli::apply_model_settings(g, model, -1);
+    bind_params(g, model_bindings(model));
     bool found = false;
     for (const auto& n : g.nodes)
       for (const auto& [port, s] : n.out) found |= s == stream;
     if (!found) throw Error(graph_path + ": no node produces stream \"" + stream + "\" (choose one with --stream)");
     g = prune_to_streams(g, {stream});
-    cli::attach_io(g, true, "");
+    attach_io(g, true, "");
     ValidatedGraph vg = validate(g);
     if (vg.streams[vg.stream(stream)].type != "Map2D") throw Error(graph_path + ": stream \"" + stream + "\" is not a Map2D");
     RunOptions ro;
@@ -200,7 +202,7 @@ int cmd_analyze(int argc, char** argv) {
               for (int x = 0; x < m.cols; ++x) normal.push_back(m.at<float>(y, x));
             return;
           }
-          cv::Mat mask = cli::read_mask(mask_path, f.source);
+          cv::Mat mask = read_mask(mask_path, f.source);
           cv::resize(mask, mask, m.size(), 0, 0, cv::INTER_NEAREST);
           for (int y = 0; y < m.rows; ++y)
             for (int x = 0; x < m.cols; ++x)

@@ -6,14 +6,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
-#include <optional>
 #include <thread>
 
 #include "apps/cli.h"
-#include "framework/executor.h"
-#include "framework/graph.h"
+#include "fmam/pipeline.h"
+#include "framework/error.h"
 #include "framework/io.h"
-#include "framework/model_file.h"
 
 namespace fmam {
 
@@ -49,86 +47,71 @@ int cmd_bench(int argc, char** argv) {
               "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --repeat 5\n"
               "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --frames 10000 --rss-every 1000 --repeat 1");
   if (!a.parse(argc, argv)) return 0;
-  cli::load_plugins(a);
   if (a.positionals().size() != 1) throw Error("fmam bench: expected one GRAPH; see fmam bench --help");
-  GraphConfig g = load_graph_file(a.positionals()[0]);
-  std::vector<ParamOverride> ov;
-  for (const auto& s : a.all("set")) ov.push_back(parse_override(s));
-  apply_overrides(g, ov);
-  std::optional<Model> model;
-  if (!a.get("model").empty()) {
-    model = load_model(a.get("model"));
-    cli::apply_model_settings(g, *model, -1, a.all("set"), a.get("model"));
-  }
-  // Decode to map: only what the Map2D and Scalar outputs need (no overlay drawing) unless
-  // --all-outputs.
-  if (!a.flag("all-outputs")) {
-    std::vector<std::string> keep;
-    for (const auto& [stream, type] : g.outputs)
-      if (type == "Map2D" || type == "Scalar") keep.push_back(stream);
-    if (!keep.empty()) g = prune_to_streams(g, keep);
-  }
-  cli::attach_io(g, true, "");
-  ValidatedGraph vg = validate(g);
   if (a.get("input").empty()) throw Error("fmam bench: --input is required");
-  std::vector<std::string> files = list_images(a.get("input"));
-  RunOptions ro;
-  ro.batch = a.get_int("batch", 4);
-  ro.max_in_flight = a.get_int("max-in-flight", 8);
-  ro.threads = a.get_int("threads", 0);
-  Executor ex(vg, ro);
-  if (model) apply_model(*model, ex, a.get("model"));
-  const long long frames = a.get_int("frames", int(files.size()));
+  PipelineOptions po;
+  po.model = a.get("model");
+  po.overrides = a.all("set");
+  po.plugins = a.all("plugin");
+  po.batch = a.get_int("batch", 4);
+  po.max_in_flight = a.get_int("max-in-flight", 8);
+  po.threads = a.get_int("threads", 0);
+  po.intra_op_threads = 0;  // the runner set it (dispatch)
+  po.images = a.flag("all-outputs");  // default: decode to map and score, no overlay drawing
+  Pipeline pipeline(a.positionals()[0], po);
+  const std::vector<std::string> inputs = list_images(a.get("input"));
+  const long long frames = a.get_int("frames", int(inputs.size()));
   const int repeat = std::max(1, a.get_int("repeat", 5));
   const int warmup = a.get_int("warmup", 8);
   const int rss_every = a.get_int("rss-every", 0);
-
+  auto cycle = [&](long long n) {  // n frames, cycling over the inputs
+    std::vector<std::string> f;
+    for (long long i = 0; i < n; ++i) f.push_back(inputs[size_t(i % (long long)inputs.size())]);
+    return f;
+  };
   auto run_once = [&](long long n, bool report_rss) {
-    long long next = 0, done = 0;
-    return ex.run(
-        [&](Frame& f) {
-          if (next >= n) return false;
-          f.source = files[size_t(next++ % (long long)files.size())];
-          return true;
-        },
-        [&](const Frame& f) {
-          ++done;
-          if (f.dropped) cli::log("skipped: " + f.drop_reason);
-          if (report_rss && rss_every > 0 && done % rss_every == 0) {
-            char b[96];
-            std::snprintf(b, sizeof b, "  %8lld frames  rss %.0f MiB", done, cli::rss_mib());
-            std::cout << b << std::endl;
-          }
-        });
+    long long done = 0;
+    return pipeline.run_files(cycle(n), [&](const Detection& d) {
+      ++done;
+      if (d.skipped) cli::log("skipped: " + d.error);
+      if (report_rss && rss_every > 0 && done % rss_every == 0) {
+        char b[96];
+        std::snprintf(b, sizeof b, "  %8lld frames  rss %.0f MiB", done, cli::rss_mib());
+        std::cout << b << std::endl;
+      }
+    });
   };
   if (warmup > 0) run_once(std::min<long long>(warmup, frames), false);
   const double rss_start = cli::rss_mib();
   std::vector<double> ips;
-  std::vector<std::vector<double>> node_ms(vg.nodes.size()), node_total(vg.nodes.size());
+  std::vector<NodeTiming> nodes;
+  std::vector<std::vector<double>> node_ms, node_total;
   for (int r = 0; r < repeat; ++r) {
-    RunStats st = run_once(frames, r == 0);
-    const double rate = st.wall_ms > 0 ? 1000.0 * double(st.frames - st.dropped) / st.wall_ms : 0;
+    const RunSummary st = run_once(frames, r == 0);
+    const double rate = st.seconds > 0 ? double(st.frames - st.skipped) / st.seconds : 0;
     ips.push_back(rate);
-    for (size_t i = 0; i < vg.nodes.size(); ++i) {
-      node_ms[i].push_back(median(st.nodes[i].call_ms));
-      node_total[i].push_back(st.nodes[i].total_ms / std::max<long long>(1, st.frames));
+    nodes = st.nodes;
+    node_ms.resize(nodes.size());
+    node_total.resize(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      node_ms[i].push_back(st.nodes[i].median_call_ms);
+      node_total[i].push_back(st.nodes[i].total_ms / double(std::max<long long>(1, st.frames)));
     }
     char b[128];
-    std::snprintf(b, sizeof b, "run %d/%d: %lld frames in %.2f s = %.2f images/s", r + 1, repeat, st.frames,
-                  st.wall_ms / 1000, rate);
+    std::snprintf(b, sizeof b, "run %d/%d: %lld frames in %.2f s = %.2f images/s", r + 1, repeat, st.frames, st.seconds, rate);
     cli::log(b);
   }
   double all = 0;
   for (auto& v : node_total) all += median(v);
   std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, %d repeats, %d graph threads, %d torch threads per op\n",
-              vg.config.file.c_str(), vg.nodes.size(), frames, ro.batch, repeat,
-              ro.threads > 0 ? ro.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
+              a.positionals()[0].c_str(), nodes.size(), frames, po.batch, repeat,
+              po.threads > 0 ? po.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
   std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips),
               *std::min_element(ips.begin(), ips.end()), *std::max_element(ips.begin(), ips.end()));
   std::printf("%-16s %-18s %12s %14s %8s\n", "node", "type", "ms/call", "ms/image", "share");
-  for (size_t i = 0; i < vg.nodes.size(); ++i) {
+  for (size_t i = 0; i < nodes.size(); ++i) {
     double per_image = median(node_total[i]);
-    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%%\n", vg.nodes[i].config.id.c_str(), vg.nodes[i].config.type.c_str(),
+    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%%\n", nodes[i].id.c_str(), nodes[i].type.c_str(),
                 median(node_ms[i]), per_image, all > 0 ? 100.0 * per_image / all : 0.0);
   }
   std::printf("memory     rss %.0f MiB after warm-up, %.0f MiB now, peak %.0f MiB\n", rss_start, cli::rss_mib(),

@@ -1,5 +1,7 @@
 #include "apps/cli.h"
 
+#include "api/plugins.h"
+
 #include <unistd.h>
 
 #include <cmath>
@@ -15,7 +17,6 @@
 
 #include "framework/graph.h"
 #include "framework/io.h"
-#include "framework/model_file.h"
 #include "framework/registry.h"
 #include <stdexcept>
 
@@ -181,10 +182,7 @@ std::vector<Args::Option> common_options() {
                                     "                              graph runs frames in parallel; --threads for train)", false, ""}};
 }
 
-void load_plugins(const Args& a) {
-  load_builtin_plugin();
-  for (const auto& p : a.all("plugin")) load_plugin(p);
-}
+void load_plugins(const Args& a) { ensure_plugins(a.all("plugin")); }
 
 static double status_mib(const char* key) {
   std::ifstream f("/proc/self/status");
@@ -192,110 +190,6 @@ static double status_mib(const char* key) {
   while (std::getline(f, line))
     if (line.rfind(key, 0) == 0) return std::atof(line.c_str() + std::strlen(key)) / 1024.0;
   return 0;
-}
-void apply_model_settings(GraphConfig& g, const Model& m, double threshold, const std::vector<std::string>& user_sets,
-                          const std::string& model_path) {
-  // The image size is the model's: a --set that changes it would be replaced without a word.
-  for (const auto& s : user_sets) {
-    const ParamOverride u = parse_override(s);
-    if (u.param != "width" && u.param != "height") continue;
-    for (const auto& n : g.nodes) {
-      if (n.id != u.node_id || (n.type != "Resize" && n.type != "UpsampleSum")) continue;
-      const int want = u.param == "width" ? m.image_width : m.image_height;
-      if (!u.value.is_int() || u.value.as_int() != want)
-        throw Error("--set " + s + ": " + model_path + " was trained at " + std::to_string(m.image_width) + "x" +
-                    std::to_string(m.image_height) + ", and node \"" + n.id + "\" (" + n.type + ") runs at the model's size; " +
-                    "drop the --set, or train a model at the size you want (fmam train --set train.image_size=...)");
-    }
-  }
-  std::vector<ParamOverride> o;
-  auto user_set = [&](const NodeConfig& n, const std::string& p) {
-    for (const auto& [k, v] : n.params)
-      if (k == p) return true;
-    return false;
-  };
-  for (const auto& n : g.nodes) {
-    if (n.type == "Resize" || n.type == "UpsampleSum") {
-      o.push_back({n.id, "width", Value(m.image_width)});
-      o.push_back({n.id, "height", Value(m.image_height)});
-    }
-    if ((n.type == "Overlay" || n.type == "MapWriter") && m.map_lo && m.map_hi) {
-      if (!user_set(n, "lo")) o.push_back({n.id, "lo", Value(*m.map_lo)});
-      if (!user_set(n, "hi")) o.push_back({n.id, "hi", Value(*m.map_hi)});
-    }
-    if (n.type == "Overlay") {
-      if (threshold >= 0) o.push_back({n.id, "threshold", Value(threshold)});
-      else if (m.threshold && !user_set(n, "threshold")) o.push_back({n.id, "threshold", Value(*m.threshold)});
-    }
-  }
-  apply_overrides(g, o);
-}
-
-// Connects graph inputs to file sources and graph outputs to writers, by data type.
-void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir) {
-  std::set<std::string> ids;
-  for (const auto& n : g.nodes) ids.insert(n.id);
-  auto fresh_id = [&](std::string base) {
-    std::string id = base;
-    for (int k = 2; ids.count(id); ++k) id = base + "_" + std::to_string(k);
-    ids.insert(id);
-    return id;
-  };
-  std::vector<std::pair<std::string, std::string>> kept_inputs;
-  for (const auto& [stream, type] : g.inputs) {
-    if (type == "Image" && have_input) {
-      NodeConfig n;
-      n.index = int(g.nodes.size());
-      n.id = fresh_id("read_" + stream);
-      n.type = "ImageSource";
-      n.out = {{"image", stream}};
-      g.nodes.push_back(n);
-    } else {
-      kept_inputs.emplace_back(stream, type);
-    }
-  }
-  if (!kept_inputs.empty())
-    throw GraphError({g.file + ": graph input \"" + kept_inputs[0].first + "\" (" + kept_inputs[0].second +
-                      ") cannot be fed by fmam run" + (have_input ? "" : ": give --input")});
-  g.inputs.clear();
-  if (out_dir.empty()) return;
-  int scalars = 0;
-  for (const auto& [stream, type] : g.outputs) scalars += type == "Scalar";
-  for (const auto& [stream, type] : g.outputs) {
-    NodeConfig n;
-    n.index = int(g.nodes.size());
-    n.in = {{type == "Map2D" ? "map" : type == "Scalar" ? "score" : "image", stream}};
-    n.params.emplace_back("dir", Value(out_dir));
-    if (type == "Map2D") {
-      n.type = "MapWriter";
-      n.params.emplace_back("name", Value(stream));
-    } else if (type == "Scalar") {
-      n.type = "ScoreWriter";
-      n.params.emplace_back("file", Value(scalars == 1 ? std::string("scores.csv") : stream + ".csv"));
-      n.params.emplace_back("column", Value(stream));
-    } else if (type == "Image") {
-      n.type = "ImageWriter";
-      n.params.emplace_back("name", Value(stream));
-    } else {
-      log("graph output \"" + stream + "\" (" + type + ") is not written to files (no writer for " + type + ")");
-      continue;
-    }
-    n.id = fresh_id("write_" + stream);
-    g.nodes.push_back(n);
-  }
-}
-
-cv::Mat read_mask(const std::string& mask_path, const std::string& image_path) {
-  cv::Mat m = read_image(mask_path, cv::IMREAD_GRAYSCALE);  // names the file on any problem
-  auto [w, h] = image_header_size(image_path);
-  if (w < 0) {
-    const cv::Mat img = read_image(image_path, cv::IMREAD_GRAYSCALE);
-    w = img.cols, h = img.rows;
-  }
-  if (m.cols != w || m.rows != h)
-    throw Error(mask_path + ": the ground-truth mask is " + std::to_string(m.cols) + "x" + std::to_string(m.rows) + ", its image " +
-                image_path + " is " + std::to_string(w) + "x" + std::to_string(h) + "; a mask must have its image's size");
-  return m;
 }
 
 double peak_rss_mib() { return status_mib("VmHWM:"); }

@@ -7,13 +7,6 @@
 #include <string>
 #include <vector>
 
-#include <opencv2/core/mat.hpp>
-
-namespace fmam {
-struct GraphConfig;
-struct Model;
-}
-
 namespace fmam::cli {
 
 // Parses "--name value", "--name=value", flags and positionals. Unknown options are errors
@@ -71,17 +64,6 @@ void log(const std::string& msg);  // "fmam: msg" on stderr
 // Options every command accepts (--plugin, --threads), and loading the plugins they name.
 std::vector<Args::Option> common_options();
 void load_plugins(const Args& a);
-// Feeds a graph's Image inputs from files (adds ImageSource nodes) and, if out_dir is set, writes
-// its outputs there by type (MapWriter, ScoreWriter, ImageWriter nodes).
-void attach_io(GraphConfig& g, bool have_input, const std::string& out_dir);
-// With a model: takes its image size (Resize / UpsampleSum), its calibrated heatmap range and
-// threshold (Overlay, MapWriter) unless the user set them; `threshold` < 0 keeps the model's.
-// A --set in `user_sets` that would change the model's image size is an error naming it.
-void apply_model_settings(GraphConfig& g, const Model& m, double threshold, const std::vector<std::string>& user_sets = {},
-                          const std::string& model_path = "");
-// A ground-truth mask (gray) of `image`: an error naming both files unless it has the image's size
-// (a mask of another size would be stretched onto the image without a word).
-cv::Mat read_mask(const std::string& mask_path, const std::string& image_path);
 // Peak resident memory of this process so far (VmHWM), in MiB.
 double peak_rss_mib();
 double rss_mib();  // current (VmRSS)

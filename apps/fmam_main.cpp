@@ -16,10 +16,11 @@
 #include <thread>
 
 #include "apps/cli.h"
+#include "api/train_config.h"
+#include "fmam/pipeline.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/io.h"
-#include "framework/model_file.h"
 #include "framework/registry.h"
 #include "framework/types.h"
 
@@ -133,12 +134,24 @@ int cmd_check(int argc, char** argv) {
   opts.push_back({"set", "ID.PARAM=VALUE", "override a node param before checking", true, ""});
   Args a("check", "fmam check GRAPH [--set ID.PARAM=VALUE]...",
          "Validate a graph without running it: node types, params and their ranges, streams (one\n"
-         "producer each, all produced, no cycle), port types and shapes. Every problem is reported\n"
+         "producer each, all produced, no cycle), port types and shapes, and a training graph's\n"
+         "\"train\" section (fmam train --help lists its fields). Every problem is reported\n"
          "at once, each naming the file, the node and the field. Exit status 0 if valid, 1 if not.",
          opts, "example:\n  fmam check graphs/fmam_rkd.json --set blur.sigma=2");
   if (!a.parse(argc, argv)) return 0;
   load_plugins(a);
-  ValidatedGraph vg = validate(read_graph(a, "check"));
+  const GraphConfig g = read_graph(a, "check");
+  // A training graph's "train" section is checked with the nodes, every mistake in one report.
+  const std::vector<std::string> train_problems = train_config_problems(g);
+  ValidatedGraph vg;
+  try {
+    vg = validate(g);
+  } catch (const GraphError& e) {
+    std::vector<std::string> all = e.problems();
+    all.insert(all.end(), train_problems.begin(), train_problems.end());
+    throw GraphError(all);
+  }
+  if (!train_problems.empty()) throw GraphError(train_problems);
   std::cout << vg.config.file << ": OK (" << vg.config.name << ": " << vg.nodes.size() << " nodes, "
             << vg.streams.size() << " streams)\n";
   for (const auto& n : vg.nodes) {
@@ -212,96 +225,67 @@ int cmd_run(int argc, char** argv) {
          "  1  an error (bad graph, model or option), or every image was skipped\n"
          "  3  with --strict: some images were skipped");
   if (!a.parse(argc, argv)) return 0;
-  load_plugins(a);
-  GraphConfig g = read_graph(a, "run");
-  std::optional<Model> model;
-  if (!a.get("model").empty()) model = load_model(a.get("model"));
-  double threshold = -1;
+  if (a.positionals().size() != 1) throw std::runtime_error("fmam run: expected one GRAPH file; see fmam run --help");
+  PipelineOptions po;
+  po.model = a.get("model");
+  po.overrides = a.all("set");
+  po.plugins = a.all("plugin");
   if (!a.get("threshold").empty()) {
-    threshold = a.get_number("threshold", -1);
-    if (threshold < 0) throw std::runtime_error("fmam run: --threshold must be >= 0 (scores are), got " + a.get("threshold"));
-  } else if (model && model->threshold) {
-    threshold = *model->threshold;
+    po.threshold = a.get_number("threshold", -1);
+    if (po.threshold < 0) throw std::runtime_error("fmam run: --threshold must be >= 0 (scores are), got " + a.get("threshold"));
   }
-  if (model) cli::apply_model_settings(g, *model, threshold, a.all("set"), a.get("model"));
+  po.batch = a.get_int("batch", 4);
+  po.max_in_flight = a.get_int("max-in-flight", 8);
+  po.threads = a.get_int("threads", 0);
+  po.intra_op_threads = 0;  // the runner set it (dispatch)
+  po.device = a.get("device", "cpu");
+  if (po.device != "cpu" && po.device != "cuda") throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + po.device);
+  po.output_dir = a.get("output");
   const std::string input = a.get("input");
   if (input.empty()) throw std::runtime_error("fmam run: --input is required (a folder, glob, list file or image)");
-  std::vector<std::string> scalar_streams;
-  for (const auto& [s, t] : g.outputs)
-    if (t == "Scalar") scalar_streams.push_back(s);
-  cli::attach_io(g, true, a.get("output"));
-  ValidatedGraph vg = validate(g);
+  Pipeline pipeline(a.positionals()[0], po);
   std::vector<std::string> files = list_images(input, a.flag("recursive"));
-  if (!a.get("output").empty()) check_unique_output_keys(files);
-
-  RunOptions ro;
-  ro.batch = a.get_int("batch", 4);
-  ro.max_in_flight = a.get_int("max-in-flight", 8);
-  ro.threads = a.get_int("threads", 0);
-  std::string dev = a.get("device", "cpu");
-  if (dev != "cpu" && dev != "cuda") throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + dev);
-  ro.device = dev == "cuda" ? Device::kCuda : Device::kCpu;
-  Executor ex(vg, ro);
-  if (model) apply_model(*model, ex, a.get("model"));
-  else
-    for (const auto& vn : vg.nodes)
-      if (vn.type->contract.type() == "Student" || vn.type->contract.type() == "FeatureMap")
-        cli::log("warning: no --model: node \"" + vn.config.id + "\" (" + vn.type->contract.type() +
-                 ") runs with untrained, randomly initialised weights; train one with fmam train");
-  const bool verdict = threshold >= 0 && scalar_streams.size() == 1;
-  long long failed = 0;
-  cli::log("running " + vg.config.file + " (" + std::to_string(vg.nodes.size()) + " nodes) on " +
-           std::to_string(files.size()) + " image(s)");
-
-  size_t next = 0;
-  long long done = 0, skipped = 0;
+  if (!po.output_dir.empty()) check_unique_output_keys(files);
+  const std::vector<std::string> scalar_streams = pipeline.scalar_streams();
+  const bool verdict = pipeline.threshold() >= 0 && scalar_streams.size() == 1;
+  cli::log("running " + a.positionals()[0] + " on " + std::to_string(files.size()) + " image(s)");
+  const bool quiet = a.flag("quiet");
   cli::Progress progress("run", (long long)files.size(), 1, "images/s");
-  bool quiet = a.flag("quiet");
   if (!scalar_streams.empty()) {
     std::cout << "source";
     for (const auto& s : scalar_streams) std::cout << "," << s;
     std::cout << (verdict ? ",verdict" : "") << "\n";
   }
-  RunStats st = ex.run(
-      [&](Frame& f) {
-        if (next >= files.size()) return false;
-        f.source = files[next++];
-        return true;
-      },
-      [&](const Frame& f) {
-        ++done;
-        if (f.dropped) {
-          ++skipped;
-          if (!quiet) progress.finish();
-          cli::log("skipped: " + f.drop_reason);
-        } else if (!scalar_streams.empty()) {
-          std::cout << f.source;
-          for (const auto& s : scalar_streams) {
-            char b[32];
-            std::snprintf(b, sizeof b, ",%.6g", f.get<Scalar>(s).value);
-            std::cout << b;
-          }
-          if (verdict) {
-            const bool fail = f.get<Scalar>(scalar_streams[0]).value >= threshold;  // as eval's F1 threshold
-            failed += fail;
-            std::cout << (fail ? ",FAIL" : ",PASS");
-          }
-          std::cout << "\n";
-        }
-        if (!quiet) progress.update(done);
-      });
+  long long done = 0;
+  const RunSummary st = pipeline.run_files(files, [&](const Detection& d) {
+    ++done;
+    if (d.skipped) {
+      if (!quiet) progress.finish();
+      cli::log("skipped: " + d.error);
+    } else if (!scalar_streams.empty()) {
+      std::cout << d.source;
+      for (const auto& s : scalar_streams) {
+        char b[32];
+        std::snprintf(b, sizeof b, ",%.6g", d.scalars.at(s));
+        std::cout << b;
+      }
+      if (verdict) std::cout << "," << verdict_name(d.verdict);
+      std::cout << "\n";
+    }
+    if (!quiet) progress.update(done);
+  });
   if (!quiet) progress.finish();
   char summary[256];
-  std::snprintf(summary, sizeof summary, "%lld image(s), %lld skipped, %.1f s, %.2f images/s", st.frames, st.dropped,
-                st.wall_ms / 1000.0, st.wall_ms > 0 ? 1000.0 * (st.frames - st.dropped) / st.wall_ms : 0.0);
+  std::snprintf(summary, sizeof summary, "%lld image(s), %lld skipped, %.1f s, %.2f images/s", st.frames, st.skipped, st.seconds,
+                st.seconds > 0 ? (st.frames - st.skipped) / st.seconds : 0.0);
   if (verdict) {
     char v[128];
-    std::snprintf(v, sizeof v, "; %lld FAIL at threshold %.6g", failed, threshold);
+    std::snprintf(v, sizeof v, "; %lld FAIL at threshold %.6g", st.failed, pipeline.threshold());
     std::strncat(summary, v, sizeof summary - std::strlen(summary) - 1);
   }
-  cli::log(summary + (a.get("output").empty() ? std::string() : "; outputs in " + a.get("output")));
-  if (st.frames > 0 && st.dropped == st.frames) return 1;
-  return a.flag("strict") && st.dropped > 0 ? 3 : 0;
+  cli::log(summary + (po.output_dir.empty() ? std::string() : "; outputs in " + po.output_dir));
+  if (st.frames > 0 && st.skipped == st.frames) return 1;
+  return a.flag("strict") && st.skipped > 0 ? 3 : 0;
 }
 
 int dispatch(int argc, char** argv) {

@@ -312,4 +312,18 @@ std::string output_key(const std::string& source, long long frame_id) {
   return parent.empty() ? p.stem().string() : parent + "_" + p.stem().string();
 }
 
+cv::Mat read_mask(const std::string& mask_path, const std::string& image_path) {
+  cv::Mat m = read_image(mask_path, cv::IMREAD_GRAYSCALE);  // names the file on any problem
+  auto [w, h] = image_header_size(image_path);
+  if (w < 0) {
+    const cv::Mat img = read_image(image_path, cv::IMREAD_GRAYSCALE);
+    w = img.cols, h = img.rows;
+  }
+  if (m.cols != w || m.rows != h)
+    throw Error(mask_path + ": the ground-truth mask is " + std::to_string(m.cols) + "x" + std::to_string(m.rows) + ", its image " +
+                image_path + " is " + std::to_string(w) + "x" + std::to_string(h) + "; a mask must have its image's size");
+  return m;
+}
+
+
 }  // namespace fmam

@@ -46,4 +46,8 @@ void atomic_write_image(const std::string& path, const cv::Mat& image);
 // test/good/000.png differ); "frame_<id>" for in-memory frames.
 std::string output_key(const std::string& source, long long frame_id);
 
+// A ground-truth mask (gray) of `image_path`: an error naming both files unless it has the
+// image's size (a mask of another size would be stretched onto the image without a word).
+cv::Mat read_mask(const std::string& mask_path, const std::string& image_path);
+
 }  // namespace fmam

@@ -95,6 +95,14 @@ int load_builtin_plugin(Registry& registry) {
   if (const char* env = std::getenv("FMAM_PLUGIN_PATH")) tried.push_back(fs::path(env) / name);
   fs::path d = self_dir();
   tried.push_back(d / name);
+  // Beside the runtime library itself: a host that is not fmam (gst-launch-1.0, python3) finds the
+  // plugin next to libfmam_core.so (installed: lib/) or in the build tree (framework/ -> plugin/).
+  Dl_info info{};
+  if (dladdr(reinterpret_cast<void*>(&load_builtin_plugin), &info) && info.dli_fname) {
+    const fs::path core_dir = fs::path(info.dli_fname).parent_path();
+    tried.push_back(core_dir / name);
+    tried.push_back(core_dir.parent_path() / "plugin" / name);
+  }
   tried.push_back(d / "plugin" / name);
   tried.push_back(d.parent_path() / "plugin" / name);
   tried.push_back(d.parent_path() / "lib" / name);

@@ -1,0 +1,479 @@
+// Trainer: runs a training graph stage by stage. The data half (decode, anomaly synthesis,
+// resize, frozen teacher) pipelines on the TBB graph; the learning half (students, feature
+// mappings, losses) runs in order on whole batches in the executor's serial tail, where this file
+// adds backward() and the optimizer step. A model file (a resumable checkpoint) is written
+// atomically after every epoch and when cancelled.
+#include "fmam/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "api/graph_io.h"
+#include "api/plugins.h"
+#include "api/train_config.h"
+#include "framework/cpu_allocator.h"
+#include "framework/executor.h"
+#include "framework/graph.h"
+#include "framework/io.h"
+#include "framework/model_binding.h"
+#include "framework/model_file.h"
+#include "framework/registry.h"
+#include "framework/stateful.h"
+#include "training/adam.h"
+
+namespace fmam {
+
+using json = nlohmann::json;
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+void log(const std::string& msg) { std::fprintf(stderr, "fmam: %s\n", msg.c_str()); }
+
+// Whether this CPU multiplies bfloat16 natively (AVX512-BF16: Zen 4, Cooper Lake, Sapphire
+// Rapids and later). Elsewhere oneDNN emulates bfloat16 and it is slower than float32.
+bool cpu_has_native_bf16() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+}
+
+// train.precision -> what the trainable nodes run. "auto" is bf16-mixed where the CPU has native
+// bfloat16 and fp32 elsewhere.
+Precision resolve_precision(const std::string& p) {
+  if (p == "fp32") return Precision::kFloat32;
+  if (p == "bf16-mixed") return Precision::kBFloat16Mixed;
+  return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+}
+const char* precision_name(Precision p) { return p == Precision::kBFloat16Mixed ? "bf16-mixed" : "fp32"; }
+
+// train.seed reseeds every node that has a "seed" param (student and feature-map init, anomaly
+// synthesis) by adding itself to the node's seed, besides the data order. train.seed 0 leaves
+// the graph's seeds as they are, so one setting gives a different run, as a seed should.
+void apply_train_seed(GraphConfig& g, int seed) {
+  if (seed == 0) return;
+  std::vector<ParamOverride> o;
+  for (const auto& n : g.nodes) {
+    const NodeType* t = Registry::global().find(n.type);
+    const ParamSpec* spec = t ? t->contract.find_param("seed") : nullptr;
+    if (!spec) continue;
+    Value base = spec->default_value;
+    for (const auto& [k, v] : n.params)
+      if (k == "seed") base = v;
+    if (base.is_int()) o.push_back({n.id, "seed", Value(int(base.as_int() + seed))});
+  }
+  apply_overrides(g, o);
+}
+
+// Loads the tensors of `m` into the executor's Stateful nodes that have any (a partial load:
+// nodes new in this stage keep their seeded initialisation).
+void load_partial(Executor& ex, const std::map<std::string, at::Tensor>& tensors) {
+  for (const auto& vn : ex.graph().nodes) {
+    auto* s = dynamic_cast<Stateful*>(&ex.node(vn.config.id));
+    if (!s) continue;
+    std::map<std::string, at::Tensor> mine;
+    const std::string prefix = vn.config.id + "/";
+    for (const auto& [k, t] : tensors)
+      if (k.rfind(prefix, 0) == 0) mine[k.substr(prefix.size())] = t;
+    if (!mine.empty()) s->load_state(mine);
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  if (!f) throw Error(path + ": cannot read");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Backward of a stage whose losses do not all update every trained node: each restricted loss
+// accumulates gradients into its own nodes' parameters only, the others into all; the graph is
+// kept until the last pass.
+void backward_routed(Frame& batch, const Stage& st, const std::map<std::string, std::vector<at::Tensor>>& update_params) {
+  std::vector<std::pair<at::Tensor, const std::vector<at::Tensor>*>> passes;
+  at::Tensor rest;
+  for (const auto& [s, w] : st.losses) {
+    at::Tensor l = w * batch.get<Tensor>(s).t.mean();
+    auto it = update_params.find(s);
+    if (it != update_params.end())
+      passes.emplace_back(l, &it->second);
+    else
+      rest = rest.defined() ? rest + l : l;
+  }
+  for (size_t k = 0; k < passes.size(); ++k)
+    passes[k].first.backward({}, /*retain_graph=*/rest.defined() || k + 1 < passes.size(), false, *passes[k].second);
+  if (rest.defined()) rest.backward();
+}
+
+// Where training stands: stage, epoch, batches done in it, and the history of finished epochs.
+json fresh_progress() { return {{"stage", 0}, {"epoch", 0}, {"batches", 0}, {"history", json::array()}}; }
+
+}  // namespace
+
+struct Trainer::Impl {
+  std::string graph_path;
+  TrainOptions opt;
+  GraphConfig graph;        // the training graph, overrides, image size and seed applied, files attached
+  TrainConfig cfg;
+  std::string inf_path;
+  GraphConfig inf;
+  std::set<std::string> inf_ids;
+  std::string good;         // DATA/train/good
+  std::vector<std::string> files;
+  int batch = 1;
+  long long full_batches = 0, batches_per_epoch = 0;
+  Precision precision = Precision::kFloat32;
+  std::atomic<bool> cancelled{false};
+
+  Model model;
+  json progress = fresh_progress();
+  json config_json;
+
+  void load();
+  void resume_from_checkpoint();
+  void save(bool finished);
+  // Runs one stage from where `progress` says; returns false if cancelled.
+  bool run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen);
+  std::string stopped_at;  // set when cancelled mid-epoch
+  std::vector<at::Tensor> stage_parameters(Executor& ex, const ValidatedGraph& vg, const Stage& st);
+};
+
+void Trainer::Impl::load() {
+  ensure_plugins(opt.plugins);
+  if (opt.data.empty()) throw Error("fmam train: the data folder (--data CATEGORY_DIR) is required");
+  if (opt.out.empty()) throw Error("fmam train: the model file (--out MODEL) is required");
+  graph = load_graph_file(graph_path);
+  std::vector<ParamOverride> node_sets, train_sets;
+  split_overrides(graph, opt.overrides, node_sets, train_sets);
+  cfg = parse_train_config(graph, train_sets);
+  int total_epochs = 0;
+  for (const auto& st : cfg.stages) total_epochs += st.epochs;
+  if (total_epochs == 0 && !opt.resume)
+    throw Error(graph_path + ": every stage has 0 epochs: nothing to train (a model of untrained weights is no detector)");
+  apply_overrides(graph, node_sets);
+  bind_params(graph, image_size_bindings(cfg.image_width, cfg.image_height));
+  apply_train_seed(graph, cfg.seed);
+  attach_io(graph, true, "");
+  std::vector<std::string> problems = train_config_problems(graph);
+  if (!problems.empty()) throw GraphError(problems);
+  validate(graph);  // the whole training graph, every stage's branch, before any work
+
+  // The inference graph the model is for; validated now so a mistake shows before hours of work.
+  inf_path = (fs::path(graph_path).parent_path() / cfg.inference_graph).string();
+  inf = load_graph_file(inf_path);
+  bind_params(inf, image_size_bindings(cfg.image_width, cfg.image_height));
+  validate(inf);
+  for (const auto& n : inf.nodes) inf_ids.insert(n.id);
+
+  good = (fs::path(opt.data) / "train" / "good").string();
+  if (!fs::is_directory(good)) throw Error("fmam train: --data \"" + opt.data + "\": no train/good folder (MVTec AD layout expected)");
+  files = list_images(good);
+  if (opt.max_images > 0 && int(files.size()) > opt.max_images) files.resize(size_t(opt.max_images));
+  batch = std::min<int>(cfg.batch_size, int(files.size()));
+  if (batch < 1) throw Error("fmam train: " + good + " holds no image");
+  full_batches = (long long)files.size() / batch;
+  batches_per_epoch = cfg.drop_last ? full_batches : ((long long)files.size() + batch - 1) / batch;
+  if (batches_per_epoch < 1) throw Error("fmam train: fewer images than one batch");
+  precision = resolve_precision(cfg.precision);
+  if (cfg.precision == "bf16-mixed" && !cpu_has_native_bf16())
+    log("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated and "
+        "slower than fp32; \"auto\" would pick fp32 here");
+
+  if (opt.resume) resume_from_checkpoint();
+  model.graph_name = inf.name;
+  model.graph_json = read_text(inf_path);
+  model.image_width = cfg.image_width;
+  model.image_height = cfg.image_height;
+  config_json = json::parse(graph.train_json);
+  config_json["batch_size"] = cfg.batch_size;
+  config_json["image_size"] = cfg.image_width == cfg.image_height ? json(cfg.image_width) : json(image_size_text(cfg.image_width, cfg.image_height));
+  config_json["seed"] = cfg.seed;
+  config_json["drop_last"] = cfg.drop_last;
+  config_json["precision"] = precision_name(precision);
+  for (size_t s = 0; s < cfg.stages.size(); ++s) config_json["stages"][s]["epochs"] = cfg.stages[s].epochs;
+  config_json["training_graph"] = graph.name;
+  config_json["data"] = opt.data;
+  config_json["images"] = files.size();
+}
+
+void Trainer::Impl::resume_from_checkpoint() {
+  const std::string& out = opt.out;
+  if (!fs::exists(out)) throw Error("fmam train --resume: " + out + " does not exist");
+  model = load_model(out);
+  // A checkpoint continues with its own image size and batch size: with others, the weights
+  // would resume on different inputs while the model recorded the new size.
+  const long long was_batch = json::parse(model.train_config).value("batch_size", (long long)cfg.batch_size);
+  if (model.image_width != cfg.image_width || model.image_height != cfg.image_height || was_batch != cfg.batch_size)
+    throw Error("fmam train --resume: " + out + " was trained with train.image_size=" + std::to_string(model.image_width) + "x" +
+                std::to_string(model.image_height) + ", train.batch_size=" + std::to_string(was_batch) + "; this run asks for " +
+                image_size_text(cfg.image_width, cfg.image_height) + ", " + std::to_string(cfg.batch_size) +
+                ": resume with the checkpoint's settings, or train a new model with another --out");
+  if (model.progress.empty()) {
+    log(out + ": training already finished; raise the epochs with --set to train more");
+    // A finished model resumes after its last stage: re-run from the stage whose epochs grew.
+    // Count finished epochs per stage from the history, so added epochs continue the schedule.
+    progress = fresh_progress();
+    json hist = json::parse(model.train_config).value("history", json::array());
+    std::map<std::string, int> done;
+    for (const auto& h : hist) done[h["stage"].get<std::string>()] = std::max(done[h["stage"].get<std::string>()], h["epoch"].get<int>() + 1);
+    size_t s = 0;
+    while (s < cfg.stages.size() && done[cfg.stages[s].name] >= cfg.stages[s].epochs) ++s;
+    progress["stage"] = s;
+    progress["epoch"] = s < cfg.stages.size() ? done[cfg.stages[s].name] : 0;
+    progress["history"] = hist;
+  } else {
+    progress = json::parse(model.progress);
+  }
+  log("resuming " + out + " at stage " + std::to_string(progress["stage"].get<int>() + 1) + ", epoch " +
+      std::to_string(progress["epoch"].get<int>() + 1) + ", batch " + std::to_string(progress["batches"].get<long long>()));
+}
+
+void Trainer::Impl::save(bool finished) {
+  // Only the inference graph's nodes go into the model (a shared training twin such as
+  // "student_syn" holds the same tensors as "student").
+  std::map<std::string, at::Tensor> keep;
+  for (const auto& [k, t] : model.tensors)
+    if (inf_ids.count(k.substr(0, k.find('/')))) keep[k] = t;
+  model.tensors = keep;
+  for (auto it = model.fingerprints.begin(); it != model.fingerprints.end();)
+    it = inf_ids.count(it->first) ? std::next(it) : model.fingerprints.erase(it);
+  config_json["history"] = progress["history"];
+  model.train_config = config_json.dump();
+  model.progress = finished ? std::string() : progress.dump();
+  if (finished) model.optimizer_state.clear();
+  save_model(opt.out, model);
+}
+
+// The weights a stage updates (a shared module counts once); sets every trainable node's
+// training mode and precision.
+std::vector<at::Tensor> Trainer::Impl::stage_parameters(Executor& ex, const ValidatedGraph& vg, const Stage& st) {
+  std::vector<at::Tensor> params;
+  std::set<const void*> seen;
+  std::set<std::string> trained(st.train.begin(), st.train.end());
+  for (const auto& id : st.train) {
+    bool present = false;
+    for (const auto& vn : vg.nodes) present |= vn.config.id == id;
+    if (!present) throw Error(graph_path + ": stage \"" + st.name + "\" trains node \"" + id + "\", which its losses do not use");
+  }
+  for (const auto& vn : vg.nodes) {
+    auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id));
+    if (!t) continue;
+    const bool on = trained.count(vn.config.id) > 0;
+    t->set_training(on);
+    if (!on) continue;
+    for (auto& p : t->parameters())
+      if (seen.insert(p.unsafeGetTensorImpl()).second) params.push_back(p);
+  }
+  for (const auto& vn : vg.nodes)  // a node sharing a trained module trains with it
+    if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
+      for (auto& p : t->parameters())
+        if (seen.count(p.unsafeGetTensorImpl())) t->set_training(true);
+  for (const auto& vn : vg.nodes)
+    if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
+      if (!t->set_precision(precision)) {
+        if (cfg.precision == "bf16-mixed")
+          throw Error(graph_path + ": train.precision \"bf16-mixed\": node \"" + vn.config.id + "\" (" + vn.config.type +
+                      ") trains in fp32 only; use --set train.precision=fp32");
+        log("node \"" + vn.config.id + "\" (" + vn.config.type + ") trains in fp32 (it has no bf16-mixed)");
+      }
+  if (params.empty()) throw Error(graph_path + ": stage \"" + st.name + "\" has nothing to train");
+  return params;
+}
+
+bool Trainer::Impl::run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen) {
+  const Stage& st = cfg.stages[si];
+  std::vector<std::string> loss_streams;
+  for (const auto& [s, w] : st.losses) loss_streams.push_back(s);
+  ValidatedGraph vg = validate(prune_to_streams(graph, loss_streams));
+  RunOptions ro;
+  ro.batch = batch;
+  ro.max_in_flight = 2 * batch + 2;
+  ro.threads = opt.threads;
+  ro.tail_trainable = true;
+  Executor ex(vg, ro);
+  load_partial(ex, model.tensors);
+  AdamOptions ao;
+  ao.lr = st.lr;
+  ao.weight_decay = st.weight_decay;
+  ao.l1 = st.l1;
+  ao.beta1 = st.beta1;
+  ao.beta2 = st.beta2;
+  Adam adam(stage_parameters(ex, vg, st), ao);
+  // The parameters each restricted loss updates (see Stage::updates).
+  std::map<std::string, std::vector<at::Tensor>> update_params;
+  for (const auto& [loss, ids] : st.updates)
+    for (const auto& id : ids)
+      if (auto* t = dynamic_cast<Trainable*>(&ex.node(id)))
+        for (auto& p : t->parameters()) update_params[loss].push_back(p);
+  if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
+    adam.load_state(model.optimizer_state);
+
+  for (int epoch = progress["epoch"].get<int>(); epoch < st.epochs; ++epoch) {
+    std::vector<std::string> order = files;
+    std::mt19937_64 rng(uint64_t(cfg.seed) * 1000003ULL + si * 1009ULL + uint64_t(epoch));
+    std::shuffle(order.begin(), order.end(), rng);
+    if (cfg.drop_last) order.resize(size_t(full_batches * batch));
+    const long long skip = progress["batches"].get<long long>() * batch;  // resumed mid-epoch
+    ex.set_first_frame_id(((long long)(si + 1) * 100000 + epoch) * 1000000 + skip);
+    size_t next = size_t(skip);
+    std::map<std::string, double> loss_sum;
+    long long batches = progress["batches"].get<long long>(), counted = 0, epoch_images = 0;
+    const auto t_epoch = Clock::now();
+    TrainProgress p;
+    p.stage = st.name;
+    p.stage_index = int(si);
+    p.stages = int(cfg.stages.size());
+    p.epoch = epoch;
+    p.epochs = st.epochs;
+    p.batches = batches_per_epoch;
+    p.batch_size = batch;
+    auto fill_progress = [&] {
+      p.batch = batches;
+      p.images = epoch_images;
+      p.seconds = std::chrono::duration<double>(Clock::now() - t_epoch).count();
+      p.images_per_s = p.seconds > 0 ? epoch_images / p.seconds : 0;
+      for (const auto& [s, v] : loss_sum) p.losses[s] = counted ? v / counted : 0.0;
+    };
+    if (report) {  // the epoch starts (a progress bar starts its clock here)
+      fill_progress();
+      report(p);
+    }
+    Executor::BatchSink step = [&](Frame& fb, const std::vector<const Frame*>& frames) {
+      at::Tensor total;
+      for (const auto& [s, w] : st.losses) {
+        at::Tensor l = fb.get<Tensor>(s).t.mean();
+        FMAM_CHECK(std::isfinite(l.item<double>())) << "loss \"" << s << "\" is not finite at stage " << st.name
+                                                    << ", epoch " << epoch + 1 << ", batch " << batches + 1;
+        loss_sum[s] += l.item<double>();
+        total = total.defined() ? total + w * l : w * l;
+      }
+      adam.zero_grad();
+      if (update_params.empty()) total.backward();
+      else backward_routed(fb, st, update_params);
+      adam.step();
+      ++batches;
+      ++counted;
+      images_seen += (long long)frames.size();
+      epoch_images += (long long)frames.size();
+      if (report) {
+        fill_progress();
+        report(p);
+      }
+    };
+    Executor::Source source = [&](Frame& f) {
+      // Stop only at batch boundaries, so every batch that started is stepped.
+      if (cancelled && next % size_t(batch) == 0) return false;
+      if (next >= order.size()) return false;
+      f.source = order[next++];
+      return true;
+    };
+    ex.run(source, [](const Frame& f) {
+      if (f.dropped) log("skipped: " + f.drop_reason);
+    }, false, step);
+    if (epoch_images == 0 && !cancelled)
+      throw Error("fmam train: " + st.name + " epoch " + std::to_string(epoch + 1) + " trained on no image: all " +
+                  std::to_string(order.size() - size_t(skip)) + " image(s) of " + good + " were skipped (each named above); no model written");
+    const double secs = std::chrono::duration<double>(Clock::now() - t_epoch).count();
+    // The epoch's tensors are all free now: hand them back before the checkpoint's
+    // serialisation needs a few hundred MB, so peak memory is the larger of the two, not the sum.
+    release_cached_cpu_blocks();
+    collect_model(ex, model);
+    model.optimizer_state.clear();
+    for (auto& [k, t] : adam.state()) model.optimizer_state[k] = t;
+    if (cancelled && batches < batches_per_epoch) {
+      progress["stage"] = si;
+      progress["epoch"] = epoch;
+      progress["batches"] = batches;
+      save(false);
+      stopped_at = "batch " + std::to_string(batches) + " of epoch " + std::to_string(epoch + 1) + " of " + st.name;
+      return false;
+    }
+    json h = {{"stage", st.name}, {"epoch", epoch}, {"images", epoch_images}, {"seconds", secs},
+              {"images_per_s", secs > 0 ? epoch_images / secs : 0.0}};
+    for (const auto& [s, v] : loss_sum) h[s] = counted ? v / counted : 0.0;
+    progress["history"].push_back(h);
+    progress["stage"] = si;
+    progress["epoch"] = epoch + 1;
+    progress["batches"] = 0;
+    save(false);
+    if (report) {
+      fill_progress();
+      p.seconds = secs;
+      p.images_per_s = secs > 0 ? epoch_images / secs : 0;
+      p.epoch_done = true;
+      report(p);
+    }
+  }
+  progress["stage"] = si + 1;
+  progress["epoch"] = 0;
+  progress["batches"] = 0;
+  model.optimizer_state.clear();
+  return true;
+}
+
+Trainer::Trainer(const std::string& training_graph, TrainOptions options) : impl_(new Impl) {
+  impl_->graph_path = training_graph;
+  impl_->opt = std::move(options);
+  impl_->load();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::cancel() { impl_->cancelled = true; }
+
+TrainResult Trainer::train(const ProgressCallback& progress) {
+  Impl& m = *impl_;
+  const int threads = m.opt.threads > 0 ? m.opt.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+  if (m.opt.intra_op_threads >= 0) at::set_num_threads(m.opt.intra_op_threads > 0 ? m.opt.intra_op_threads : threads);
+  // Training allocates the same big tensors every batch: keep them instead of mmap-ing and
+  // faulting them in again (framework/cpu_allocator.h). FMAM_CPU_CACHE_MB bounds the cache (0: off).
+  {
+    const char* env = std::getenv("FMAM_CPU_CACHE_MB");
+    const long long mb = env && *env ? std::atoll(env) : 2048;
+    if (mb > 0) install_caching_cpu_allocator(size_t(mb) << 20);
+  }
+  const auto t_start = Clock::now();
+  TrainResult r;
+  r.model = m.opt.out;
+  for (size_t si = m.progress["stage"].get<size_t>(); si < m.cfg.stages.size(); ++si) {
+    if (m.progress["epoch"].get<int>() >= m.cfg.stages[si].epochs) {
+      m.progress["stage"] = si + 1;
+      m.progress["epoch"] = 0;
+      m.progress["batches"] = 0;
+      continue;
+    }
+    if (!m.run_stage(si, progress, r.images)) {
+      r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+      r.stopped_at = m.stopped_at;
+      return r;  // cancelled: a checkpoint
+    }
+  }
+  m.save(true);
+  r.finished = true;
+  r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  return r;
+}
+
+std::string Trainer::inference_graph() const { return impl_->inf_path; }
+int Trainer::image_width() const { return impl_->cfg.image_width; }
+int Trainer::image_height() const { return impl_->cfg.image_height; }
+long long Trainer::images() const { return (long long)impl_->files.size(); }
+std::string Trainer::precision() const { return precision_name(impl_->precision); }
+std::string Trainer::requested_precision() const { return impl_->cfg.precision; }
+
+}  // namespace fmam
