@@ -12,10 +12,14 @@ SHARED=${FMAM_SHARED:-$ROOT/../shared}
 JOBS=${JOBS:-$(nproc)}
 
 # Debian 12 packages only. libopenblas0-openmp: without it libtorch falls back to the reference
-# BLAS, 60x slower. python3 is not needed to build or test (fixtures are committed).
+# BLAS, 60x slower. The test fixtures are committed: python3 is only for the Python module
+# (python/) and its tests.
 PACKAGES=(build-essential cmake ninja-build pkg-config
   libopencv-dev libtorch-dev libhalide14-0-dev libtbb-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libopenblas0-openmp libssl-dev
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # gst/: the fmam GStreamer elements
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # their tests: gst-inspect, videotestsrc, pngdec
+  pybind11-dev python3-dev python3-numpy python3-pytest  # python/: the Python module fmam, and its pytest tests
   slurm-wlm munge)  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
 
 install_packages() {
