@@ -39,7 +39,7 @@ gst_run() {  # frames -> seconds of the whole gst-launch run
   gst-launch-1.0 -q multifilesrc location="$DIR/%03d.png" index=0 loop=true num-buffers="$1" caps=image/png,framerate=1/1 \
     ! pngdec ! videoconvert ! video/x-raw,format=BGR ! fmam graph=$GRAPH model="$MODEL" ! fakesink sync=false >/dev/null
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc -l
+  awk -v a="$t1" -v b="$t0" 'BEGIN {print a - b}'
 }
 
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'; }
@@ -50,11 +50,11 @@ for r in $(seq "$ROUNDS"); do
       awk '/^throughput/ {print $2}')
   short=$(gst_run $((FRAMES / 4)))
   long=$(gst_run "$FRAMES")
-  g=$(echo "($FRAMES - $FRAMES / 4) / ($long - $short)" | bc -l)
+  g=$(awk -v f="$FRAMES" -v l="$long" -v s="$short" 'BEGIN {print (f - int(f / 4)) / (l - s)}')
   printf 'round %d: fmam bench %.2f images/s, gst element %.2f images/s (runs %.2f s / %.2f s)\n' "$r" "$b" "$g" "$short" "$long"
   BENCH+=("$b") GST+=("$g")
 done
 mb=$(printf '%s\n' "${BENCH[@]}" | median)
 mg=$(printf '%s\n' "${GST[@]}" | median)
 printf 'median: fmam bench %.2f images/s, gst element %.2f images/s, ratio %.3f (target >= 0.9)\n' "$mb" "$mg" \
-  "$(echo "$mg / $mb" | bc -l)"
+  "$(awk -v g="$mg" -v b="$mb" 'BEGIN {print g / b}')"
