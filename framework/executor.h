@@ -16,6 +16,8 @@
 
 namespace fmam {
 
+struct ExecutionPlan;
+
 // One frame's packets, one slot per stream of the graph.
 class Frame {
  public:
@@ -93,7 +95,7 @@ class Executor {
   RunStats run(const Source& source, const Sink& sink, bool record_intervals = false,
                const BatchSink& batch_sink = {});
   // Nodes that run in the serial tail (RunOptions::tail_from and their descendants).
-  const std::vector<bool>& in_tail() const { return in_tail_; }
+  const std::vector<bool>& in_tail() const;
 
   const ValidatedGraph& graph() const { return graph_; }
   Node& node(const std::string& id);
@@ -103,10 +105,12 @@ class Executor {
   void set_first_frame_id(long long id) { options_.first_frame_id = id; }
 
  private:
+  void build_nodes();
+
   ValidatedGraph graph_;
   RunOptions options_;
   std::vector<std::unique_ptr<Node>> nodes_;
-  std::vector<bool> in_tail_;
+  std::unique_ptr<ExecutionPlan> plan_;  // compiled once (execution_plan.h)
   std::map<std::string, std::shared_ptr<void>> shared_;  // NodeEnv::shared objects
 };
 

@@ -33,6 +33,7 @@
 #include "framework/tensor_types.h"
 #include "framework/types.h"
 #include "nodes/image_source_node.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 
@@ -1031,6 +1032,75 @@ TEST(ExecutorTest, RunCanBeCalledTwice) {
 
 // ---- NodeRunner ----------------------------------------------------------------------------
 
+// ---- the serial tail (training's learning half) ---------------------------------------------
+
+// The tail runs in input order on whole batches of the frames that reached it (a frame dropped
+// upstream leaves the next batch to fill from later frames), once per batch, then the batch
+// sink; the partial last batch runs at the end, and finish() after it. Upstream nodes still run
+// per frame on the flow graph.
+TEST(SerialTailTest, RunsWholeBatchesInOrderThenTheBatchSinkThenFinish) {
+  RunOptions o = options(8, 2, /*batch=*/4);
+  o.tail_from = {"net"};
+  Executor ex(graph(R"({"schema": 1, "inputs": {"t": "Tensor"}, "outputs": {"u": "Tensor"}, "nodes": [
+      {"id": "drop", "type": "TestTensorDrop", "in": {"t": "t"}, "out": {"t": "kept"}, "params": {"at": 5}},
+      {"id": "net", "type": "TestBatch", "in": {"t": "kept"}, "out": {"u": "u"}}]})"),
+              o);
+  EXPECT_EQ(ex.in_tail(), (std::vector<bool>{false, true}));
+  long long k = 0;
+  std::vector<std::vector<long long>> batches;
+  std::vector<at::Tensor> outputs;
+  long long sunk = 0;
+  ex.run(
+      [&](Frame& f) {
+        if (k >= 10) return false;
+        f.set("t", Packet::make(Tensor{at::full({1, 2, 3, 3}, float(k++))}));
+        return true;
+      },
+      [&](const Frame&) { ++sunk; }, false,
+      [&](Frame& batch, const std::vector<const Frame*>& frames) {
+        std::vector<long long> ids;
+        for (const Frame* f : frames) ids.push_back(f->id());
+        batches.push_back(ids);
+        outputs.push_back(batch.get<Tensor>("u").t);
+      });
+  EXPECT_EQ(sunk, 10) << "every frame still reaches the sink";
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0], (std::vector<long long>{0, 1, 2, 3}));
+  EXPECT_EQ(batches[1], (std::vector<long long>{4, 6, 7, 8})) << "frame 5 was dropped upstream";
+  EXPECT_EQ(batches[2], (std::vector<long long>{9}));
+  const auto& net = node_as<TestBatchNode>(ex, "net");
+  ASSERT_EQ(net.calls.size(), 3u);
+  EXPECT_EQ(net.calls[1].values, (std::vector<float>{4, 6, 7, 8}));
+  EXPECT_EQ(net.calls[2].batch_size, 1);
+  EXPECT_EQ(outputs[1].size(0), 4) << "the batch frame holds the stacked outputs";
+  EXPECT_TRUE(at::equal(outputs[1][1], at::full({2, 3, 3}, 61.0f)));
+  EXPECT_EQ(net.finishes, 1);
+  EXPECT_EQ(net.calls_at_finish, 3u) << "finish() after the partial last batch";
+}
+
+TEST(SerialTailTest, AStreamThatCannotStackIntoTheTailIsRefusedAtConstruction) {
+  RunOptions o = options(8, 2, /*batch=*/2);
+  o.tail_from = {"sum"};
+  try {
+    Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "outputs": {"z": "Scalar"}, "nodes": [
+      {"id": "make", "type": "TestBlobMake", "in": {"x": "x"}, "out": {"blob": "b"}, "params": {"bytes": 8}},
+      {"id": "sum", "type": "TestBlobSum", "in": {"blob": "b"}, "out": {"sum": "z"}}]})"),
+                o);
+    FAIL() << "a TestBlob cannot be stacked into a batch";
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("stream \"b\" (TestBlob) enters the training tail but cannot be batched"));
+  }
+  o.tail_from = {"nope"};
+  try {
+    Executor ex(graph(R"({"schema": 1, "inputs": {"t": "Tensor"}, "outputs": {"u": "Tensor"}, "nodes": [
+      {"id": "net", "type": "TestBatch", "in": {"t": "t"}, "out": {"u": "u"}}]})"),
+                o);
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), ::testing::HasSubstr("test.json: no node \"nope\" to start the training tail at"));
+  }
+}
+
 TEST(NodeRunnerTest, MultiInputNodePushRunPop) {
   register_test_nodes();
   NodeRunner runner(R"({"id": "join", "type": "TestJoin"})");
@@ -1064,18 +1134,8 @@ TEST(NodeRunnerTest, NonStringStreamNameIsAGraphError) {
               testing::ThrowsMessage<GraphError>(HasSubstr(R"(in "a" must be a string, got 5)")));
 }
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    static std::atomic<int> n{0};
-    path = std::filesystem::temp_directory_path() /
-           ("fmam_executor_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("fmam_executor_test") {}
 };
 
 // One bad image in a folder is reported (naming the file) and skipped; the others decode.
