@@ -1,19 +1,17 @@
 #include "eval/report.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
+
+#include "framework/atomic_file.h"
 
 namespace fmam::eval {
 namespace fs = std::filesystem;
@@ -576,29 +574,13 @@ std::string results_json(const ReportInput& in) {
 // ---- files --------------------------------------------------------------------------------------
 
 void write_file_atomic(const std::string& path, const std::string& content) {
-  static std::atomic<unsigned> counter{0};
-  const fs::path target(path);
-  if (target.filename().empty()) throw std::runtime_error("write_file_atomic: '" + path + "' names no file");
-  const fs::path tmp = target.parent_path() / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()) +
-                                               "." + std::to_string(counter++));
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw std::runtime_error("cannot write '" + path + "': cannot create the temporary file '" + tmp.string() + "'");
-    f.write(content.data(), std::streamsize(content.size()));
-    f.close();
-    if (!f) {
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw std::runtime_error("cannot write '" + path + "': write to '" + tmp.string() + "' failed");
-    }
-  }
+  // The report's callers make its folder (write_report_bundle): a missing one is a mistake, so it
+  // is not made here, unlike atomic_write_text.
+  const fs::path parent = fs::path(path).parent_path();
   std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    std::error_code ec2;
-    fs::remove(tmp, ec2);
-    throw std::runtime_error("cannot write '" + path + "': rename failed: " + ec.message());
-  }
+  if (!parent.empty() && !fs::is_directory(parent, ec))
+    throw std::runtime_error("cannot write '" + path + "': no folder '" + parent.string() + "'");
+  atomic_write_text(path, content);
 }
 
 void write_html_report(const std::string& path, const ReportInput& input) {

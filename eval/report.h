@@ -65,7 +65,8 @@ void write_histogram_svg(const std::string& path, const ReportInput& input);
 // dir/report.html, dir/results.json, dir/roc.svg, dir/score_histogram.svg (dir is created).
 void write_report_bundle(const std::string& dir, const ReportInput& input);
 
-// Writes content to path through a temporary file in the same folder and a rename.
+// Writes content to path through a temporary file in the same folder and a rename (fmam::atomic_write_text),
+// into a folder that must exist.
 void write_file_atomic(const std::string& path, const std::string& content);
 
 }  // namespace fmam::eval

@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "framework/locate.h"
+
 namespace fmam {
 
 namespace fs = std::filesystem;
@@ -81,12 +83,10 @@ int load_plugin(const std::string& path, Registry& registry) {
   return entry(&registry, canonical.c_str());
 }
 
+// The executable's folder, or the current one if /proc/self/exe cannot be read.
 static fs::path self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return fs::current_path();
-  buf[n] = 0;
-  return fs::path(buf).parent_path();
+  fs::path d = executable_dir();
+  return d.empty() ? fs::current_path() : d;
 }
 
 int load_builtin_plugin(Registry& registry) {

@@ -13,6 +13,7 @@
 #include <random>
 #include <utility>
 
+#include "framework/locate.h"
 #include "nodes/perlin.h"
 
 namespace fmam {
@@ -88,14 +89,9 @@ std::string TextureBank::resolve(const std::string& folder, std::vector<std::str
     }
     // Relative to every ancestor of the executable's folder: "../shared/..." from the repo root
     // is found whether the program runs in build/, build/tests/ or the repo root.
-    char buf[PATH_MAX];
-    const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-    if (n > 0) {
-      buf[n] = 0;
-      for (fs::path d = fs::path(buf).parent_path(); !d.empty(); d = d.parent_path()) {
-        candidates.push_back((d / given).lexically_normal());
-        if (d == d.parent_path()) break;
-      }
+    for (fs::path d = executable_dir(); !d.empty(); d = d.parent_path()) {
+      candidates.push_back((d / given).lexically_normal());
+      if (d == d.parent_path()) break;
     }
   }
   for (const auto& c : candidates) {

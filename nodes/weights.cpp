@@ -16,6 +16,7 @@
 #include <memory>
 
 #include "framework/error.h"
+#include "framework/locate.h"
 
 namespace fmam {
 
@@ -433,14 +434,6 @@ std::string sha256_file(const std::string& path) {
 // ---- lookup --------------------------------------------------------------------------------
 
 namespace {
-
-fs::path executable_dir() {
-  char buf[PATH_MAX];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return {};
-  buf[n] = 0;
-  return fs::path(buf).parent_path();
-}
 
 bool is_file(const fs::path& p) {
   std::error_code ec;

@@ -12,34 +12,18 @@
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "tests/support/helpers.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using testing::HasSubstr;
 using testing::Not;
 
-struct Result {
-  int rc;
-  std::string out, err;
-};
+using Result = fmam::test::CliResult;
 
 // Runs fmam with `args` from the repo root; stdout and stderr captured separately.
-Result fmam(const std::string& args) {
-  static int n = 0;
-  const fs::path dir = fs::temp_directory_path() / ("fmam_cli_test_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string out = (dir / ("out" + std::to_string(n))).string(), err = (dir / ("err" + std::to_string(n++))).string();
-  const std::string cmd = std::string("cd ") + FMAM_SOURCE_DIR + " && " + FMAM_BINARY_DIR + "/apps/fmam " + args + " >" +
-                          out + " 2>" + err;
-  int status = std::system(cmd.c_str());
-  auto slurp = [](const std::string& p) {
-    std::ifstream f(p);
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  };
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
-}
+Result fmam(const std::string& args) { return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_cli_test")); }
 
 const std::string kExamplePlugin = std::string(FMAM_BINARY_DIR) + "/examples/libfmam_example_plugin.so";
 

@@ -14,23 +14,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/support/helpers.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using testing::HasSubstr;
 using testing::Not;
 
-struct Result {
-  int rc;
-  std::string out, err;
-};
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using Result = fmam::test::CliResult;
+using fmam::test::slurp;
 
 void write(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
@@ -48,14 +41,7 @@ fs::path temp_dir() {
 
 // Runs fmam with `args` from the repo root (`env` prepended to the command line).
 Result fmam(const std::string& args, const std::string& env = "") {
-  static int n = 0;
-  const fs::path dir = fs::temp_directory_path() / ("fmam_fleet_test_" + std::to_string(getpid()));
-  fs::create_directories(dir);
-  const std::string out = (dir / ("out" + std::to_string(n))).string(), err = (dir / ("err" + std::to_string(n++))).string();
-  const std::string cmd = std::string("cd ") + FMAM_SOURCE_DIR + " && " + env + " " + FMAM_BINARY_DIR + "/apps/fmam " + args +
-                          " >" + out + " 2>" + err;
-  const int status = std::system(cmd.c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+  return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_fleet_test"), env + " ");
 }
 
 const std::string kGraph = std::string(FMAM_SOURCE_DIR) + "/graphs/fmam_rkd_train.json";

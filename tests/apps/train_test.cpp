@@ -23,46 +23,24 @@
 
 #include "framework/model_file.h"
 #include "nodes/feature_map_node.h"
+#include "tests/support/helpers.h"
 
 namespace {
 
 namespace fs = std::filesystem;
 using testing::HasSubstr;
 
-struct Result {
-  int rc;
-  std::string out, err;
-};
+using Result = fmam::test::CliResult;
+using fmam::test::slurp;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+fs::path temp_dir() { return fmam::test::process_temp_dir("fmam_train_test"); }
 
-fs::path temp_dir() {
-  static fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("fmam_train_test_" + std::to_string(getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
-
+// "exec": the shell becomes fmam, so that the Ctrl-C test's SIGINT reaches it.
 std::string fmam_cmd(const std::string& args, const std::string& tag) {
-  return std::string("cd ") + FMAM_SOURCE_DIR + " && exec " + FMAM_BINARY_DIR + "/apps/fmam " + args + " >" +
-         (temp_dir() / (tag + ".out")).string() + " 2>" + (temp_dir() / (tag + ".err")).string();
+  return fmam::test::fmam_command(args, temp_dir() / (tag + ".out"), temp_dir() / (tag + ".err"), "exec ");
 }
 
-Result fmam(const std::string& args) {
-  static int n = 0;
-  const std::string tag = "cmd" + std::to_string(n++);
-  int status = std::system(fmam_cmd(args, tag).c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(temp_dir() / (tag + ".out")),
-          slurp(temp_dir() / (tag + ".err"))};
-}
+Result fmam(const std::string& args) { return fmam::test::run_fmam(args, temp_dir(), "exec "); }
 
 const std::string kData = "../shared/data/mvtec_ad/bottle";
 // Small and quick: 16 images, 128x128, batch 8, two threads.

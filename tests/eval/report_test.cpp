@@ -13,6 +13,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "eval/report.h"
+#include "tests/support/helpers.h"
 
 namespace fmam::eval {
 namespace {
@@ -53,17 +54,8 @@ std::vector<uchar> base64_decode(const std::string& s) {
   return out;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("fmam_report_test_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(std::random_device{}()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
+struct TempDir : fmam::test::TempDir {
+  TempDir() : fmam::test::TempDir("fmam_report_test") {}
 };
 
 // A synthetic MVTec-like test set: 3 defect types + good images, 64x64 maps, overlays that look

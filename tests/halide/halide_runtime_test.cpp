@@ -11,18 +11,14 @@
 #include "nodes/halide_support.h"
 #include "nodes/top_k_score_node.h"
 #include "nodes/upsample_sum_node.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
 
 using testing::HasSubstr;
 
-cv::Mat RandomMap(int h, int w, uint64_t seed) {
-  cv::Mat m(h, w, CV_32FC1);
-  cv::RNG rng(seed);
-  rng.fill(m, cv::RNG::UNIFORM, 0.0f, 1.0f);
-  return m;
-}
+using test::RandomMap;
 
 bool Identical(const cv::Mat& a, const cv::Mat& b) {
   return a.size() == b.size() && cv::norm(a, b, cv::NORM_INF) == 0.0;

@@ -21,6 +21,7 @@
 #include "nodes/resnet.h"
 #include "nodes/weights.h"
 #include "tests/reference/pyramid_fixture.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -65,22 +66,8 @@ std::vector<at::Tensor> RunBackbone(const std::string& params,
 }
 
 // A scratch folder, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("fmam_backbone_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  static int& counter() {
-    static int n = 0;
-    return n;
-  }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("fmam_backbone_test") {}
 };
 
 // Sets (or unsets) an environment variable for the scope.

@@ -13,6 +13,7 @@
 #include "framework/node_runner.h"
 #include "nodes/halide_support.h"
 #include "tests/reference/gaussian_blur.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -25,12 +26,8 @@ cv::Mat Impulse(int h, int w, int y, int x) {
   return m;
 }
 
-cv::Mat RandomMap(int h, int w, uint64_t seed) {
-  cv::Mat m(h, w, CV_32FC1);
-  cv::RNG rng(seed);
-  rng.fill(m, cv::RNG::UNIFORM, 0.0f, 2.0f);
-  return m;
-}
+// Values in [0, 2): a blur test's maps, unlike a score's, need not look like probabilities.
+cv::Mat RandomMap(int h, int w, uint64_t seed) { return test::RandomMap(h, w, seed, 0.0f, 2.0f); }
 
 // Largest |a - b| over the map; the maps must have the same size.
 double MaxAbsDiff(const cv::Mat& a, const cv::Mat& b) {

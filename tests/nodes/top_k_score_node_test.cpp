@@ -16,18 +16,14 @@
 #include "framework/node_runner.h"
 #include "nodes/halide_support.h"
 #include "tests/reference/top_k.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
 
 using testing::HasSubstr;
 
-cv::Mat RandomMap(int h, int w, uint64_t seed, float lo = 0.0f, float hi = 1.0f) {
-  cv::Mat m(h, w, CV_32FC1);
-  cv::RNG rng(seed);
-  rng.fill(m, cv::RNG::UNIFORM, lo, hi);
-  return m;
-}
+using test::RandomMap;
 
 double Score(const cv::Mat& map, const std::string& params = "{}", Device device = Device::kCpu) {
   RunOptions o;

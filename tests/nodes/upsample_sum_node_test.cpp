@@ -18,6 +18,7 @@
 #include "framework/node_runner.h"
 #include "nodes/halide_support.h"
 #include "tests/reference/upsample.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -51,12 +52,7 @@ at::Tensor Level(const cv::Mat& m) {
   return at::from_blob(c.data, {1, 1, c.rows, c.cols}, at::kFloat).clone();
 }
 
-cv::Mat RandomMap(int h, int w, uint64_t seed) {
-  cv::Mat m(h, w, CV_32FC1);
-  cv::RNG rng(seed);
-  rng.fill(m, cv::RNG::UNIFORM, 0.0f, 1.0f);
-  return m;
-}
+using test::RandomMap;
 
 // Against the double-precision reference: the kernel, like torch, computes sampling positions in
 // float32 (x * 63 / 255 is off by up to ~4e-6 pixels), so values differ by a few 1e-6. The torch
