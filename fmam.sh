@@ -3,6 +3,9 @@
 #   bash fmam.sh demo    install what is missing, build, run the main job on the default data
 #   bash fmam.sh test    install what is missing, build, run the test suite (ctest)
 #   bash fmam.sh build   install what is missing and build only
+#   bash fmam.sh fuzz [SECONDS]   build, then a short run (default 45 s) of each libFuzzer target in
+#                        tests/fuzz/ (clang-14, libfuzzer-14-dev); not part of `test`: 3 targets x
+#                        SECONDS plus their clang builds; docs/RELIABILITY.md records the long runs
 # Idempotent: packages already there are not reinstalled, and the build is incremental.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -17,18 +20,23 @@ JOBS=${JOBS:-$(nproc)}
 PACKAGES=(build-essential cmake ninja-build pkg-config
   libopencv-dev libtorch-dev libhalide14-0-dev libtbb-dev libgtest-dev libgmock-dev
   nlohmann-json3-dev libopenblas0-openmp libssl-dev
+  libjpeg-dev zlib1g-dev  # framework/image_integrity.cpp: damaged JPEGs (libjpeg), PNG chunk CRCs (zlib)
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # gst/: the fmam GStreamer elements
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # their tests: gst-inspect, videotestsrc, pngdec
   pybind11-dev python3-dev python3-numpy python3-pytest  # python/: the Python module fmam, and its pytest tests
   slurm-wlm munge)  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
 
-install_packages() {
+FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev)  # only for `fmam.sh fuzz`
+
+install_packages() {  # [PACKAGE...]: the given ones, else PACKAGES
+  local wanted=("$@")
+  [ ${#wanted[@]} -eq 0 ] && wanted=("${PACKAGES[@]}")
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    echo "fmam.sh: all ${#PACKAGES[@]} Debian packages present"
+    echo "fmam.sh: all ${#wanted[@]} Debian packages present"
     return
   fi
   echo "fmam.sh: installing ${missing[*]}"
@@ -61,8 +69,13 @@ case "$cmd" in
     shift
     FMAM_SHARED="$SHARED" bash "$ROOT/examples/demo.sh" "$BUILD" "$SHARED" "$@"
     ;;
+  fuzz)
+    build
+    install_packages "${FUZZ_PACKAGES[@]}"
+    bash "$ROOT/tests/fuzz/run_fuzzers.sh" "${2:-45}"
+    ;;
   *)
-    echo "usage: bash fmam.sh demo|test|build" >&2
+    echo "usage: bash fmam.sh demo|test|build|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <set>
 #include <sstream>
@@ -31,6 +32,7 @@
 #include "framework/io.h"
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
+#include "framework/packet.h"
 #include "framework/registry.h"
 #include "framework/stateful.h"
 #include "training/adam.h"
@@ -120,6 +122,21 @@ void backward_routed(Frame& batch, const Stage& st, const std::map<std::string, 
   if (rest.defined()) rest.backward();
 }
 
+// One stage's executor and optimizer.
+struct StageRun {
+  std::unique_ptr<Executor> ex;
+  std::unique_ptr<Adam> adam;
+  std::map<std::string, std::vector<at::Tensor>> update_params;  // loss -> the only parameters it updates
+};
+
+// One epoch's counters, as it runs.
+struct EpochRun {
+  long long batches = 0, counted = 0, images = 0;  // batches: done in the epoch (a resumed one starts above 0)
+  std::map<std::string, double> loss_sum;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  TrainProgress progress;
+};
+
 // Where training stands: stage, epoch, batches done in it, and the history of finished epochs.
 json fresh_progress() { return {{"stage", 0}, {"epoch", 0}, {"batches", 0}, {"history", json::array()}}; }
 
@@ -135,6 +152,8 @@ struct Trainer::Impl {
   std::set<std::string> inf_ids;
   std::string good;         // DATA/train/good
   std::vector<std::string> files;
+  std::mutex skipped_mutex;
+  std::set<std::string> skipped;  // files reported unreadable (each epoch reads them again)
   int batch = 1;
   long long full_batches = 0, batches_per_epoch = 0;
   Precision precision = Precision::kFloat32;
@@ -149,9 +168,54 @@ struct Trainer::Impl {
   void save(bool finished);
   // Runs one stage from where `progress` says; returns false if cancelled.
   bool run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen);
+  std::unique_ptr<StageRun> start_stage(size_t si);
+  EpochRun run_epoch(StageRun& r, size_t si, int epoch, const Trainer::ProgressCallback& report, long long& images_seen);
+  bool end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, const Trainer::ProgressCallback& report);
+  void step(StageRun& r, const Stage& st, Frame& fb, EpochRun& e);
+  static void fill_progress(EpochRun& e);
   std::string stopped_at;  // set when cancelled mid-epoch
   std::vector<at::Tensor> stage_parameters(Executor& ex, const ValidatedGraph& vg, const Stage& st);
 };
+
+namespace {
+
+// A stream that is batched (its type stacks) while its size follows the source image (a shape
+// its producer leaves open, e.g. AnomalySynth's mask): frames of different sizes cannot share a
+// batch of it. Empty if the stages that run have none.
+std::string source_sized_batched_stream(const GraphConfig& graph, const TrainConfig& cfg) {
+  std::vector<std::string> loss_streams;
+  for (const auto& st : cfg.stages)
+    if (st.epochs > 0)
+      for (const auto& [s, w] : st.losses) loss_streams.push_back(s);
+  const ValidatedGraph vg = validate(prune_to_streams(graph, loss_streams));
+  for (const auto& s : vg.streams) {
+    const DataTypeInfo* dt = DataTypes::global().find(s.type);
+    if (!dt || !dt->concat || s.consumers.empty()) continue;
+    const bool open = !s.shape.known || std::count(s.shape.dims.begin(), s.shape.dims.end(), -1) > 0;
+    if (open && s.producer >= 0) return "stream \"" + s.name + "\" of node \"" + vg.nodes[size_t(s.producer)].config.id + "\"";
+  }
+  return {};
+}
+
+// Mixed image sizes fail when the first batch of such a stream is stacked, after every earlier
+// stage has run (hours); the headers tell before any work, naming two files that differ.
+void check_one_image_size(const std::vector<std::string>& files, int batch, const GraphConfig& graph, const TrainConfig& cfg,
+                          const std::string& graph_path, const std::string& good) {
+  if (batch < 2) return;
+  const auto first = image_header_size(files[0]);
+  for (const auto& f : files) {
+    const auto size = image_header_size(f);
+    if (size == first || size.first < 0 || first.first < 0) continue;  // unreadable: reported and skipped later
+    const std::string stream = source_sized_batched_stream(graph, cfg);
+    if (stream.empty()) return;  // every batched stream is resized: mixed sizes train
+    auto text = [](std::pair<int, int> s) { return std::to_string(s.first) + "x" + std::to_string(s.second); };
+    throw Error("fmam train: " + good + ": images of different sizes: " + files[0] + " is " + text(first) + ", " + f + " is " +
+                text(size) + "; " + graph_path + ": " + stream + " keeps the source size and is batched (train.batch_size=" +
+                std::to_string(batch) + "): use images of one size, or --set train.batch_size=1");
+  }
+}
+
+}  // namespace
 
 void Trainer::Impl::load() {
   ensure_plugins(opt.plugins);
@@ -189,6 +253,7 @@ void Trainer::Impl::load() {
   full_batches = (long long)files.size() / batch;
   batches_per_epoch = cfg.drop_last ? full_batches : ((long long)files.size() + batch - 1) / batch;
   if (batches_per_epoch < 1) throw Error("fmam train: fewer images than one batch");
+  check_one_image_size(files, batch, graph, cfg, graph_path, good);
   precision = resolve_precision(cfg.precision);
   if (cfg.precision == "bf16-mixed" && !cpu_has_native_bf16())
     log("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated and "
@@ -295,129 +360,160 @@ std::vector<at::Tensor> Trainer::Impl::stage_parameters(Executor& ex, const Vali
   return params;
 }
 
-bool Trainer::Impl::run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen) {
+// One stage's executor (the branches its losses need) and optimizer, from the model so far.
+std::unique_ptr<StageRun> Trainer::Impl::start_stage(size_t si) {
   const Stage& st = cfg.stages[si];
+  auto r = std::make_unique<StageRun>();
   std::vector<std::string> loss_streams;
   for (const auto& [s, w] : st.losses) loss_streams.push_back(s);
-  ValidatedGraph vg = validate(prune_to_streams(graph, loss_streams));
+  const ValidatedGraph vg = validate(prune_to_streams(graph, loss_streams));
   RunOptions ro;
   ro.batch = batch;
   ro.max_in_flight = 2 * batch + 2;
   ro.threads = opt.threads;
   ro.tail_trainable = true;
-  Executor ex(vg, ro);
-  load_partial(ex, model.tensors);
+  r->ex = std::make_unique<Executor>(vg, ro);
+  load_partial(*r->ex, model.tensors);
   AdamOptions ao;
   ao.lr = st.lr;
   ao.weight_decay = st.weight_decay;
   ao.l1 = st.l1;
   ao.beta1 = st.beta1;
   ao.beta2 = st.beta2;
-  Adam adam(stage_parameters(ex, vg, st), ao);
+  r->adam = std::make_unique<Adam>(stage_parameters(*r->ex, vg, st), ao);
   // The parameters each restricted loss updates (see Stage::updates).
-  std::map<std::string, std::vector<at::Tensor>> update_params;
   for (const auto& [loss, ids] : st.updates)
     for (const auto& id : ids)
-      if (auto* t = dynamic_cast<Trainable*>(&ex.node(id)))
-        for (auto& p : t->parameters()) update_params[loss].push_back(p);
+      if (auto* t = dynamic_cast<Trainable*>(&r->ex->node(id)))
+        for (auto& p : t->parameters()) r->update_params[loss].push_back(p);
   if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
-    adam.load_state(model.optimizer_state);
+    r->adam->load_state(model.optimizer_state);
+  return r;
+}
 
-  for (int epoch = progress["epoch"].get<int>(); epoch < st.epochs; ++epoch) {
-    std::vector<std::string> order = files;
-    std::mt19937_64 rng(uint64_t(cfg.seed) * 1000003ULL + si * 1009ULL + uint64_t(epoch));
-    std::shuffle(order.begin(), order.end(), rng);
-    if (cfg.drop_last) order.resize(size_t(full_batches * batch));
-    const long long skip = progress["batches"].get<long long>() * batch;  // resumed mid-epoch
-    ex.set_first_frame_id(((long long)(si + 1) * 100000 + epoch) * 1000000 + skip);
-    size_t next = size_t(skip);
-    std::map<std::string, double> loss_sum;
-    long long batches = progress["batches"].get<long long>(), counted = 0, epoch_images = 0;
-    const auto t_epoch = Clock::now();
-    TrainProgress p;
-    p.stage = st.name;
-    p.stage_index = int(si);
-    p.stages = int(cfg.stages.size());
-    p.epoch = epoch;
-    p.epochs = st.epochs;
-    p.batches = batches_per_epoch;
-    p.batch_size = batch;
-    auto fill_progress = [&] {
-      p.batch = batches;
-      p.images = epoch_images;
-      p.seconds = std::chrono::duration<double>(Clock::now() - t_epoch).count();
-      p.images_per_s = p.seconds > 0 ? epoch_images / p.seconds : 0;
-      for (const auto& [s, v] : loss_sum) p.losses[s] = counted ? v / counted : 0.0;
-    };
-    if (report) {  // the epoch starts (a progress bar starts its clock here)
-      fill_progress();
-      report(p);
-    }
-    Executor::BatchSink step = [&](Frame& fb, const std::vector<const Frame*>& frames) {
-      at::Tensor total;
-      for (const auto& [s, w] : st.losses) {
-        at::Tensor l = fb.get<Tensor>(s).t.mean();
-        FMAM_CHECK(std::isfinite(l.item<double>())) << "loss \"" << s << "\" is not finite at stage " << st.name
-                                                    << ", epoch " << epoch + 1 << ", batch " << batches + 1;
-        loss_sum[s] += l.item<double>();
-        total = total.defined() ? total + w * l : w * l;
-      }
-      adam.zero_grad();
-      if (update_params.empty()) total.backward();
-      else backward_routed(fb, st, update_params);
-      adam.step();
-      ++batches;
-      ++counted;
-      images_seen += (long long)frames.size();
-      epoch_images += (long long)frames.size();
-      if (report) {
-        fill_progress();
-        report(p);
-      }
-    };
-    Executor::Source source = [&](Frame& f) {
-      // Stop only at batch boundaries, so every batch that started is stepped.
-      if (cancelled && next % size_t(batch) == 0) return false;
-      if (next >= order.size()) return false;
-      f.source = order[next++];
-      return true;
-    };
-    ex.run(source, [](const Frame& f) {
-      if (f.dropped) log("skipped: " + f.drop_reason);
-    }, false, step);
-    if (epoch_images == 0 && !cancelled)
-      throw Error("fmam train: " + st.name + " epoch " + std::to_string(epoch + 1) + " trained on no image: all " +
-                  std::to_string(order.size() - size_t(skip)) + " image(s) of " + good + " were skipped (each named above); no model written");
-    const double secs = std::chrono::duration<double>(Clock::now() - t_epoch).count();
-    // The epoch's tensors are all free now: hand them back before the checkpoint's
-    // serialisation needs a few hundred MB, so peak memory is the larger of the two, not the sum.
-    release_cached_cpu_blocks();
-    collect_model(ex, model);
-    model.optimizer_state.clear();
-    for (auto& [k, t] : adam.state()) model.optimizer_state[k] = t;
-    if (cancelled && batches < batches_per_epoch) {
-      progress["stage"] = si;
-      progress["epoch"] = epoch;
-      progress["batches"] = batches;
-      save(false);
-      stopped_at = "batch " + std::to_string(batches) + " of epoch " + std::to_string(epoch + 1) + " of " + st.name;
-      return false;
-    }
-    json h = {{"stage", st.name}, {"epoch", epoch}, {"images", epoch_images}, {"seconds", secs},
-              {"images_per_s", secs > 0 ? epoch_images / secs : 0.0}};
-    for (const auto& [s, v] : loss_sum) h[s] = counted ? v / counted : 0.0;
-    progress["history"].push_back(h);
+// One optimizer step on a batch the tail computed: the losses, backward (routed where a loss
+// updates only some nodes), Adam.
+void Trainer::Impl::step(StageRun& r, const Stage& st, Frame& fb, EpochRun& e) {
+  at::Tensor total;
+  for (const auto& [s, w] : st.losses) {
+    at::Tensor l = fb.get<Tensor>(s).t.mean();
+    FMAM_CHECK(std::isfinite(l.item<double>())) << "loss \"" << s << "\" is not finite at stage " << st.name << ", epoch "
+                                                << e.progress.epoch + 1 << ", batch " << e.batches + 1;
+    e.loss_sum[s] += l.item<double>();
+    total = total.defined() ? total + w * l : w * l;
+  }
+  r.adam->zero_grad();
+  if (r.update_params.empty()) total.backward();
+  else backward_routed(fb, st, r.update_params);
+  r.adam->step();
+}
+
+void Trainer::Impl::fill_progress(EpochRun& e) {
+  e.progress.batch = e.batches;
+  e.progress.images = e.images;
+  e.progress.seconds = std::chrono::duration<double>(Clock::now() - e.start).count();
+  e.progress.images_per_s = e.progress.seconds > 0 ? e.images / e.progress.seconds : 0;
+  for (const auto& [s, v] : e.loss_sum) e.progress.losses[s] = e.counted ? v / e.counted : 0.0;
+}
+
+// One epoch in a seeded order (resumed mid-epoch where the checkpoint stopped). Stops early,
+// at a batch boundary, when cancelled.
+EpochRun Trainer::Impl::run_epoch(StageRun& r, size_t si, int epoch, const Trainer::ProgressCallback& report,
+                                  long long& images_seen) {
+  const Stage& st = cfg.stages[si];
+  std::vector<std::string> order = files;
+  std::mt19937_64 rng(uint64_t(cfg.seed) * 1000003ULL + si * 1009ULL + uint64_t(epoch));
+  std::shuffle(order.begin(), order.end(), rng);
+  if (cfg.drop_last) order.resize(size_t(full_batches * batch));
+  const long long skip = progress["batches"].get<long long>() * batch;  // resumed mid-epoch
+  r.ex->set_first_frame_id(((long long)(si + 1) * 100000 + epoch) * 1000000 + skip);
+  EpochRun e;
+  e.batches = progress["batches"].get<long long>();
+  e.progress.stage = st.name;
+  e.progress.stage_index = int(si);
+  e.progress.stages = int(cfg.stages.size());
+  e.progress.epoch = epoch;
+  e.progress.epochs = st.epochs;
+  e.progress.batches = batches_per_epoch;
+  e.progress.batch_size = batch;
+  if (report) {  // the epoch starts (a progress bar starts its clock here)
+    fill_progress(e);
+    report(e.progress);
+  }
+  size_t next = size_t(skip);
+  r.ex->run(
+      [&](Frame& f) {
+        if (cancelled && next % size_t(batch) == 0) return false;  // only at batch boundaries
+        if (next >= order.size()) return false;
+        f.source = order[next++];
+        return true;
+      },
+      [this](const Frame& f) {
+        if (!f.dropped) return;
+        log("skipped: " + f.drop_reason);
+        std::lock_guard<std::mutex> lock(skipped_mutex);
+        skipped.insert(f.source);
+      },
+      false,
+      [&](Frame& fb, const std::vector<const Frame*>& frames) {
+        step(r, st, fb, e);
+        ++e.batches;
+        ++e.counted;
+        images_seen += (long long)frames.size();
+        e.images += (long long)frames.size();
+        if (report) {
+          fill_progress(e);
+          report(e.progress);
+        }
+      });
+  if (e.images == 0 && !cancelled)
+    throw Error("fmam train: " + st.name + " epoch " + std::to_string(epoch + 1) + " trained on no image: all " +
+                std::to_string(order.size() - size_t(skip)) + " image(s) of " + good + " were skipped (each named above); no model written");
+  return e;
+}
+
+// After an epoch: the weights and optimizer state into the model, the history, a checkpoint.
+// Returns false if the epoch was cut short by cancel() (the checkpoint then resumes mid-epoch).
+bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, const Trainer::ProgressCallback& report) {
+  const Stage& st = cfg.stages[si];
+  const double secs = std::chrono::duration<double>(Clock::now() - e.start).count();
+  // The epoch's tensors are all free now: hand them back before the checkpoint's serialisation
+  // needs a few hundred MB, so peak memory is the larger of the two, not the sum.
+  release_cached_cpu_blocks();
+  collect_model(*r.ex, model);
+  model.optimizer_state.clear();
+  for (auto& [k, t] : r.adam->state()) model.optimizer_state[k] = t;
+  if (cancelled && e.batches < batches_per_epoch) {
     progress["stage"] = si;
-    progress["epoch"] = epoch + 1;
-    progress["batches"] = 0;
+    progress["epoch"] = epoch;
+    progress["batches"] = e.batches;
     save(false);
-    if (report) {
-      fill_progress();
-      p.seconds = secs;
-      p.images_per_s = secs > 0 ? epoch_images / secs : 0;
-      p.epoch_done = true;
-      report(p);
-    }
+    stopped_at = "batch " + std::to_string(e.batches) + " of epoch " + std::to_string(epoch + 1) + " of " + st.name;
+    return false;
+  }
+  json h = {{"stage", st.name}, {"epoch", epoch}, {"images", e.images}, {"seconds", secs},
+            {"images_per_s", secs > 0 ? e.images / secs : 0.0}};
+  for (const auto& [s, v] : e.loss_sum) h[s] = e.counted ? v / e.counted : 0.0;
+  progress["history"].push_back(h);
+  progress["stage"] = si;
+  progress["epoch"] = epoch + 1;
+  progress["batches"] = 0;
+  save(false);
+  if (report) {
+    fill_progress(e);
+    e.progress.seconds = secs;
+    e.progress.images_per_s = secs > 0 ? e.images / secs : 0;
+    e.progress.epoch_done = true;
+    report(e.progress);
+  }
+  return true;
+}
+
+bool Trainer::Impl::run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen) {
+  std::unique_ptr<StageRun> r = start_stage(si);
+  for (int epoch = progress["epoch"].get<int>(); epoch < cfg.stages[si].epochs; ++epoch) {
+    EpochRun e = run_epoch(*r, si, epoch, report, images_seen);
+    if (!end_epoch(*r, si, epoch, e, report)) return false;
   }
   progress["stage"] = si + 1;
   progress["epoch"] = 0;
@@ -460,11 +556,13 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
     if (!m.run_stage(si, progress, r.images)) {
       r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
       r.stopped_at = m.stopped_at;
+      r.skipped = (long long)m.skipped.size();
       return r;  // cancelled: a checkpoint
     }
   }
   m.save(true);
   r.finished = true;
+  r.skipped = (long long)m.skipped.size();
   r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   return r;
 }

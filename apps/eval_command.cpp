@@ -25,6 +25,7 @@ int cmd_eval(int argc, char** argv) {
                {"calibrate", "", "write the F1-max threshold and the heatmap colour range into the model", false, ""},
                {"set", "ID.PARAM=VALUE", "override a node param", true, ""},
                {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
+               {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("eval", "fmam eval GRAPH --model MODEL --data CATEGORY_DIR --out REPORT_DIR [--calibrate]",
               "Evaluate a detector on a category's test split: image AUROC, pixel AUROC, AUPRO (to FPR\n"
@@ -34,7 +35,12 @@ int cmd_eval(int argc, char** argv) {
               opts,
               "example:\n"
               "  fmam eval graphs/fmam_rkd.json -m bottle.fmam -d ../shared/data/mvtec_ad/bottle -o report/ --calibrate\n"
-              "then open report/report.html; with --calibrate, fmam run prints PASS/FAIL per image.");
+              "then open report/report.html; with --calibrate, fmam run prints PASS/FAIL per image.\n"
+              "\n"
+              "exit status:\n"
+              "  0  the report was written (unreadable images, each named on stderr, were skipped)\n"
+              "  1  an error (bad graph, model, data or option)\n"
+              "  3  with --strict: the report was written, but some images were skipped");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam eval: expected one GRAPH; see fmam eval --help");
   for (const char* req : {"model", "data", "out"})
@@ -72,10 +78,10 @@ int cmd_eval(int argc, char** argv) {
     cli::log(b);
   }
   char b[160];
-  std::snprintf(b, sizeof b, "%lld test image(s) in %.1f s", (long long)r.all.images + r.skipped, r.seconds);
+  std::snprintf(b, sizeof b, "%lld test image(s), %lld skipped, in %.1f s", (long long)r.all.images + r.skipped, r.skipped, r.seconds);
   cli::log(b);
   std::cout << "report: " << (fs::path(o.report_dir) / "report.html").string() << "\n";
-  return 0;
+  return a.flag("strict") && r.skipped > 0 ? 3 : 0;
 }
 
 }  // namespace fmam

@@ -47,6 +47,7 @@ int cmd_train(int argc, char** argv) {
                                     "                              or a node param (synth.tau=0.4)", true, ""},
                {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
+               {"strict", "", "exit with status 3 if any training image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("train", "fmam train GRAPH --data CATEGORY_DIR --out MODEL [--set KEY=VALUE]... [--resume]",
               "Train a detector on defect-free images. GRAPH is a training graph (graphs/*_train.json):\n"
@@ -63,7 +64,13 @@ int cmd_train(int argc, char** argv) {
               "\n" + train_fields_help() + "\n"
               "environment:\n"
               "  FMAM_CPU_CACHE_MB=N   bound of the cache that keeps freed tensors of 1 MiB+ for the next\n"
-              "                        batch (default 2048, emptied every epoch; 0 turns it off)");
+              "                        batch (default 2048, emptied every epoch; 0 turns it off)\n"
+              "\n"
+              "exit status:\n"
+              "  0  the model was written (unreadable images, each named on stderr, were skipped)\n"
+              "  1  an error (bad graph, data or option), or an epoch in which every image was skipped\n"
+              "  3  with --strict: the model was written, but some images were skipped\n"
+              "  130  interrupted (Ctrl-C, SIGTERM): a checkpoint to --resume");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam train: expected one GRAPH; see fmam train --help");
   if (a.get("data").empty()) throw Error("fmam train: --data CATEGORY_DIR is required");
@@ -115,8 +122,9 @@ int cmd_train(int argc, char** argv) {
   std::snprintf(line, sizeof line, "trained in %.1f s (%lld images, %.2f images/s), peak memory %.0f MiB; model: %s", r.seconds,
                 r.images, r.seconds > 0 ? r.images / r.seconds : 0.0, cli::peak_rss_mib(), r.model.c_str());
   cli::log(line);
+  if (r.skipped > 0) cli::log(std::to_string(r.skipped) + " training image(s) skipped as unreadable (each named above)");
   std::cout << r.model << "\n";
-  return 0;
+  return a.flag("strict") && r.skipped > 0 ? 3 : 0;
 }
 
 }  // namespace fmam

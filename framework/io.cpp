@@ -18,6 +18,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "framework/error.h"
+#include "framework/image_integrity.h"
 
 namespace fmam {
 
@@ -183,6 +184,16 @@ cv::Mat read_image(const std::string& path, int flags, long long max_pixels) {
   return decode_image(b, path, flags, max_pixels);
 }
 
+// Complete but damaged inside: OpenCV would decode it, grey where libjpeg lost the data, and
+// libpng or libjpeg would print a warning that names no file. Throws Error after `q` (the quoted
+// name); returns the PNG without the chunks libpng would only warn about, or "" to decode `b`.
+static std::string refuse_damage(const std::string& b, const std::string& q, bool png, bool jpeg) {
+  std::string cleaned;
+  const std::string why = png ? png_damage(b, &cleaned) : jpeg ? jpeg_damage(b) : std::string();
+  if (!why.empty()) throw Error(q + (png ? "damaged PNG: " : "damaged JPEG: ") + why);
+  return cleaned;
+}
+
 cv::Mat decode_image(const std::string& b, const std::string& name, int flags, long long max_pixels) {
   const std::string q = "\"" + name + "\": ";
   if (b.empty()) throw Error(q + "the file is empty");
@@ -201,9 +212,11 @@ cv::Mat decode_image(const std::string& b, const std::string& name, int flags, l
     throw Error(q + "cannot decode: not a PNG, JPEG, BMP, TIFF, WebP or PNM image (by its first bytes)");
   if (png && !h.complete) throw Error(q + "truncated PNG (no IEND chunk: the file was cut short)");
   if (jpeg && !h.complete) throw Error(q + "truncated JPEG (no end-of-image marker after the last scan: the file was cut short)");
+  const std::string cleaned = refuse_damage(b, q, png, jpeg);
   cv::Mat m;
   try {
-    m = cv::imdecode(cv::Mat(1, int(b.size()), CV_8U, const_cast<char*>(b.data())), flags);
+    const std::string& src = cleaned.empty() ? b : cleaned;
+    m = cv::imdecode(cv::Mat(1, int(src.size()), CV_8U, const_cast<char*>(src.data())), flags);
   } catch (const cv::Exception& e) {
     std::string w = e.what();
     while (!w.empty() && (w.back() == '\n' || w.back() == ' ')) w.pop_back();
@@ -216,93 +229,16 @@ cv::Mat decode_image(const std::string& b, const std::string& name, int flags, l
   return m;
 }
 
-static std::string temp_name(const std::string& path) {
-  fs::path p(path);
-  // Unique per process and per call (threads may write the same path at once); keep the
-  // extension: OpenCV picks the encoder from it.
-  static std::atomic<unsigned long long> counter{0};
-  return (p.parent_path() / ("." + p.stem().string() + ".tmp" + std::to_string(getpid()) + "_" +
-                             std::to_string(++counter) + p.extension().string()))
-      .string();
-}
-
-static void ensure_parent(const std::string& path) {
-  fs::path parent = fs::path(path).parent_path();
-  std::error_code ec;
-  if (!parent.empty()) fs::create_directories(parent, ec);
-  if (ec) throw Error(path + ": cannot create folder " + parent.string() + ": " + ec.message());
-}
-
-void atomic_write_text(const std::string& path, const std::string& text) {
-  atomic_write_bytes(path, text.data(), text.size());
-}
-
-// Removes ".<stem>.tmp<pid>_<n><ext>" beside `path` whose process no longer runs: what a write
-// killed by SIGKILL (or a power cut) left behind. Temporaries of live processes are theirs.
-static void remove_stale_temps(const std::string& path) {
-  const fs::path p(path);
-  const std::string head = "." + p.stem().string() + ".tmp", ext = p.extension().string();
-  std::error_code ec;
-  fs::directory_iterator it(p.parent_path().empty() ? fs::path(".") : p.parent_path(), ec), end;
-  for (; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
-    if (name.size() <= head.size() + ext.size() || name.compare(0, head.size(), head) != 0 ||
-        name.compare(name.size() - ext.size(), ext.size(), ext) != 0)
-      continue;
-    const std::string mid = name.substr(head.size(), name.size() - head.size() - ext.size());  // "<pid>_<n>"
-    const size_t us = mid.find('_');
-    if (us == 0 || us == std::string::npos || mid.find_first_not_of("0123456789_") != std::string::npos) continue;
-    const long pid = std::atol(mid.substr(0, us).c_str());
-    if (pid <= 0 || pid == long(getpid())) continue;
-    if (kill(pid_t(pid), 0) == -1 && errno == ESRCH) {
-      std::error_code rm;
-      fs::remove(it->path(), rm);
-    }
-  }
-}
-
-void atomic_write_bytes(const std::string& path, const char* data, size_t size) {
-  ensure_parent(path);
-  remove_stale_temps(path);
-  std::string tmp = temp_name(path);
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) throw Error(path + ": cannot write (" + tmp + ")");
-    f.write(data, std::streamsize(size));
-    f.flush();
-    if (!f) {
-      std::remove(tmp.c_str());
-      throw Error(path + ": write failed (disk full?)");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename the finished file into place: " + ec.message());
-  }
-}
-
 void atomic_write_image(const std::string& path, const cv::Mat& image) {
-  ensure_parent(path);
-  std::string tmp = temp_name(path);
-  bool ok = false;
-  try {
-    ok = cv::imwrite(tmp, image);
-  } catch (const cv::Exception& e) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot encode image: " + e.what());
-  }
-  if (!ok) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot write image");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(path + ": cannot rename the finished file into place: " + ec.message());
-  }
+  atomic_write_with(path, [&](const std::string& tmp) {
+    bool ok = false;
+    try {
+      ok = cv::imwrite(tmp, image);
+    } catch (const cv::Exception& e) {
+      throw Error(path + ": cannot encode image: " + e.what());
+    }
+    if (!ok) throw Error(path + ": cannot write image");
+  });
 }
 
 std::string output_key(const std::string& source, long long frame_id) {

@@ -8,6 +8,8 @@
 
 #include <opencv2/core/mat.hpp>
 
+#include "framework/atomic_file.h"
+
 namespace fmam {
 
 // Default bound of read_image: 64 megapixels (8192 x 7812), about 200 MB decoded as BGR.
@@ -34,12 +36,9 @@ cv::Mat decode_image(const std::string& bytes, const std::string& name, int flag
 // that cannot be parsed.
 std::pair<int, int> image_header_size(const std::string& path);
 
-// Temporary files of atomic writes that a killed process left behind (".<stem>.tmp<pid>_<n><ext>"
-// beside `path`, from a process that no longer runs) are removed by the next write of `path`.
-void atomic_write_text(const std::string& path, const std::string& text);
-// The same for a buffer (model files: no second copy of a few hundred MB).
-void atomic_write_bytes(const std::string& path, const char* data, size_t size);
-// The extension picks the format (.png, .tiff, .jpg); throws Error naming the file on failure.
+// atomic_write_text and atomic_write_bytes: framework/atomic_file.h (included above).
+// An image, written as atomic_write_with does: the extension picks the format (.png, .tiff, .jpg);
+// throws Error naming the file on failure.
 void atomic_write_image(const std::string& path, const cv::Mat& image);
 
 // "<parent>_<stem>" of a source path: unique for MVTec-style trees (test/crack/000.png and

@@ -3,6 +3,7 @@
 #include <openssl/evp.h>
 #include <nlohmann/json.hpp>
 #include <torch/serialize.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
@@ -93,6 +94,62 @@ size_t storage_element_size(const std::string& type) {
   return it == kSize.end() ? 0 : it->second;
 }
 
+// What an opcode does to the unpickler's stack: the items it takes and pushes, or (to_mark) all
+// items down to the last MARK, with `below` items under the mark that it uses too (APPENDS' list).
+struct StackEffect {
+  int pops = 0, pushes = 0;
+  bool to_mark = false, mark = false;
+  int below = 0;
+};
+
+StackEffect stack_effect(unsigned char op) {
+  switch (op) {
+    case '(': return {0, 0, false, true};
+    case '1': return {0, 0, true};                                   // POP_MARK
+    case 'l': case 't': case 'd': case 0x91: case 'o': case 'i':     // LIST, TUPLE, DICT, FROZENSET, OBJ, INST
+      return {0, 1, true};
+    case 'e': case 'u': case 0x90: return {0, 0, true, false, 1};  // APPENDS, SETITEMS, ADDITEMS
+    case '0': return {1, 0};                                         // POP
+    case '2': return {1, 2};                                         // DUP
+    case 'a': return {2, 1};                                         // APPEND
+    case 's': return {3, 1};                                         // SETITEM
+    case 0x85: return {1, 1};                                        // TUPLE1
+    case 0x86: case 'R': case 'b': case 0x81: case 0x93: return {2, 1};  // TUPLE2, REDUCE, BUILD, NEWOBJ, STACK_GLOBAL
+    case 0x87: case 0x92: return {3, 1};                             // TUPLE3, NEWOBJ_EX
+    case 'q': case 'r': case 'p': case 0x94: case 'Q': case 0x98: return {1, 1};  // PUT, MEMOIZE, BINPERSID, READONLY_BUFFER
+    case 0x80: case 0x95: case '.': return {0, 0};                   // PROTO, FRAME, STOP (checked apart)
+    default: return {0, 1};                                          // the rest push one value
+  }
+}
+
+// Keeps the stack and MARK discipline Python's unpickler enforces and libtorch 1.13's does not:
+// TUPLE2 on a stack of one made it free memory it did not allocate
+// (tests/testdata/bad_models/unpickler_bad_free.fmam). `depth` and `marks` carry from opcode to opcode.
+std::string check_stack(unsigned char op, size_t at, size_t& depth, std::vector<size_t>& marks) {
+  const StackEffect e = stack_effect(op);
+  const size_t floor = marks.empty() ? 0 : marks.back();  // items under the last MARK are not this opcode's
+  char where[48];
+  std::snprintf(where, sizeof where, "opcode 0x%02x at byte %zu", op, at);
+  if (op == '.') return depth == 1 && marks.empty() ? "" : std::string(where) + " (STOP) leaves " + std::to_string(depth) + " item(s) and " + std::to_string(marks.size()) + " mark(s)";
+  if (e.mark) {
+    marks.push_back(depth);
+    return "";
+  }
+  if (e.to_mark) {
+    if (marks.empty()) return std::string(where) + " needs a MARK, there is none";
+    const size_t m = marks.back();
+    marks.pop_back();
+    const size_t under = marks.empty() ? 0 : marks.back();
+    if (m < under + size_t(e.below)) return std::string(where) + " needs " + std::to_string(e.below) + " item(s) under its MARK";
+    depth = m + size_t(e.pushes);
+    return "";
+  }
+  if (depth < floor + size_t(e.pops))
+    return std::string(where) + " takes " + std::to_string(e.pops) + " item(s), the stack holds " + std::to_string(depth - floor);
+  depth = depth - size_t(e.pops) + size_t(e.pushes);
+  return "";
+}
+
 // Walks a pickle's opcodes: every length must fit in what is left, every opcode be known. The
 // storages its tensors use (persistent ids ('storage', torch.<T>Storage, key, location, numel))
 // go into `storages` as key -> bytes, for the caller to check against the archive's records.
@@ -117,8 +174,11 @@ std::string check_pickle(const char* p, size_t n, std::map<std::string, uint64_t
     i += size_t(k);
     return v;
   };
+  size_t depth = 0;
+  std::vector<size_t> marks;
   while (i < n) {
     const unsigned char op = (unsigned char)p[i++];
+    if (const std::string bad = check_stack(op, i - 1, depth, marks); !bad.empty()) return "the pickle's " + bad;
     int fixed = -1, len_bytes = 0, lines = 0;
     if (op == 'Q') {  // BINPERSID: the tuple just built is a storage
       if (args.size() < 5) return "a tensor storage without its description";
@@ -234,7 +294,8 @@ std::string check_archive(const std::vector<char>& b) {
   // values miniz then uses instead: they are checked the same way.
   if (eocd >= 20 && le32(b, eocd - 20) == 0x07064b50u) {
     const uint64_t z = le64(b, eocd - 20 + 8);
-    if (z + 56 > eocd - 20 || le32(b, size_t(z)) != 0x06064b50u) return "a damaged zip64 record";
+    // (z > ... first: z + 56 would wrap around for an offset near 2^64, found by the fuzzer.)
+    if (z > eocd - 20 || eocd - 20 - z < 56 || le32(b, size_t(z)) != 0x06064b50u) return "a damaged zip64 record";
     entries = le64(b, size_t(z) + 32);
     dir_size = le64(b, size_t(z) + 40);
     dir_at = le64(b, size_t(z) + 48);
@@ -281,6 +342,11 @@ std::string check_archive(const std::vector<char>& b) {
     if (name.size() >= 9 && name.compare(name.size() - 9, 9, "/data.pkl") == 0) {
       const std::string bad = check_pickle(b.data() + data_at, size_t(usize), storages);
       if (!bad.empty()) return "zip entry \"" + name + "\": " + bad;
+      // Damage that check_pickle lets through can still send libtorch's unpickler astray (it freed
+      // memory it did not allocate: tests/testdata/bad_models/unpickler_bad_free.fmam); the zip's
+      // CRC-32 shows any damage before it runs. (A crafted pickle with a right CRC is not caught.)
+      const uLong crc = crc32(crc32(0L, Z_NULL, 0), reinterpret_cast<const Bytef*>(b.data() + data_at), uInt(usize));
+      if (crc != le32(b, at + 16)) return "zip entry \"" + name + "\" fails its CRC-32 check (the file is damaged)";
       prefix = name.substr(0, name.size() - 8);
       have_pickle = true;
     }

@@ -52,6 +52,7 @@ struct TrainResult {
   bool finished = false;    // false: cancelled; `model` is a checkpoint to resume
   std::string stopped_at;   // when cancelled: "batch 2 of epoch 3 of stage1"
   long long images = 0;     // images trained on (all epochs)
+  long long skipped = 0;    // training files skipped as unreadable (each named on stderr), counted once
   double seconds = 0;
 };
 

@@ -19,6 +19,7 @@
 
 #include "framework/error.h"
 #include "framework/io.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -29,18 +30,8 @@ using testing::ElementsAre;
 using testing::HasSubstr;
 using testing::ThrowsMessage;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> n{0};
-    path = fs::temp_directory_path() / ("fmam_io_test_" + std::to_string(::getpid()) + "_" + std::to_string(n++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
+struct TempDir : test::TempDir {
+  TempDir() : test::TempDir("fmam_io_test") {}
 };
 
 void touch(const std::string& path, const std::string& text = "x") {
@@ -184,6 +175,41 @@ TEST(IoTest, ReadImageNamesEveryKindOfUnreadableFile) {
   EXPECT_EQ(image_header_size(corpus + "photo.jpg"), std::make_pair(64, 48));
   EXPECT_EQ(image_header_size(corpus + "huge_header.png"), std::make_pair(60000, 60000));
   EXPECT_EQ(image_header_size(corpus + "not_an_image.jpg"), std::make_pair(-1, -1));
+}
+
+// Complete files damaged inside: OpenCV used to decode the JPEG (grey where libjpeg lost the
+// data, its warning on stderr without the file name); the PNG failed without saying why.
+TEST(IoTest, DamagedJpegAndPngAreRefusedByName) {
+  const std::string corpus = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_inputs/";
+  auto fails = [&](const std::string& path, const std::string& message) {
+    EXPECT_THAT([&] { read_image(path, cv::IMREAD_COLOR); }, ThrowsMessage<Error>(HasSubstr("\"" + path + "\": " + message)));
+  };
+  fails(corpus + "damaged_jpeg.jpg", "damaged JPEG: Corrupt JPEG data: premature end of data segment");
+  fails(corpus + "damaged_png.png", "damaged PNG: chunk IDAT at byte 33 fails its CRC check");
+
+  // Sound files of every kind still decode: baseline and progressive JPEG, colour and gray, and a
+  // PNG whose only damage is in a text chunk (no pixel changes: the chunk is dropped).
+  cv::Mat img(40, 56, CV_8UC3);
+  cv::randu(img, 0, 255);
+  std::vector<uchar> buf;
+  for (const std::vector<int>& opts : {std::vector<int>{}, std::vector<int>{cv::IMWRITE_JPEG_PROGRESSIVE, 1}}) {
+    for (const cv::Mat& m : {img, cv::Mat(img.rows, img.cols, CV_8U, cv::Scalar(90))}) {
+      ASSERT_TRUE(cv::imencode(".jpg", m, buf, opts));
+      EXPECT_EQ(decode_image(std::string(buf.begin(), buf.end()), "sound.jpg", cv::IMREAD_COLOR).size(), img.size());
+    }
+  }
+  ASSERT_TRUE(cv::imencode(".png", img, buf));
+  std::string png(buf.begin(), buf.end());
+  const std::string text = std::string("\0\0\0\x05tEXtab\0cd", 13) + "\xde\xad\xbe\xef";  // a wrong CRC
+  png.insert(33, text);  // after IHDR
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(cv::norm(decode_image(png, "text.png", cv::IMREAD_COLOR), img, cv::NORM_INF), 0);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");  // libpng used to warn "tEXt: CRC error", naming no file
+  // A JPEG whose scan has a run of bytes overwritten (a bad sector), its markers intact.
+  ASSERT_TRUE(cv::imencode(".jpg", img, buf));
+  std::string jpg(buf.begin(), buf.end());
+  for (size_t i = jpg.size() / 2; i < jpg.size() / 2 + 100; ++i) jpg[i] = char(i * 37 % 255);  // no 0xFF: no marker
+  EXPECT_THAT([&] { decode_image(jpg, "sector.jpg", cv::IMREAD_COLOR); }, ThrowsMessage<Error>(HasSubstr("\"sector.jpg\": damaged JPEG: ")));
 }
 
 // Folders and broken links named like images are listed, so the reader names them.

@@ -127,8 +127,31 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
                                              "2101703279 in a pickle of 1054 bytes)")));
   EXPECT_THAT([&] { load_model(d + "zip64_record.fmam"); },
               ThrowsMessage<Error>(HasSubstr("zip64_record.fmam: not a model file (a damaged zip64 record)")));
+  // A zip64 record at offset 2^64 - 1: the bound check wrapped around and read before the buffer.
+  EXPECT_THAT([&] { load_model(d + "zip64_offset_wraps.fmam"); },
+              ThrowsMessage<Error>(HasSubstr("zip64_offset_wraps.fmam: not a model file (a damaged zip64 record)")));
   EXPECT_THAT([&] { load_model(d + "duplicate_entry.fmam"); },
               ThrowsMessage<Error>(HasSubstr("duplicate_entry.fmam: not a model file (zip entry \"archive/data/0\" appears twice)")));
+}
+
+// libtorch 1.13's unpickler trusts the pickle's stack: TUPLE2 on a stack of one made it free
+// memory it did not allocate (fmam aborted, "free(): invalid size"). Found by the fuzzer twice.
+TEST(ModelFileTest, UnbalancedOrDamagedPicklesNeverReachLibtorch) {
+  const std::string d = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_models/";
+  for (const char* f : {"unpickler_bad_free.fmam", "unpickler_bad_free_crc_fixed.fmam"})
+    EXPECT_THAT([&] { load_model(d + f); },
+                ThrowsMessage<Error>(HasSubstr(std::string(f) + ": not a model file (zip entry \"archive/data.pkl\": the pickle's "
+                                                                "opcode 0x86 at byte 40 takes 2 item(s), the stack holds 1)")));
+  // Damage that keeps the pickle's structure (a letter of a string) is caught by the zip's CRC-32.
+  const std::string p = (dir() / "crc.fmam").string();
+  save_model(p, rkd());
+  std::string b = test::read_bytes(p);
+  const size_t at = b.find("fmam-model");
+  ASSERT_NE(at, std::string::npos);
+  b[at] = 'F';
+  test::write_bytes(p, b);
+  EXPECT_THAT([&] { load_model(p); },
+              ThrowsMessage<Error>(HasSubstr(p + ": not a model file (zip entry \"archive/data.pkl\" fails its CRC-32 check")));
 }
 
 TEST(ModelFileTest, NaNWeightsAreAnErrorNamingTheTensor) {

@@ -11,6 +11,9 @@ itself (git keeps neither an empty folder nor, portably, a dangling link).
   ünïcødé_画像.png        a non-ASCII file name: scored
   cut_png.png             good.png cut in half (no IEND): "truncated PNG"
   cut_jpeg.jpg            a JPEG cut at 60% (no end-of-image marker): "truncated JPEG"
+  damaged_jpeg.jpg        the same cut, closed with an end-of-image marker: "damaged JPEG" (libjpeg's
+                          "premature end of data segment"; OpenCV used to score it, half grey)
+  damaged_png.png         good.png with a byte of its pixel data flipped: "damaged PNG" (IDAT's CRC)
   empty.png               0 bytes: "the file is empty"
   huge_header.png         a valid PNG whose header claims 60000x60000: refused before decoding
   not_an_image.jpg        text: "not a PNG, JPEG, ..."
@@ -57,6 +60,13 @@ j = io.BytesIO()
 Image.fromarray(noise, 'RGB').save(j, format='JPEG', quality=90)
 jb = j.getvalue()
 open(path('cut_jpeg.jpg'), 'wb').write(jb[:int(len(jb) * 0.6)])
+# Complete files damaged inside: the JPEG's scan cut at 60% and closed with an end-of-image
+# marker (libjpeg: "premature end of data segment", the rest grey); good.png with one byte of its
+# pixel data flipped (the IDAT chunk fails its CRC).
+open(path('damaged_jpeg.jpg'), 'wb').write(jb[:int(len(jb) * 0.6)] + b'\xff\xd9')
+pb = bytearray(b)
+pb[b.index(b'IDAT') + 20] ^= 0x40
+open(path('damaged_png.png'), 'wb').write(bytes(pb))
 open(path('empty.png'), 'wb').close()
 
 
