@@ -41,7 +41,7 @@ fs::path temp_dir() {
 
 // Runs fmam with `args` from the repo root (`env` prepended to the command line).
 Result fmam(const std::string& args, const std::string& env = "") {
-  return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_fleet_test"), env + " ");
+  return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_fleet_test_output"), env + " ");  // not temp_dir()'s parent: that would be emptied
 }
 
 const std::string kGraph = std::string(FMAM_SOURCE_DIR) + "/graphs/fmam_rkd_train.json";
