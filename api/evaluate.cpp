@@ -130,38 +130,56 @@ EvalGroup to_group(const eval::GroupMetrics& m) {
   return {m.defect_type, m.n_images, m.image_auroc, m.pixel_auroc, m.aupro, m.f1_max, m.f1_threshold};
 }
 
-}  // namespace
+// Scores every test image with `pipeline`: the samples read, in order, and the tests they are.
+struct Scored {
+  std::vector<eval::EvalSample> kept;
+  std::vector<const TestImage*> tests;
+  RunSummary run;
+};
+Scored score_split(Pipeline& pipeline, const std::vector<TestImage>& tests,
+                   const std::function<void(long long, long long)>& progress) {
+  std::vector<std::string> files;
+  for (const auto& t : tests) files.push_back(t.path);
+  Scored s;
+  long long done = 0;
+  s.run = pipeline.run_files(files, [&](const Detection& d) {
+    ++done;
+    if (d.skipped) {
+      log("skipped: " + d.error);
+    } else {
+      s.kept.push_back(to_sample(tests[size_t(d.index)], d));
+      s.tests.push_back(&tests[size_t(d.index)]);
+    }
+    if (progress) progress(done, (long long)tests.size());
+  });
+  return s;
+}
 
-EvalResult evaluate(const std::string& graph_file, const EvalOptions& options) {
-  if (options.model.empty()) throw Error(graph_file + ": evaluate needs a model (--model)");
-  if (options.data.empty()) throw Error(graph_file + ": evaluate needs a data folder (--data)");
+PipelineOptions pipeline_options(const EvalOptions& options, const std::string& precision) {
   PipelineOptions po;
   po.model = options.model;
   po.overrides = options.overrides;
   po.plugins = options.plugins;
   po.batch = options.batch;
   po.threads = options.threads;
+  po.precision = precision;
   po.images = false;
-  Pipeline pipeline(graph_file, po);
+  return po;
+}
+
+}  // namespace
+
+EvalResult evaluate(const std::string& graph_file, const EvalOptions& options) {
+  if (options.model.empty()) throw Error(graph_file + ": evaluate needs a model (--model)");
+  if (options.data.empty()) throw Error(graph_file + ": evaluate needs a data folder (--data)");
+  Pipeline pipeline(graph_file, pipeline_options(options, options.precision));
   if (pipeline.map_stream().empty() || pipeline.score_stream().empty())
     throw Error(graph_file + ": evaluation needs a graph with a Map2D output (the anomaly map) and a Scalar output (the score)");
   const std::vector<TestImage> tests = list_test_split(options.data);
-  std::vector<std::string> files;
-  for (const auto& t : tests) files.push_back(t.path);
-
-  std::vector<eval::EvalSample> kept;
-  std::vector<const TestImage*> kept_tests;
-  long long done = 0;
-  RunSummary run = pipeline.run_files(files, [&](const Detection& d) {
-    ++done;
-    if (d.skipped) {
-      log("skipped: " + d.error);
-    } else {
-      kept.push_back(to_sample(tests[size_t(d.index)], d));
-      kept_tests.push_back(&tests[size_t(d.index)]);
-    }
-    if (options.progress) options.progress(done, (long long)tests.size());
-  });
+  Scored scored = score_split(pipeline, tests, options.progress);
+  std::vector<eval::EvalSample>& kept = scored.kept;
+  std::vector<const TestImage*>& kept_tests = scored.tests;
+  const RunSummary& run = scored.run;
   if (kept.empty()) throw Error("fmam eval: no test image of " + options.data + " could be read");
   const eval::EvalResult metrics = eval::evaluate(kept);
   const auto [lo, hi] = heatmap_range(kept);
@@ -175,6 +193,15 @@ EvalResult evaluate(const std::string& graph_file, const EvalOptions& options) {
   r.map_lo = lo;
   r.map_hi = hi;
   r.notes = metrics.all.notes;
+  r.precision = pipeline.precision();
+  if (r.precision != "fp32" && options.fp32_delta) {
+    Pipeline reference(graph_file, pipeline_options(options, "fp32"));
+    const Scored s32 = score_split(reference, tests, nullptr);
+    if (!s32.kept.empty()) {
+      r.fp32 = to_group(eval::evaluate(s32.kept).all);
+      r.has_fp32 = true;
+    }
+  }
 
   eval::ReportInput rin;
   rin.title = "fmam evaluation: " + fs::path(options.data).filename().string();

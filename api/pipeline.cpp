@@ -20,6 +20,7 @@
 
 #include "api/graph_io.h"
 #include "api/plugins.h"
+#include "framework/cpu_features.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/model_binding.h"
@@ -100,7 +101,19 @@ struct Pipeline::Impl {
     if (opt.device != "cpu" && opt.device != "cuda")
       throw Error(graph_file + ": device must be cpu or cuda, got \"" + opt.device + "\"");
     ro.device = opt.device == "cuda" ? Device::kCuda : Device::kCpu;
+    ro.precision = resolve_precision(opt.precision, ro.device);
     return ro;
+  }
+
+  Precision resolve_precision(const std::string& p, Device device) const {
+    if (p == "fp32") return Precision::kFloat32;
+    if (p == "bf16") {
+      if (device != Device::kCpu) throw Error(graph_file + ": precision bf16 runs on the CPU only; use fp32 with device cuda");
+      return Precision::kBFloat16Mixed;
+    }
+    if (p == "auto")
+      return device == Device::kCpu && cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+    throw Error(graph_file + ": precision must be auto, fp32 or bf16, got \"" + p + "\"");
   }
 
   std::unique_ptr<Executor> build(bool from_files) {
@@ -183,6 +196,7 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   m.opt = std::move(options);
   if (m.opt.batch < 1 || m.opt.max_in_flight < 1 || m.opt.threads < 0)
     throw Error(graph_file + ": batch and max_in_flight must be >= 1 and threads >= 0");
+  (void)m.run_options();  // a bad device or precision is an error now, not at the first frame
   ensure_plugins(m.opt.plugins);
   if (m.opt.intra_op_threads > 0) at::set_num_threads(m.opt.intra_op_threads);
   m.graph = load_graph_file(graph_file);
@@ -323,6 +337,9 @@ RunSummary Pipeline::close_stream() {
 
 bool Pipeline::stream_open() const { return impl_->open; }
 double Pipeline::threshold() const { return impl_->threshold; }
+std::string Pipeline::precision() const {
+  return impl_->run_options().precision == Precision::kBFloat16Mixed ? "bf16" : "fp32";
+}
 int Pipeline::model_width() const { return impl_->model ? impl_->model->image_width : -1; }
 int Pipeline::model_height() const { return impl_->model ? impl_->model->image_height : -1; }
 bool Pipeline::map_range(double* lo, double* hi) const {

@@ -27,6 +27,7 @@
 #include "api/plugins.h"
 #include "api/train_config.h"
 #include "framework/cpu_allocator.h"
+#include "framework/cpu_features.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/io.h"
@@ -46,13 +47,6 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 void log(const std::string& msg) { std::fprintf(stderr, "fmam: %s\n", msg.c_str()); }
-
-// Whether this CPU multiplies bfloat16 natively (AVX512-BF16: Zen 4, Cooper Lake, Sapphire
-// Rapids and later). Elsewhere oneDNN emulates bfloat16 and it is slower than float32.
-bool cpu_has_native_bf16() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512bf16");
-}
 
 // train.precision -> what the trainable nodes run. "auto" is bf16-mixed where the CPU has native
 // bfloat16 and fp32 elsewhere.

@@ -36,7 +36,8 @@ int cmd_bench(int argc, char** argv) {
                {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once (default 8)", false, ""},
                {"rss-every", "N", "print resident memory every N frames (a memory-flatness check)", false, ""},
-               {"all-outputs", "", "also compute Image outputs (overlays); default: decode to map and score", false, ""}});
+               {"all-outputs", "", "also compute Image outputs (overlays); default: decode to map and score", false, ""},
+               cli::precision_option()});
   cli::Args a("bench", "fmam bench GRAPH --input PATH [--repeat N] [--frames N] [--batch N]",
               "Measure a graph: images/s end to end, decode to anomaly map and score (decoding included,\n"
               "overlays and file writing not), and, per\n"
@@ -58,6 +59,7 @@ int cmd_bench(int argc, char** argv) {
   po.threads = a.get_int("threads", 0);
   po.intra_op_threads = 0;  // the runner set it (dispatch)
   po.images = a.flag("all-outputs");  // default: decode to map and score, no overlay drawing
+  po.precision = a.get("precision", "auto");
   Pipeline pipeline(a.positionals()[0], po);
   const std::vector<std::string> inputs = list_images(a.get("input"));
   const long long frames = a.get_int("frames", int(inputs.size()));
@@ -103,8 +105,8 @@ int cmd_bench(int argc, char** argv) {
   }
   double all = 0;
   for (auto& v : node_total) all += median(v);
-  std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, %d repeats, %d graph threads, %d torch threads per op\n",
-              a.positionals()[0].c_str(), nodes.size(), frames, po.batch, repeat,
+  std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, precision %s, %d repeats, %d graph threads, %d torch threads per op\n",
+              a.positionals()[0].c_str(), nodes.size(), frames, po.batch, pipeline.precision().c_str(), repeat,
               po.threads > 0 ? po.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
   std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips),
               *std::min_element(ips.begin(), ips.end()), *std::max_element(ips.begin(), ips.end()));

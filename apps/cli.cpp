@@ -182,6 +182,13 @@ std::vector<Args::Option> common_options() {
                                     "                              graph runs frames in parallel; --threads for train)", false, ""}};
 }
 
+Args::Option precision_option() {
+  return {"precision", "P",
+          "the networks' arithmetic: auto (default: bf16 on CPUs with AVX512-BF16, fp32 elsewhere),\n"
+          "                              fp32, or bf16 (convolutions in bfloat16, ~2x faster; docs/PERFORMANCE.md)",
+          false, ""};
+}
+
 void load_plugins(const Args& a) { ensure_plugins(a.all("plugin")); }
 
 static double status_mib(const char* key) {

@@ -63,6 +63,8 @@ void log(const std::string& msg);  // "fmam: msg" on stderr
 
 // Options every command accepts (--plugin, --threads), and loading the plugins they name.
 std::vector<Args::Option> common_options();
+// --precision, for the commands that run a trained detector (run, eval, bench).
+Args::Option precision_option();
 void load_plugins(const Args& a);
 // Peak resident memory of this process so far (VmHWM), in MiB.
 double peak_rss_mib();

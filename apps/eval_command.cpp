@@ -16,6 +16,24 @@ namespace fmam {
 
 namespace fs = std::filesystem;
 
+namespace {
+// What ran, and with bf16 what it cost against fp32, in points (hundredths) of each metric.
+void print_precision(const EvalResult& r) {
+  if (!r.has_fp32) {
+    cli::log("precision " + r.precision);
+    return;
+  }
+  char b[320];
+  std::snprintf(b, sizeof b,
+                "precision %s; fp32 on the same images: image AUROC %.4f, pixel AUROC %.4f, AUPRO %.4f "
+                "(%s - fp32: %+.2f, %+.2f, %+.2f points)",
+                r.precision.c_str(), r.fp32.image_auroc, r.fp32.pixel_auroc, r.fp32.aupro, r.precision.c_str(),
+                100 * (r.all.image_auroc - r.fp32.image_auroc), 100 * (r.all.pixel_auroc - r.fp32.pixel_auroc),
+                100 * (r.all.aupro - r.fp32.aupro));
+  cli::log(b);
+}
+}  // namespace
+
 int cmd_eval(int argc, char** argv) {
   auto opts = cli::common_options();
   opts.insert(opts.begin(),
@@ -25,6 +43,8 @@ int cmd_eval(int argc, char** argv) {
                {"calibrate", "", "write the F1-max threshold and the heatmap colour range into the model", false, ""},
                {"set", "ID.PARAM=VALUE", "override a node param", true, ""},
                {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
+               cli::precision_option(),
+               {"no-fp32-delta", "", "with precision bf16: skip the second, fp32 evaluation that measures what bf16 costs", false, ""},
                {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("eval", "fmam eval GRAPH --model MODEL --data CATEGORY_DIR --out REPORT_DIR [--calibrate]",
@@ -54,6 +74,8 @@ int cmd_eval(int argc, char** argv) {
   o.plugins = a.all("plugin");
   o.batch = a.get_int("batch", 4);
   o.threads = a.get_int("threads", 0);
+  o.precision = a.get("precision", "auto");
+  o.fp32_delta = !a.flag("no-fp32-delta");
   std::unique_ptr<cli::Progress> bar;
   if (!a.flag("quiet"))
     o.progress = [&](long long done, long long total) {
@@ -71,6 +93,7 @@ int cmd_eval(int argc, char** argv) {
   for (const auto& m : r.per_type) row(m);
   row(r.all);
   for (const auto& n : r.notes) cli::log("note: " + n);
+  print_precision(r);
   if (o.calibrate) {
     char b[200];
     std::snprintf(b, sizeof b, "calibrated %s: threshold %.6g (F1-max), heatmap range [%.6g, %.6g]", o.model.c_str(),

@@ -206,6 +206,7 @@ int cmd_run(int argc, char** argv) {
                {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once; bounds memory (default 8)", false, ""},
                {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
+               cli::precision_option(),
                {"model", "FILE", "a trained model (fmam train): learned weights, image size, calibration", false, "m"},
                {"threshold", "T", "score above which an image FAILs (default: the model's calibrated one)", false, ""},
                {"strict", "", "exit with status 3 if any image was skipped (unreadable); default 0", false, ""},
@@ -240,6 +241,7 @@ int cmd_run(int argc, char** argv) {
   po.intra_op_threads = 0;  // the runner set it (dispatch)
   po.device = a.get("device", "cpu");
   if (po.device != "cpu" && po.device != "cuda") throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + po.device);
+  po.precision = a.get("precision", "auto");
   po.output_dir = a.get("output");
   const std::string input = a.get("input");
   if (input.empty()) throw std::runtime_error("fmam run: --input is required (a folder, glob, list file or image)");

@@ -49,6 +49,7 @@ struct RunOptions {
   int max_in_flight = 8;  // frames between source and sink at once (memory bound)
   int batch = 1;          // frames stacked per call of a batchable node
   Device device = Device::kCpu;
+  Precision precision = Precision::kFloat32;  // the networks' arithmetic (NodeEnv::precision)
   int threads = 0;        // TBB worker threads; 0 = one per core
   long long first_frame_id = 0;  // ids are first_frame_id, +1, ... (epochs of training differ)
   // Training: these nodes and everything downstream of them run in input order on whole

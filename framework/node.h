@@ -190,6 +190,16 @@ enum class Concurrency {
 
 enum class Device { kCpu, kCuda };
 
+// The arithmetic of the networks (convolutions and matrix products).
+//  kFloat32: everything in float32.
+//  kBFloat16Mixed: as torch.autocast(device_type="cpu", dtype=torch.bfloat16) or Lightning's
+//    precision="bf16-mixed": convolutions and matrix products run in bfloat16; BatchNorm
+//    statistics, weights kept for training, and every node's outputs stay float32, so what flows
+//    between nodes is float32 whatever the networks do.
+// Training asks for it per Trainable node (Trainable::set_precision); inference per run
+// (RunOptions::precision, handed to nodes in their NodeEnv).
+enum class Precision { kFloat32, kBFloat16Mixed };
+
 // ---- the contract --------------------------------------------------------------------------
 
 struct PortSpec {
@@ -433,10 +443,14 @@ class Node {
 // Backbone nodes that need not load the same file twice.
 class NodeEnv {
  public:
-  NodeEnv(std::string node_id, Device device, std::map<std::string, std::shared_ptr<void>>* store)
-      : node_id_(std::move(node_id)), device_(device), store_(store) {}
+  NodeEnv(std::string node_id, Device device, std::map<std::string, std::shared_ptr<void>>* store,
+          Precision precision = Precision::kFloat32)
+      : node_id_(std::move(node_id)), device_(device), precision_(precision), store_(store) {}
   const std::string& node_id() const { return node_id_; }
   Device device() const { return device_; }
+  // The arithmetic inference asks of a network node (frozen or in eval mode); nodes without
+  // networks ignore it.
+  Precision precision() const { return precision_; }
   // The object stored under `key` for type T, made by make() on first use.
   template <class T, class Make>
   std::shared_ptr<T> shared(const std::string& key, Make make) {
@@ -457,6 +471,7 @@ class NodeEnv {
  private:
   std::string node_id_;
   Device device_;
+  Precision precision_;
   std::map<std::string, std::shared_ptr<void>>* store_;
 };
 

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "framework/node.h"  // Precision
 #include "framework/tensor_types.h"
 
 namespace fmam {
@@ -24,13 +25,6 @@ class Stateful {
   virtual void load_state(const std::map<std::string, at::Tensor>& state) = 0;
 };
 
-// The arithmetic of a Trainable node's training forward pass.
-//  kFloat32: everything in float32.
-//  kBFloat16Mixed: mixed precision, as torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-//    or Lightning's precision="bf16-mixed": convolutions and matrix products run in bfloat16;
-//    weights, gradients, optimizer state, BatchNorm statistics and the node's outputs stay
-//    float32 (so the losses downstream are float32 whatever the nodes do).
-enum class Precision { kFloat32, kBFloat16Mixed };
 
 // A Stateful node that training updates.
 class Trainable : public Stateful {
@@ -39,7 +33,7 @@ class Trainable : public Stateful {
   virtual std::vector<at::Tensor> parameters() const = 0;
   // true: process() builds autograd graphs and BatchNorm uses batch statistics.
   virtual void set_training(bool on) = 0;
-  // Asks for `p` in the training forward pass (inference always runs float32). Returns false
+  // Asks for `p` in the training forward pass (inference: NodeEnv::precision). Returns false
   // when the node cannot, and keeps float32; the default supports float32 only.
   virtual bool set_precision(Precision p) { return p == Precision::kFloat32; }
 };

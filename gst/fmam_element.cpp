@@ -58,12 +58,13 @@ struct _GstFmam {
   gdouble threshold;
   gint batch;
   gint threads;
+  gchar* precision;
   State* st;
 };
 
 G_DEFINE_TYPE(GstFmam, gst_fmam, GST_TYPE_ELEMENT)
 
-enum { PROP_0, PROP_GRAPH, PROP_MODEL, PROP_THRESHOLD, PROP_BATCH, PROP_THREADS, PROP_OVERRIDES };
+enum { PROP_0, PROP_GRAPH, PROP_MODEL, PROP_THRESHOLD, PROP_BATCH, PROP_THREADS, PROP_OVERRIDES, PROP_PRECISION };
 
 #define FMAM_CAPS GST_VIDEO_CAPS_MAKE("{ BGR, RGB, GRAY8 }")
 static GstStaticPadTemplate sink_template =
@@ -96,6 +97,7 @@ bool build_pipeline(GstFmam* self) {
   o.threshold = self->threshold;
   o.batch = self->batch;
   o.threads = self->threads;
+  if (self->precision) o.precision = self->precision;
   GST_OBJECT_UNLOCK(self);
   o.images = false;  // map and score only; fmamoverlay draws
   if (graph.empty()) {
@@ -274,6 +276,7 @@ void gst_fmam_set_property(GObject* object, guint id, const GValue* value, GPara
     case PROP_THRESHOLD: self->threshold = g_value_get_double(value); break;
     case PROP_BATCH: self->batch = g_value_get_int(value); break;
     case PROP_THREADS: self->threads = g_value_get_int(value); break;
+    case PROP_PRECISION: g_free(self->precision); self->precision = g_value_dup_string(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -289,6 +292,7 @@ void gst_fmam_get_property(GObject* object, guint id, GValue* value, GParamSpec*
     case PROP_THRESHOLD: g_value_set_double(value, self->threshold); break;
     case PROP_BATCH: g_value_set_int(value, self->batch); break;
     case PROP_THREADS: g_value_set_int(value, self->threads); break;
+    case PROP_PRECISION: g_value_set_string(value, self->precision); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -300,6 +304,7 @@ void gst_fmam_finalize(GObject* object) {
   g_free(self->graph);
   g_free(self->model);
   g_free(self->overrides);
+  g_free(self->precision);
   G_OBJECT_CLASS(gst_fmam_parent_class)->finalize(object);
 }
 
@@ -324,6 +329,9 @@ static void gst_fmam_class_init(GstFmamClass* klass) {
       "Frames stacked per network call (1: lowest latency; 4: ~25% more throughput)", 1, 256, 4, flags));
   g_object_class_install_property(oc, PROP_THREADS, g_param_spec_int("threads", "Threads",
       "Graph worker threads (0: one per core)", 0, 1024, 0, flags));
+  g_object_class_install_property(oc, PROP_PRECISION, g_param_spec_string("precision", "Precision",
+      "The networks' arithmetic: auto (bf16 on CPUs with AVX512-BF16, else fp32), fp32, or bf16 "
+      "(convolutions in bfloat16, about 2x faster)", "auto", flags));
   g_object_class_install_property(oc, PROP_OVERRIDES, g_param_spec_string("overrides", "Overrides",
       "Node parameter overrides as fmam run --set takes them, separated by ';', "
       "e.g. \"blur.sigma=2;score.k=50\"", nullptr, flags));
@@ -342,6 +350,7 @@ static void gst_fmam_init(GstFmam* self) {
   self->threshold = -1;
   self->batch = 4;
   self->threads = 0;
+  self->precision = g_strdup("auto");
   self->sinkpad = gst_pad_new_from_static_template(&sink_template, "sink");
   gst_pad_set_chain_function(self->sinkpad, gst_fmam_chain);
   gst_pad_set_event_function(self->sinkpad, gst_fmam_sink_event);

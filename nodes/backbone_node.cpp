@@ -31,6 +31,7 @@ std::vector<std::string> default_weight_names(Arch a) {
 struct FoldedConv {
   at::Tensor w, b;
   int64_t stride = 1, pad = 0;
+  FoldedConv cast(at::ScalarType t) const { return {w.to(t), b.to(t), stride, pad}; }
   at::Tensor operator()(const at::Tensor& x) const {
     if (x.device() == w.device()) return at::conv2d(x, w, b, {stride, stride}, {pad, pad});
     // Weights live on the CPU; another device gets a copy per call (cache them when a CUDA
@@ -42,6 +43,12 @@ struct FoldedConv {
 struct FoldedBlock {
   FoldedConv c1, c2, c3, down;
   bool bottleneck = false, has_down = false;
+  FoldedBlock cast(at::ScalarType t) const {
+    FoldedBlock b = *this;
+    for (FoldedConv* c : {&b.c1, &b.c2, &b.c3, &b.down})
+      if (c->w.defined()) *c = c->cast(t);
+    return b;
+  }
   at::Tensor operator()(const at::Tensor& x) const {
     at::Tensor out = c1(x).relu_();
     out = c2(out);
@@ -102,6 +109,18 @@ struct BackboneNode::Net {
   FoldedConv stem;
   std::vector<std::vector<FoldedBlock>> layers;
   bool channels_last = false;
+  at::ScalarType dtype = at::kFloat;  // of the weights, and so of the arithmetic
+
+  // A copy computing in `t`: bf16-mixed inference keeps this besides the float32 network, which
+  // the fingerprint (a model's record of its teacher) is always computed with.
+  std::shared_ptr<const Net> cast(at::ScalarType t) const {
+    auto n = std::make_shared<Net>(*this);
+    n->stem = stem.cast(t);
+    for (auto& layer : n->layers)
+      for (auto& blk : layer) blk = blk.cast(t);
+    n->dtype = t;
+    return n;
+  }
 };
 
 Shapes BackboneNode::infer(const Params& p, const Shapes& in) {
@@ -115,6 +134,12 @@ Shapes BackboneNode::infer(const Params& p, const Shapes& in) {
     w = s.dims[2];
   }
   return {{kOut, Shape::pyramid(pyramid_dims(p.arch, layers, h, w))}};
+}
+
+BackboneNode::BackboneNode(const Params& p, NodeEnv& env) : BackboneNode(p) {
+  // bf16 on the CPU only: oneDNN's bfloat16 convolutions (AVX512-BF16); elsewhere float32.
+  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+    fast_net_ = net_->cast(at::kBFloat16);
 }
 
 BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), arch_(p.arch) {
@@ -175,6 +200,7 @@ BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), a
       << "param \"weights\": " << weights_path_ << " does not fit " << arch_name(p.arch)
       << " up to layer" << layers_.back() << ": " << f.problems().str();
   net_ = net;
+  fast_net_ = net_;
 }
 
 const std::string& BackboneNode::weights_sha256() const {
@@ -182,7 +208,9 @@ const std::string& BackboneNode::weights_sha256() const {
   return sha256_;
 }
 
-std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const {
+std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const { return run(*fast_net_, image); }
+
+std::vector<at::Tensor> BackboneNode::run(const Net& net, const at::Tensor& image) const {
   // InferenceMode is per thread: set here, on whichever TBB worker runs this frame.
   c10::InferenceMode guard;
   if (!image.defined() || image.dim() != 4 || image.size(1) != 3 ||
@@ -192,17 +220,17 @@ std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const {
                         (image.defined() ? std::string(c10::toString(image.scalar_type())) + " " +
                                                shape_str(image.sizes())
                                          : std::string("an empty tensor")));
-  at::Tensor x = image.contiguous(net_->channels_last ? at::MemoryFormat::ChannelsLast
-                                                      : at::MemoryFormat::Contiguous);
-  x = at::max_pool2d(net_->stem(x).relu_(), {3, 3}, {2, 2}, {1, 1});
+  at::Tensor x = image.to(at::TensorOptions().dtype(net.dtype).memory_format(
+      net.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  x = at::max_pool2d(net.stem(x).relu_(), {3, 3}, {2, 2}, {1, 1});
   std::vector<at::Tensor> out;
   size_t next = 0;
-  for (size_t l = 0; l < net_->layers.size(); ++l) {
-    for (const auto& blk : net_->layers[l]) x = blk(x);
+  for (size_t l = 0; l < net.layers.size(); ++l) {
+    for (const auto& blk : net.layers[l]) x = blk(x);
     if (layers_[next] == int(l) + 1) {
-      // NCHW out whatever the compute format: every consumer (the RD student, which runs NCHW,
-      // the feature map, the losses) then sees one layout; the copy costs ~0.5 ms per frame.
-      out.push_back(x.contiguous());
+      // Float32 NCHW out whatever the compute format and type: every consumer (the RD student,
+      // the feature map, the losses) then sees one layout; one copy, ~0.5 ms per frame.
+      out.push_back(x.to(at::TensorOptions().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous)));
       ++next;
     }
   }
@@ -217,7 +245,7 @@ std::string BackboneNode::fingerprint() const {
     for (int c = 0; c < 3; ++c)
       for (int y = 0; y < 64; ++y)
         for (int x = 0; x < 64; ++x) d[(c * 64 + y) * 64 + x] = std::sin(0.3f * x + 0.7f * c) * std::cos(0.2f * y - c);
-    std::vector<at::Tensor> levels = forward(probe);
+    std::vector<at::Tensor> levels = run(*net_, probe);  // float32 whatever the inference precision
     std::string s = std::string(arch_name(arch_)) + " layers";
     for (int l : layers_) s += " " + std::to_string(l);
     s += " probe";

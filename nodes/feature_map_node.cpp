@@ -85,6 +85,11 @@ FeatureMapNode::FeatureMapNode(const Params& p)
   net_.train(false);
 }
 
+FeatureMapNode::FeatureMapNode(const Params& p, NodeEnv& env) : FeatureMapNode(p) {
+  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+    net_.set_inference_precision(Precision::kBFloat16Mixed);
+}
+
 std::vector<at::Tensor> FeatureMapNode::forward(std::vector<at::Tensor> levels) const {
   if (!net_.is_training()) {
     c10::InferenceMode guard;  // per thread: set on whichever worker runs this frame

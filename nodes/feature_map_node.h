@@ -64,6 +64,8 @@ class FeatureMapNode final : public Node, public Trainable {
   }
   static Shapes infer(const Params& p, const Shapes& in);
   explicit FeatureMapNode(const Params& p);
+  // In a graph: the same, in the run's inference precision (NodeEnv::precision).
+  FeatureMapNode(const Params& p, NodeEnv& env);
   void process(Context& ctx) override;
 
   // Maps one pyramid (either side), for callers outside a graph. Grad mode follows is_training().

@@ -144,6 +144,22 @@ nn::ConvTranspose2d deconv2x2(int64_t in, int64_t out) {
   return nn::ConvTranspose2d(nn::ConvTranspose2dOptions(in, out, 2).stride(2).bias(false));
 }
 
+}  // namespace
+
+at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w) {
+  FMAM_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(0) && w.size(2) == 2 && w.size(3) == 2)
+      << "conv_transpose2x2: input " << shape_str(x.sizes()) << " and weight " << shape_str(w.sizes())
+      << " do not fit";
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w.size(1);
+  // Kernel == stride: every input pixel writes its own 2x2 block of the output, with no overlap,
+  // so the whole op is one product [pixels, cin] x [cin, cout * 2 * 2] and a reshuffle.
+  const at::Tensor rows = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
+  const at::Tensor y = at::mm(rows, w.reshape({cin, cout * 4}));
+  return y.view({n, h, wd, cout, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape({n, cout, 2 * h, 2 * wd});
+}
+
+namespace {
+
 // One residual block. Encoder blocks are torchvision's BasicBlock / Bottleneck (stride on the
 // 3x3 conv, "ResNet v1.5"); with `up` and stride 2 it is RD4AD's decoder block, where the
 // strided conv and the shortcut are 2x2 transposed convs ("upsample").
@@ -192,7 +208,7 @@ class BlockImpl : public nn::Module {
       out = bn2_->forward(run_strided(out)).relu_();
       out = bn3_->forward(conv3_->forward(out));
     }
-    out += shortcut_ ? shortcut_->forward(x) : x;
+    out += shortcut_ ? run_shortcut(x) : x;
     return out.relu_();
   }
 
@@ -205,7 +221,13 @@ class BlockImpl : public nn::Module {
       conv_ = register_module(name, conv(in, out, 3, o_.stride));
   }
   at::Tensor run_strided(const at::Tensor& x) {
-    return deconv_ ? deconv_->forward(x) : conv_->forward(x);
+    return deconv_ ? conv_transpose2x2(x, deconv_->weight) : conv_->forward(x);
+  }
+  // downsample (conv + BN) or upsample (transposed conv + BN).
+  at::Tensor run_shortcut(const at::Tensor& x) {
+    if (!o_.up) return shortcut_->forward(x);
+    auto* up = shortcut_[0]->as<nn::ConvTranspose2dImpl>();
+    return shortcut_[1]->as<nn::BatchNorm2dImpl>()->forward(conv_transpose2x2(x, up->weight));
   }
 
   BlockOptions o_;
@@ -440,7 +462,8 @@ void init_module(nn::Module& m, ConvInit scheme, uint64_t seed) {
 struct Network::Impl {
   std::shared_ptr<nn::Module> module;
   std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)> forward;
-  Precision precision = Precision::kFloat32;
+  Precision precision = Precision::kFloat32;            // training's (set_precision)
+  Precision inference_precision = Precision::kFloat32;  // eval mode's (set_inference_precision)
 };
 
 namespace {
@@ -469,6 +492,8 @@ class CpuBf16Autocast {
 }  // namespace
 
 std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) const {
+  if (impl_->inference_precision == Precision::kBFloat16Mixed && !impl_->module->is_training())
+    return forward_bf16_weights(in);
   if (impl_->precision != Precision::kBFloat16Mixed || !impl_->module->is_training() ||
       in.empty() || !in[0].device().is_cpu())
     return impl_->forward(in);
@@ -497,6 +522,29 @@ std::vector<at::Tensor> Network::forward_with_running_stats(const std::vector<at
 }
 
 void Network::set_precision(Precision p) const { impl_->precision = p; }
+
+// Inference in bfloat16 without autocast: autocast would cast every weight again on every call
+// (a fifth of the RD student's time); here they are cast once. BatchNorm keeps float32
+// parameters and takes bfloat16 inputs (libtorch's mixed-type BatchNorm).
+void Network::set_inference_precision(Precision p) const {
+  if (p == impl_->inference_precision) return;
+  FMAM_CHECK(p == Precision::kFloat32 || !impl_->module->is_training())
+      << "bf16-mixed inference: the network is training";
+  const at::ScalarType type = p == Precision::kBFloat16Mixed ? at::kBFloat16 : at::kFloat;
+  at::NoGradGuard no_grad;
+  for (const auto& m : impl_->module->modules())
+    if (dynamic_cast<nn::Conv2dImpl*>(m.get()) || dynamic_cast<nn::ConvTranspose2dImpl*>(m.get()))
+      for (auto& t : m->parameters(false)) t.set_data(t.to(type));
+  impl_->inference_precision = p;
+}
+
+std::vector<at::Tensor> Network::forward_bf16_weights(const std::vector<at::Tensor>& in) const {
+  std::vector<at::Tensor> x;
+  for (const auto& t : in) x.push_back(t.to(at::kBFloat16));
+  std::vector<at::Tensor> out = impl_->forward(x);
+  for (auto& t : out) t = t.to(at::kFloat);
+  return out;
+}
 
 std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {
   // Python's state_dict() order: each module's own parameters, then its buffers, depth first.
@@ -541,7 +589,12 @@ int64_t Network::parameter_count() const {
   return n;
 }
 
-void Network::train(bool on) const { impl_->module->train(on); }
+void Network::train(bool on) const {
+  // Its conv weights are bfloat16 copies now: an optimizer would update those.
+  FMAM_CHECK(!on || impl_->inference_precision == Precision::kFloat32)
+      << "a network set up for bf16-mixed inference cannot train";
+  impl_->module->train(on);
+}
 bool Network::is_training() const { return impl_->module->is_training(); }
 torch::nn::Module& Network::module() const { return *impl_->module; }
 

@@ -69,6 +69,13 @@ void check_levels_match(const std::vector<std::vector<int64_t>>& a, const std::s
 // `param "layers": `.
 std::vector<int> parse_layers(const std::vector<std::string>& names);
 
+// torch's conv_transpose2d for a 2x2 kernel with stride 2, no bias, no groups (RD4AD's
+// upsampling): x [B, Cin, H, W], w [Cin, Cout, 2, 2] -> [B, Cout, 2H, 2W], as one matrix product.
+// libtorch 1.13 runs conv_transpose2d on the CPU through its slow reference kernel (a quarter of
+// the RD student's time) and cannot run it in bfloat16; a product runs on oneDNN/BLAS in either.
+// Autograd and autocast see ordinary ops.
+at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w);
+
 // A trainable network. Copies share the same module.
 class Network {
  public:
@@ -84,6 +91,11 @@ class Network {
   // The arithmetic of forward() in training mode on the CPU (see Precision); in eval mode, or
   // on another device, it is float32 whatever this says. Copies share it.
   void set_precision(Precision p) const;
+  // The arithmetic of forward() in eval mode. kBFloat16Mixed converts the conv weights to
+  // bfloat16 in place, once (load_state() still takes float32 states; named_state() then gives
+  // bfloat16 conv weights), and runs the convolutions in bfloat16; outputs are float32. For
+  // inference-only networks: train(true) is an error until set back to kFloat32.
+  void set_inference_precision(Precision p) const;
 
   // Parameters and buffers (BatchNorm running stats, num_batches_tracked) in the order of
   // Python's state_dict(), with its dotted names.
@@ -106,6 +118,8 @@ class Network {
   at::Device device() const;
 
  private:
+  std::vector<at::Tensor> forward_bf16_weights(const std::vector<at::Tensor>& in) const;
+
   std::shared_ptr<Impl> impl_;
 };
 

@@ -68,7 +68,8 @@ class StudentNode final : public Node, public Trainable {
   }
   static Shapes infer(const Params& p, const Shapes& in);
   explicit StudentNode(const Params& p);
-  // In a graph: the same, plus param "share" (the executor hands over its NodeEnv).
+  // In a graph: the same, plus param "share" (the executor hands over its NodeEnv) and the run's
+  // inference precision (NodeEnv::precision).
   StudentNode(const Params& p, NodeEnv& env);
   void process(Context& ctx) override;
 

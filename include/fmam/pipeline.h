@@ -33,6 +33,10 @@ struct PipelineOptions {
   int intra_op_threads = 1;
   int max_in_flight = 8;               // frames in the pipeline at once (bounds memory)
   std::string device = "cpu";          // cpu | cuda
+  // The networks' arithmetic: fp32, bf16 (bf16-mixed: convolutions in bfloat16, everything between
+  // nodes float32; CPU only) or auto: bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
+  // fp32 elsewhere and on cuda. docs/PERFORMANCE.md has its speed and accuracy.
+  std::string precision = "auto";
   bool images = true;                  // compute the graph's Image outputs (overlays); false: map and score only
   std::string output_dir;              // if set, every output is written here as fmam run -o does
 };
@@ -100,6 +104,7 @@ class Pipeline {
 
   // What the model bound, and what the graph offers.
   double threshold() const;          // < 0 if none
+  std::string precision() const;     // what "auto" became: "fp32" or "bf16"
   int model_width() const;           // the size frames are resized to
   int model_height() const;
   // The model's calibrated heatmap range (fmam eval --calibrate): map values drawn coldest and

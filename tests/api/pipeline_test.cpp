@@ -12,6 +12,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "fmam/pipeline.h"
+#include "framework/cpu_features.h"
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
 #include "tests/support/tiny_model.h"
@@ -174,6 +175,42 @@ TEST_F(PipelineTest, AStreamOfManyFramesKeepsOrderWithPartialBatches) {
   EXPECT_EQ(p.close_stream().frames, 23);
   ASSERT_EQ(order.size(), 23u);
   for (size_t i = 0; i < order.size(); ++i) EXPECT_EQ(order[i], (long long)i);
+}
+
+// bf16-mixed inference: what "auto" becomes follows the CPU; scores stay within bfloat16's
+// rounding of fp32's (the anomaly map is 1 - cos of features the convolutions round); a bad
+// precision, or bf16 on cuda, is an error naming the field.
+TEST_F(PipelineTest, PrecisionIsChosenPerRunAndBf16StaysCloseToFp32) {
+  PipelineOptions o;
+  o.model = model_file();
+  std::map<std::string, std::vector<double>> scores;
+  for (const std::string p : {"fp32", "bf16", "auto"}) {
+    o.precision = p;
+    Pipeline pipe(kSrc + "/graphs/rkd.json", o);
+    EXPECT_EQ(pipe.precision(), p == "auto" ? (cpu_has_native_bf16() ? "bf16" : "fp32") : p);
+    pipe.run_files(some_images(4), [&](const Detection& d) { scores[p].push_back(d.score); });
+  }
+  ASSERT_EQ(scores["fp32"].size(), 4u);
+  ASSERT_EQ(scores["bf16"].size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(scores["bf16"][i], scores["fp32"][i], 0.03 * scores["fp32"][i]) << i;
+    EXPECT_NE(scores["bf16"][i], scores["fp32"][i]) << i << ": bf16 did not run";
+  }
+  o.precision = "half";
+  try {
+    Pipeline p(kSrc + "/graphs/rkd.json", o);
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("precision must be auto, fp32 or bf16, got \"half\""));
+  }
+  o.precision = "bf16";
+  o.device = "cuda";
+  try {
+    Pipeline p(kSrc + "/graphs/rkd.json", o);
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr("precision bf16 runs on the CPU only"));
+  }
 }
 
 TEST_F(PipelineTest, ErrorsNameTheFileAndField) {

@@ -159,9 +159,11 @@ TEST(TrainTest, ShortRealDataRunIsFarBetterThanChance) {
   ASSERT_EQ(t.rc, 0) << t.err;
   const fs::path report = temp_dir() / "smoke_report";
   Result e = fmam("eval graphs/fmam_rkd.json --model " + model + " --data " + kData + " --out " + report.string() +
-                  " --calibrate -q");
+                  " --calibrate --precision bf16 -q");
   ASSERT_EQ(e.rc, 0) << e.err;
   EXPECT_THAT(e.out, HasSubstr("report: " + (report / "report.html").string()));
+  // bf16 evaluation measures itself against fp32 on the same images.
+  EXPECT_THAT(e.err, HasSubstr("precision bf16; fp32 on the same images: image AUROC"));
   auto results = nlohmann::json::parse(slurp(report / "results.json"));
   const double image_auroc = results["all"]["image_auroc"], pixel_auroc = results["all"]["pixel_auroc"],
                aupro = results["all"]["aupro"];

@@ -219,6 +219,19 @@ TEST_F(GstElementTest, OverridesReachTheGraph) {
   EXPECT_THAT(bad.error, HasSubstr("no_such"));
 }
 
+// precision=fp32 is what fmam run --precision fp32 computes; a bad value is an error naming it.
+TEST_F(GstElementTest, PrecisionReachesThePipeline) {
+  Outcome fp32 = play(png_src(0) + " ! video/x-raw,format=BGR ! " + fmam_el("precision=fp32") + " ! fakesink");
+  Outcome bf16 = play(png_src(0) + " ! video/x-raw,format=BGR ! " + fmam_el("precision=bf16") + " ! fakesink");
+  ASSERT_EQ(fp32.results.size(), 1u) << fp32.error;
+  ASSERT_EQ(bf16.results.size(), 1u) << bf16.error;
+  EXPECT_NEAR(bf16.results[0].score, fp32.results[0].score, 0.03 * fp32.results[0].score);
+  EXPECT_NE(bf16.results[0].score, fp32.results[0].score);
+  Outcome bad = play(png_src(0) + " ! " + fmam_el("precision=half") + " ! fakesink", 30);
+  EXPECT_FALSE(bad.timed_out);
+  EXPECT_THAT(bad.error, HasSubstr("precision must be auto, fp32 or bf16"));
+}
+
 // Pulls every frame from the appsink named `sink` until EOS.
 std::vector<std::vector<guint8>> pull_frames(const std::string& desc, std::vector<bool>* has_meta = nullptr) {
   std::vector<std::vector<guint8>> frames;
@@ -403,7 +416,7 @@ TEST_F(GstElementTest, UnsupportedCapsFailNegotiation) {
 TEST(GstInspectTest, DocumentsEveryProperty) {
   std::string out;
   ASSERT_EQ(sh("gst-inspect-1.0 fmam 2>&1", &out), 0) << out;
-  for (const char* p : {"graph", "model", "threshold", "batch", "threads", "overrides"})
+  for (const char* p : {"graph", "model", "threshold", "batch", "threads", "overrides", "precision"})
     EXPECT_THAT(out, testing::ContainsRegex(std::string("\n  ") + p + " +: [A-Z]")) << p;
   ASSERT_EQ(sh("gst-inspect-1.0 fmamoverlay 2>&1", &out), 0) << out;
   for (const char* p : {"lo", "hi", "alpha", "show-score"})

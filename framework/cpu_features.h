@@ -1,0 +1,17 @@
+// What the CPU can do, for choosing the networks' arithmetic.
+#pragma once
+
+namespace fmam {
+
+// Whether this CPU multiplies bfloat16 natively (AVX512-BF16: Zen 4, Cooper Lake, Sapphire
+// Rapids and later). Elsewhere oneDNN emulates bfloat16 and it is slower than float32.
+inline bool cpu_has_native_bf16() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512bf16");
+#else
+  return false;
+#endif
+}
+
+}  // namespace fmam
