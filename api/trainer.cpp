@@ -366,6 +366,9 @@ std::unique_ptr<StageRun> Trainer::Impl::start_stage(size_t si) {
   ro.max_in_flight = 2 * batch + 2;
   ro.threads = opt.threads;
   ro.tail_trainable = true;
+  // The frozen teacher computes in the training precision too (as under torch.autocast); the
+  // trained nodes keep float32 weights whatever it is (NodeEnv::training).
+  ro.precision = precision;
   r->ex = std::make_unique<Executor>(vg, ro);
   load_partial(*r->ex, model.tensors);
   AdamOptions ao;

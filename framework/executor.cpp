@@ -44,7 +44,8 @@ void Executor::build_nodes() {
   for (size_t i : by_file) {
     const auto& vn = graph_.nodes[i];
     try {
-      NodeEnv env(vn.config.id, options_.device, &shared_, options_.precision);
+      const bool training = options_.tail_trainable || !options_.tail_from.empty();
+      NodeEnv env(vn.config.id, options_.device, &shared_, options_.precision, training);
       nodes_[i] = vn.type->make(vn.params.get(), env);
     } catch (const std::exception& e) {
       throw Error(node_prefix(graph_.config.file, vn.config.id, vn.config.type) + ": " + e.what());

@@ -444,13 +444,17 @@ class Node {
 class NodeEnv {
  public:
   NodeEnv(std::string node_id, Device device, std::map<std::string, std::shared_ptr<void>>* store,
-          Precision precision = Precision::kFloat32)
-      : node_id_(std::move(node_id)), device_(device), precision_(precision), store_(store) {}
+          Precision precision = Precision::kFloat32, bool training = false)
+      : node_id_(std::move(node_id)), device_(device), precision_(precision), training_(training), store_(store) {}
   const std::string& node_id() const { return node_id_; }
   Device device() const { return device_; }
   // The arithmetic inference asks of a network node (frozen or in eval mode); nodes without
   // networks ignore it.
   Precision precision() const { return precision_; }
+  // The node is built for a training run: Trainable nodes keep float32 weights (the optimizer
+  // updates them; their arithmetic is Trainable::set_precision's), frozen ones may still use
+  // precision().
+  bool training() const { return training_; }
   // The object stored under `key` for type T, made by make() on first use.
   template <class T, class Make>
   std::shared_ptr<T> shared(const std::string& key, Make make) {
@@ -472,6 +476,7 @@ class NodeEnv {
   std::string node_id_;
   Device device_;
   Precision precision_;
+  bool training_;
   std::map<std::string, std::shared_ptr<void>>* store_;
 };
 

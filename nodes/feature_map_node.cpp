@@ -86,7 +86,7 @@ FeatureMapNode::FeatureMapNode(const Params& p)
 }
 
 FeatureMapNode::FeatureMapNode(const Params& p, NodeEnv& env) : FeatureMapNode(p) {
-  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+  if (!env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
     net_.set_inference_precision(Precision::kBFloat16Mixed);
 }
 

@@ -106,7 +106,7 @@ StudentNode::StudentNode(const Params& p, NodeEnv& env)
   if (p.share.empty()) {
     net_.train(false);
     if (p.kind == Kind::kSymmetric) net_.to_channels_last();
-    if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+    if (!env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
       net_.set_inference_precision(Precision::kBFloat16Mixed);
   }
 }

@@ -29,7 +29,7 @@ const std::string kWeights =
 struct Env {
   std::map<std::string, std::shared_ptr<void>> store;
   NodeEnv env;
-  explicit Env(Precision p) : env("n", Device::kCpu, &store, p) {}
+  explicit Env(Precision p, bool training = false) : env("n", Device::kCpu, &store, p, training) {}
 };
 
 // Per-pixel cosine similarity over channels, its minimum: what the anomaly map is made of.
@@ -133,13 +133,24 @@ TEST(InferencePrecisionTest, Bf16FeatureMapIsCloseToFloat32) {
   for (size_t j = 0; j < got.size(); ++j) EXPECT_GT(MinCosine(got[j], want[j]), 0.99);
 }
 
-TEST(InferencePrecisionTest, TrainingGraphsStayFloat32) {
-  // The default environment (what the trainer's executor hands out) leaves every weight float32.
-  StudentNode::Params p;
-  Env e(Precision::kFloat32);
-  StudentNode s(p, e.env);
+TEST(InferencePrecisionTest, TrainingGraphsKeepFloat32WeightsButABf16Teacher) {
+  // A training executor hands out bf16-mixed with training() set: the trained nodes keep float32
+  // weights (autocast does their bf16), the frozen teacher computes in bfloat16.
+  Env e(Precision::kBFloat16Mixed, /*training=*/true);
+  StudentNode s(StudentNode::Params{}, e.env);
+  FeatureMapNode::Params fp;
+  fp.channels = {8};
+  FeatureMapNode fm(fp, e.env);
   for (const auto& [k, v] : s.named_state()) EXPECT_NE(v.scalar_type(), at::kBFloat16) << k;
+  for (const auto& [k, v] : fm.named_state()) EXPECT_NE(v.scalar_type(), at::kBFloat16) << k;
   EXPECT_NO_THROW(s.set_training(true));
+  EXPECT_NO_THROW(fm.set_training(true));
+  BackboneNode::Params bp;
+  bp.weights = kWeights;
+  Env e32(Precision::kFloat32, true);
+  BackboneNode t16(bp, e.env), t32(bp, e32.env);
+  const at::Tensor image = at::randn({1, 3, 64, 64});
+  EXPECT_FALSE(at::equal(t16.forward(image)[0], t32.forward(image)[0]));
 }
 
 }  // namespace
