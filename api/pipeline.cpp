@@ -52,7 +52,7 @@ RunSummary summarize(const RunStats& st, long long failed) {
   s.skipped = st.dropped;
   s.failed = failed;
   s.seconds = st.wall_ms / 1000.0;
-  for (const auto& n : st.nodes) s.nodes.push_back({n.id, n.type, n.calls, n.total_ms, median_of(n.call_ms)});
+  for (const auto& n : st.nodes) s.nodes.push_back({n.id, n.type, n.calls, n.total_ms, median_of(n.call_ms), n.flops});
   return s;
 }
 

@@ -11,6 +11,7 @@
 #include "apps/cli.h"
 #include "fmam/pipeline.h"
 #include "framework/error.h"
+#include "framework/flop_counter.h"
 #include "framework/io.h"
 
 namespace fmam {
@@ -83,7 +84,14 @@ int cmd_bench(int argc, char** argv) {
       }
     });
   };
-  if (warmup > 0) run_once(std::min<long long>(warmup, frames), false);
+  // FLOPs per frame of each node, counted in the warm-up (the op observer costs a little per op;
+  // the timed runs go without it).
+  std::vector<double> flops_per_frame;
+  if (warmup > 0) {
+    FlopCounting counting;
+    const RunSummary w = run_once(std::min<long long>(warmup, frames), false);
+    for (const auto& n : w.nodes) flops_per_frame.push_back(w.frames > 0 ? n.flops / double(w.frames) : 0);
+  }
   const double rss_start = cli::rss_mib();
   std::vector<double> ips;
   std::vector<NodeTiming> nodes;
@@ -110,11 +118,19 @@ int cmd_bench(int argc, char** argv) {
               po.threads > 0 ? po.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
   std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips),
               *std::min_element(ips.begin(), ips.end()), *std::max_element(ips.begin(), ips.end()));
-  std::printf("%-16s %-18s %12s %14s %8s\n", "node", "type", "ms/call", "ms/image", "share");
+  std::printf("%-16s %-18s %12s %14s %8s %10s %9s\n", "node", "type", "ms/call", "ms/image", "share", "GFLOP/img",
+              "GFLOP/s");
   for (size_t i = 0; i < nodes.size(); ++i) {
-    double per_image = median(node_total[i]);
-    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%%\n", nodes[i].id.c_str(), nodes[i].type.c_str(),
-                median(node_ms[i]), per_image, all > 0 ? 100.0 * per_image / all : 0.0);
+    const double per_image = median(node_total[i]);
+    const double gflop = i < flops_per_frame.size() ? flops_per_frame[i] / 1e9 : 0;
+    // GFLOP/s of the node's own time: a thread's, as each call runs on one (see --intra-op-threads).
+    char rate[32] = "-", work[32] = "-";
+    if (gflop > 0) {
+      std::snprintf(work, sizeof work, "%.3f", gflop);
+      std::snprintf(rate, sizeof rate, "%.1f", per_image > 0 ? gflop / (per_image / 1e3) : 0.0);
+    }
+    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%% %10s %9s\n", nodes[i].id.c_str(), nodes[i].type.c_str(),
+                median(node_ms[i]), per_image, all > 0 ? 100.0 * per_image / all : 0.0, work, rate);
   }
   std::printf("memory     rss %.0f MiB after warm-up, %.0f MiB now, peak %.0f MiB\n", rss_start, cli::rss_mib(),
               cli::peak_rss_mib());

@@ -65,6 +65,7 @@ struct NodeStats {
   long long calls = 0;
   double total_ms = 0;            // time inside process()
   std::vector<double> call_ms;    // per call, for medians
+  double flops = 0;               // of its convolutions and matrix products, while a FlopCounting is alive
 };
 
 struct RunStats {

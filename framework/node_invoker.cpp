@@ -1,5 +1,7 @@
 #include "framework/node_invoker.h"
 
+#include "framework/flop_counter.h"
+
 namespace fmam {
 
 using Clock = std::chrono::steady_clock;
@@ -64,9 +66,10 @@ NodeError NodeInvoker::error(size_t i, const FrameState& f, const std::string& w
                    vn.config.id, vn.config.type, f.frame.id(), f.frame.source);
 }
 
-void NodeInvoker::record(size_t i, Clock::time_point start, Clock::time_point end) {
+void NodeInvoker::record(size_t i, Clock::time_point start, Clock::time_point end, double flops) {
   std::lock_guard<std::mutex> lock(stat_mutex_[i]);
   const double ms = std::chrono::duration<double, std::milli>(end - start).count();
+  stats_.nodes[i].flops += flops;
   stats_.nodes[i].calls++;
   stats_.nodes[i].total_ms += ms;
   stats_.nodes[i].call_ms.push_back(ms);
@@ -122,9 +125,10 @@ void NodeInvoker::invoke(size_t i, const std::vector<Msg>& frames, int batch_siz
     ctx.inputs().push_back({k.inputs()[p].name, pk});
   }
   for (const auto& o : k.outputs()) ctx.outputs().push_back({o.name, Packet()});
+  const double flops_before = thread_flops();  // process() runs on this thread (its ops may fan out, not its calls)
   const auto start = Clock::now();
   nodes_[i]->process(ctx);
-  record(i, start, Clock::now());
+  record(i, start, Clock::now(), thread_flops() - flops_before);
   if (ctx.dropped()) return mark_dropped(i, frames, ctx.drop_reason());
   store_outputs(i, frames, ctx);
 }

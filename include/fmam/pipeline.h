@@ -65,6 +65,7 @@ struct NodeTiming {
   std::string id, type;
   long long calls = 0;
   double total_ms = 0, median_call_ms = 0;
+  double flops = 0;  // convolutions and matrix products, counted only while a FlopCounting (framework/flop_counter.h) lives
 };
 
 struct RunSummary {

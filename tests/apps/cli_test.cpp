@@ -121,6 +121,33 @@ TEST(CliTest, ExamplePluginGraphRunsAndSkipsABadImage) {
   fs::remove_all(dir);
 }
 
+// bench names the precision and prints each network node's work and rate: the ResNet-18 teacher
+// to layer3 at 64x64 does 2 * 0.21 GMAC (a 16th of its 256x256 work), the post-processing none.
+TEST(CliTest, BenchPrintsPrecisionAndGflopsPerNode) {
+  Result r = fmam("bench graphs/rkd.json -i ../shared/data/mvtec_ad/bottle/test/good/000.png --frames 2 --warmup 2 "
+                  "--repeat 1 --batch 1 --precision fp32 --set resize.width=64 --set resize.height=64");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("precision fp32"));
+  EXPECT_THAT(r.out, HasSubstr("GFLOP/img"));
+  std::istringstream lines(r.out);
+  std::string line;
+  bool teacher = false;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    std::string id, type, gflop, rate;
+    double ms_call, ms_image;
+    std::string share;
+    if (!(f >> id >> type >> ms_call >> ms_image >> share >> gflop >> rate)) continue;
+    if (type == "Backbone") {
+      teacher = true;
+      EXPECT_NEAR(std::stod(gflop), 3.5 / 16, 0.03) << line;
+      EXPECT_GT(std::stod(rate), 0.0) << line;
+    }
+    if (type == "GaussianBlur") EXPECT_EQ(gflop, "-") << line;
+  }
+  EXPECT_TRUE(teacher) << r.out;
+}
+
 TEST(CliTest, RunWithoutInputSaysWhatIsMissing) {
   Result r = fmam("run examples/graphs/edge_inspection.json --plugin " + kExamplePlugin);
   EXPECT_EQ(r.rc, 1);

@@ -1,0 +1,25 @@
+// The floating-point operations of the convolutions and matrix products each thread runs (a
+// multiply-add counts 2), observed through libtorch's op callbacks (RecordFunction) while a
+// FlopCounting is alive: fmam bench divides them by each node's time for its GFLOP/s. Other ops
+// (ReLU, BatchNorm, pooling, copies) are not counted: they are a few percent of the arithmetic
+// and none of the multiply-adds a CPU's peak is quoted in.
+#pragma once
+
+namespace fmam {
+
+// While alive, every thread's torch ops are counted (a small cost per op: time with it off).
+class FlopCounting {
+ public:
+  FlopCounting();
+  ~FlopCounting();
+  FlopCounting(const FlopCounting&) = delete;
+  FlopCounting& operator=(const FlopCounting&) = delete;
+
+ private:
+  unsigned long long handle_;
+};
+
+// This thread's running total: read it before and after a piece of work.
+double thread_flops();
+
+}  // namespace fmam

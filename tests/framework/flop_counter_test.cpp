@@ -1,0 +1,45 @@
+// FlopCounting: the multiply-adds of convolutions and matrix products, counted as libtorch runs
+// them, against the textbook formulas; nothing counted outside a FlopCounting.
+#include "framework/flop_counter.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+namespace fmam {
+namespace {
+
+double counted(const std::function<void()>& work) {
+  const double before = thread_flops();
+  work();
+  return thread_flops() - before;
+}
+
+TEST(FlopCounterTest, ConvolutionsAndProductsMatchTheirFormulas) {
+  FlopCounting counting;
+  c10::InferenceMode guard;  // as nodes run
+  // 3x3 conv, stride 2, pad 1: [2, 8, 10, 12] -> [2, 16, 5, 6]; 2 * outputs * Cin * 3 * 3.
+  const at::Tensor x = at::randn({2, 8, 10, 12}), w = at::randn({16, 8, 3, 3});
+  EXPECT_DOUBLE_EQ(counted([&] { at::conv2d(x, w, {}, 2, 1); }), 2.0 * (2 * 16 * 5 * 6) * (8 * 3 * 3));
+  // Grouped: each output sees Cin / groups inputs.
+  const at::Tensor wg = at::randn({16, 2, 3, 3});
+  EXPECT_DOUBLE_EQ(counted([&] { at::conv2d(x, wg, {}, 1, 1, 1, 4); }), 2.0 * (2 * 16 * 10 * 12) * (2 * 3 * 3));
+  // Transposed 2x2 stride 2: each input element feeds Cout * 2 * 2 outputs.
+  const at::Tensor wt = at::randn({8, 4, 2, 2});
+  EXPECT_DOUBLE_EQ(counted([&] { at::conv_transpose2d(x, wt, {}, 2); }), 2.0 * (2 * 8 * 10 * 12) * (4 * 2 * 2));
+  // Products: 2 * M * N * K.
+  const at::Tensor a = at::randn({7, 5}), b = at::randn({5, 3}), c = at::randn({3});
+  EXPECT_DOUBLE_EQ(counted([&] { at::mm(a, b); }), 2.0 * 7 * 3 * 5);
+  EXPECT_DOUBLE_EQ(counted([&] { at::addmm(c, a, b); }), 2.0 * 7 * 3 * 5);
+  EXPECT_DOUBLE_EQ(counted([&] { at::bmm(at::randn({4, 7, 5}), at::randn({4, 5, 3})); }), 2.0 * 4 * 7 * 3 * 5);
+  // Element-wise work is not counted.
+  EXPECT_DOUBLE_EQ(counted([&] { at::relu(x); }), 0.0);
+}
+
+TEST(FlopCounterTest, NothingIsCountedWithoutACounting) {
+  const at::Tensor a = at::randn({7, 5}), b = at::randn({5, 3});
+  EXPECT_DOUBLE_EQ(counted([&] { at::mm(a, b); }), 0.0);
+}
+
+}  // namespace
+}  // namespace fmam
