@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# fmam bench against the official RD4AD code (../shared/tools/peer), alternated in one session:
+# each round runs fmam (default precision), the official loop, fmam --precision fp32, and the
+# tuned PyTorch loop (TorchScript freeze + channels_last, batch 4); prints every figure and the
+# medians' ratios. A benchmark, not a test: run it on a quiet machine.
+#   bash scripts/bench_peer.sh [MODEL] [ROUNDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FMAM=${FMAM:-build/apps/fmam}
+SHARED=${FMAM_SHARED:-../shared}
+MODEL=${1:-out/paper/metal_plate_fmam_rkd_s0.fmam}
+ROUNDS=${2:-3}
+DATA="$SHARED/data/mvtec_ad/bottle"
+PEER="/usr/bin/python3 $SHARED/tools/peer/rd4ad_bench.py --root $DATA --weights $SHARED/weights/resnet18_imagenet1k_v1_to_layer3.pth --threads 2"
+fmam_ips() { "$FMAM" bench graphs/fmam_rkd.json -m "$MODEL" -i "$DATA/test/*/*.png" --repeat 3 "$@" 2>/dev/null |
+             awk '/^throughput/ {print $2}'; }
+declare -A all
+for r in $(seq "$ROUNDS"); do
+  all[fmam]+="$(fmam_ips) "
+  all[official]+="$($PEER --mode official 2>/dev/null | awk '/^official:/ {for (i = 1; i <= NF; ++i) if ($i == "img/s") print $(i - 1)}') "
+  all[fmam_fp32]+="$(fmam_ips --precision fp32) "
+  all[tuned_b4]+="$($PEER --mode tuned --variants freeze_cl --batches 4 --no_check 2>/dev/null | awk '/^tuned\[.*batch 4:/ {for (i = 1; i <= NF; ++i) if ($i == "img/s") print $(i - 1)}') "
+  echo "round $r: fmam ${all[fmam]##* } ..." >&2
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
+for k in fmam fmam_fp32 official tuned_b4; do
+  m=$(echo "${all[$k]}" | median)
+  eval "med_$k=$m"
+  echo "$k: ${all[$k]}-> median $m images/s"
+done
+awk -v f="$med_fmam" -v f32="$med_fmam_fp32" -v o="$med_official" -v t="$med_tuned_b4" 'BEGIN {
+  printf "fmam (default) / official %.2fx, / tuned batch 4 %.2fx; fmam fp32 / official %.2fx, / tuned %.2fx\n", f / o, f / t, f32 / o, f32 / t }'
