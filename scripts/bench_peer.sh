@@ -20,7 +20,7 @@ for r in $(seq "$ROUNDS"); do
   all[official]+="$($PEER --mode official 2>/dev/null | awk '/^official:/ {for (i = 1; i <= NF; ++i) if ($i == "img/s") print $(i - 1)}') "
   all[fmam_fp32]+="$(fmam_ips --precision fp32) "
   all[tuned_b4]+="$($PEER --mode tuned --variants freeze_cl --batches 4 --no_check 2>/dev/null | awk '/^tuned\[.*batch 4:/ {for (i = 1; i <= NF; ++i) if ($i == "img/s") print $(i - 1)}') "
-  echo "round $r: fmam ${all[fmam]##* } ..." >&2
+  echo "round $r: $(for k in fmam official fmam_fp32 tuned_b4; do v=(${all[$k]}); printf "%s %s  " $k "${v[-1]}"; done)" >&2
 done
 median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR] = $1} END {print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
 for k in fmam fmam_fp32 official tuned_b4; do
