@@ -121,6 +121,7 @@ int cmd_analyze(int argc, char** argv) {
               {{"data", "DIR", "a category in MVTec AD layout (test/ and ground_truth/)", false, "d"},
                {"out", "DIR", "writes analysis.html (histograms) and analysis.json here", false, "o"},
                {"stream", "NAME", "the Map2D stream to analyse (default raw_map: summed 1 - cos before blur)", false, ""},
+               {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("analyze", "fmam analyze GRAPH:MODEL [GRAPH:MODEL ...] --data CATEGORY_DIR --out DIR",
               "Fig. 5 of the paper: teacher-student distance statistics on normal pixels (good images) vs\n"
@@ -130,7 +131,13 @@ int cmd_analyze(int argc, char** argv) {
               opts,
               "example:\n"
               "  fmam analyze graphs/rkd.json:rkd.fmam graphs/fmam_rkd.json:fmam_rkd.fmam \\\n"
-              "      -d ../shared/data/mvtec_ad/bottle -o fig5/");
+              "      -d ../shared/data/mvtec_ad/bottle -o fig5/\n"
+              "\n"
+              "exit status:\n"
+              "  0  analysis.html and analysis.json were written (unreadable images, each named on stderr,\n"
+              "     and defect images without a ground-truth mask were left out)\n"
+              "  1  an error (bad graph, model, data or option; no test image could be read)\n"
+              "  3  with --strict: the analysis was written, but some images were skipped");
   if (!a.parse(argc, argv)) return 0;
   cli::load_plugins(a);
   if (a.positionals().empty()) throw Error("fmam analyze: give at least one GRAPH:MODEL; see fmam analyze --help");
@@ -144,7 +151,10 @@ int cmd_analyze(int argc, char** argv) {
     std::string mask;
     if (type != "good") {
       mask = (fs::path(a.get("data")) / "ground_truth" / type / (fs::path(p).stem().string() + "_mask.png")).string();
-      if (!fs::exists(mask)) continue;  // no ground truth: neither normal nor known defect pixels
+      if (!fs::exists(mask)) {  // no ground truth: neither normal nor known defect pixels
+        cli::log("left out: " + p + ": no ground-truth mask " + mask);
+        continue;
+      }
     }
     items.emplace_back(p, mask);
   }
@@ -155,6 +165,7 @@ int cmd_analyze(int argc, char** argv) {
                      "<h1>Distance statistics: normal vs defect pixels</h1><p>data: " + a.get("data") + ", stream: " + stream +
                      "</p><table><tr><th>graph</th><th>model</th><th>pixels</th><th>mean</th><th>std</th><th>p25</th><th>median</th><th>p75</th><th>separation</th></tr>";
   std::string svgs;
+  long long skipped_in_all = 0;  // over every model, for --strict
   std::printf("%-24s %-8s %10s %10s %10s %10s %10s %10s\n", "graph:model", "pixels", "mean", "std", "p25", "median", "p75", "separation");
   for (const auto& pair : a.positionals()) {
     auto colon = pair.rfind(':');
@@ -209,6 +220,7 @@ int cmd_analyze(int argc, char** argv) {
               if (mask.at<uchar>(y, x)) defect.push_back(m.at<float>(y, x));
         });
     if (!a.flag("quiet")) bar.finish();
+    skipped_in_all += skipped;
     if (normal.empty() && defect.empty())
       throw Error("fmam analyze: " + model_path + ": no test image of " + test.string() + " could be read (" +
                   std::to_string(skipped) + " skipped, each named above); nothing to analyse");
@@ -242,7 +254,7 @@ int cmd_analyze(int argc, char** argv) {
   atomic_write_text((out / "analysis.html").string(), html);
   atomic_write_text((out / "analysis.json").string(), out_json.dump(2));
   std::cout << "analysis: " << (out / "analysis.html").string() << "\n";
-  return 0;
+  return a.flag("strict") && skipped_in_all > 0 ? 3 : 0;
 }
 
 }  // namespace fmam

@@ -229,6 +229,24 @@ TEST(BadInputTest, AnalyzeNeedsImagesAndBothKindsOfPixels) {
   EXPECT_TRUE(j[0]["separation"].is_null());
 }
 
+TEST(BadInputTest, AnalyzeStrictExitsThreeWhenAnImageWasSkippedAndNamesDefectsWithoutMasks) {
+  const std::string m = saved_model("graphs/rkd.json", "analyze_strict.fmam");
+  const fs::path data = temp_dir() / "analyze_strict";
+  fs::create_directories(data / "test" / "good");
+  fs::create_directories(data / "test" / "crack");
+  fs::copy_file(kCorpus + "/good.png", data / "test" / "good" / "000.png");
+  fs::copy_file(kCorpus + "/cut_png.png", data / "test" / "good" / "001.png");
+  fs::copy_file(kCorpus + "/good.png", data / "test" / "crack" / "000.png");  // no ground_truth/crack/000_mask.png
+  const std::string cmd = "analyze graphs/rkd.json:" + m + " -q -d " + data.string() + " -o " + (temp_dir() / "an_strict").string();
+  Result lax = fmam(cmd);
+  ASSERT_EQ(lax.rc, 0) << lax.err;
+  EXPECT_THAT(lax.err, HasSubstr("001.png"));
+  EXPECT_THAT(lax.err, HasSubstr("left out: " + (data / "test" / "crack" / "000.png").string() + ": no ground-truth mask"));
+  Result strict = fmam(cmd + " --strict");
+  EXPECT_EQ(strict.rc, 3) << strict.err;
+  EXPECT_TRUE(fs::exists(temp_dir() / "an_strict" / "analysis.json"));
+}
+
 TEST(BadInputTest, EvalRefusesAMaskOfAnotherSize) {
   const std::string m = saved_model("graphs/rkd.json", "eval.fmam");
   const fs::path data = temp_dir() / "eval_data";
