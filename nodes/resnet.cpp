@@ -9,7 +9,11 @@
 #include <torch/nn/modules/container/sequential.h>
 #include <torch/nn/modules/conv.h>
 
+#include <array>
+#include <atomic>
 #include <cmath>
+#include <mutex>
+#include <optional>
 #include <set>
 
 #include "nodes/weights.h"
@@ -146,7 +150,7 @@ nn::ConvTranspose2d deconv2x2(int64_t in, int64_t out) {
 
 }  // namespace
 
-at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w) {
+at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   FMAM_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(0) && w.size(2) == 2 && w.size(3) == 2)
       << "conv_transpose2x2: input " << shape_str(x.sizes()) << " and weight " << shape_str(w.sizes())
       << " do not fit";
@@ -154,11 +158,52 @@ at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w) {
   // Kernel == stride: every input pixel writes its own 2x2 block of the output, with no overlap,
   // so the whole op is one product [pixels, cin] x [cin, cout * 2 * 2] and a reshuffle.
   const at::Tensor rows = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
-  const at::Tensor y = at::mm(rows, w.reshape({cin, cout * 4}));
+  // Output columns are (cout, 2, 2): a bias per output channel repeats over its 2x2 block.
+  const at::Tensor y = bias.defined() ? at::addmm(bias.repeat_interleave(4), rows, w.reshape({cin, cout * 4}))
+                                      : at::mm(rows, w.reshape({cin, cout * 4}));
   return y.view({n, h, wd, cout, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape({n, cout, 2 * h, 2 * wd});
 }
 
 namespace {
+
+// A convolution with the eval-mode BatchNorm after it folded in (as torch.jit.freeze does):
+// BN(conv(x)) = conv(x; w * s) + (beta - mean * s), s = gamma / sqrt(var + eps), per output
+// channel. One pass over memory less per BatchNorm, and the bias add fuses into oneDNN's conv.
+struct FusedConvBn {
+  at::Tensor w, b;
+  int64_t stride = 1, pad = 0;
+  bool transposed = false;  // a 2x2 stride-2 transposed conv (conv_transpose2x2)
+
+  at::Tensor operator()(const at::Tensor& x) const {
+    return transposed ? conv_transpose2x2(x, w, b) : at::conv2d(x, w, b, {stride, stride}, {pad, pad});
+  }
+};
+
+// Folded in double, stored in `type` (float32, or bfloat16 for bf16-mixed inference) and in the
+// conv weight's memory format. A transposed conv's weight is [in, out, kh, kw]: s scales dim 1.
+FusedConvBn fuse(const at::Tensor& conv_w, const at::Tensor& conv_b, bool transposed, int64_t stride, int64_t pad,
+                 nn::BatchNorm2dImpl& bn, at::ScalarType type) {
+  const at::Tensor s = bn.weight.to(at::kDouble).div(bn.running_var.to(at::kDouble).add(bn.options.eps()).sqrt());
+  const int64_t out = s.size(0);
+  const at::Tensor scale = transposed ? s.view({1, out, 1, 1}) : s.view({out, 1, 1, 1});
+  at::Tensor shift = bn.bias.to(at::kDouble).sub(bn.running_mean.to(at::kDouble).mul(s));
+  if (conv_b.defined()) shift = shift.add(conv_b.to(at::kDouble).mul(s));
+  FusedConvBn f;
+  f.w = conv_w.to(at::kDouble).mul(scale).to(type).contiguous(conv_w.suggest_memory_format());
+  f.b = shift.to(type).contiguous();
+  f.stride = stride;
+  f.pad = pad;
+  f.transposed = transposed;
+  return f;
+}
+
+// Every Conv2d here pads k / 2 (conv() below): "same" for odd kernels.
+FusedConvBn fuse(nn::Conv2dImpl& c, nn::BatchNorm2dImpl& bn, at::ScalarType type) {
+  return fuse(c.weight, c.bias, false, (*c.options.stride())[0], c.weight.size(2) / 2, bn, type);
+}
+FusedConvBn fuse(nn::ConvTranspose2dImpl& c, nn::BatchNorm2dImpl& bn, at::ScalarType type) {
+  return fuse(c.weight, c.bias, true, 2, 0, bn, type);
+}
 
 // One residual block. Encoder blocks are torchvision's BasicBlock / Bottleneck (stride on the
 // 3x3 conv, "ResNet v1.5"); with `up` and stride 2 it is RD4AD's decoder block, where the
@@ -199,6 +244,7 @@ class BlockImpl : public nn::Module {
   }
 
   at::Tensor forward(const at::Tensor& x) {
+    if (fused_) return forward_fused(x);
     at::Tensor out;
     if (!o_.bottleneck) {
       out = bn1_->forward(run_strided(x)).relu_();
@@ -212,7 +258,41 @@ class BlockImpl : public nn::Module {
     return out.relu_();
   }
 
+  // Eval mode with BatchNorm folded (Network::set_batchnorm_folding); `type` nullopt: unfold.
+  void fuse_batchnorm(std::optional<at::ScalarType> type) {
+    if (!type) return fused_.reset();
+    const at::ScalarType t = *type;
+    auto strided = [&](nn::BatchNorm2dImpl& bn) { return deconv_ ? fuse(*deconv_, bn, t) : fuse(*conv_, bn, t); };
+    Fused f;
+    if (!o_.bottleneck) {
+      f.c1 = strided(*bn1_);
+      f.c2 = fuse(*conv2_, *bn2_, t);
+    } else {
+      f.c1 = fuse(*conv1_, *bn1_, t);
+      f.c2 = strided(*bn2_);
+      f.c3 = fuse(*conv3_, *bn3_, t);
+    }
+    if (shortcut_) {
+      auto* bn = shortcut_[1]->as<nn::BatchNorm2dImpl>();
+      f.shortcut = o_.up ? fuse(*shortcut_[0]->as<nn::ConvTranspose2dImpl>(), *bn, t)
+                         : fuse(*shortcut_[0]->as<nn::Conv2dImpl>(), *bn, t);
+    }
+    fused_ = std::move(f);
+  }
+
  private:
+  struct Fused {
+    FusedConvBn c1, c2, c3, shortcut;  // c3: bottleneck only; shortcut: where there is one
+  };
+
+  at::Tensor forward_fused(const at::Tensor& x) const {
+    const Fused& f = *fused_;
+    at::Tensor out = f.c2(f.c1(x).relu_());
+    if (o_.bottleneck) out = f.c3(out.relu_());
+    out += shortcut_ ? f.shortcut(x) : x;
+    return out.relu_();
+  }
+
   // The conv that carries the stride: 3x3 conv, or a 2x2 transposed conv in an upsampling block.
   void strided(int64_t in, int64_t out, const std::string& name) {
     if (o_.up && o_.stride == 2)
@@ -231,6 +311,7 @@ class BlockImpl : public nn::Module {
   }
 
   BlockOptions o_;
+  std::optional<Fused> fused_;
   nn::Conv2d conv_{nullptr}, conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
   nn::ConvTranspose2d deconv_{nullptr};
   nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
@@ -280,7 +361,7 @@ class ResNetImpl : public nn::Module {
 
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) {
     check_pyramid(in, 1, "a ResNet");
-    at::Tensor x = bn1_->forward(conv1_->forward(in[0])).relu_();
+    at::Tensor x = fused_stem_ ? (*fused_stem_)(in[0]).relu_() : bn1_->forward(conv1_->forward(in[0])).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     std::vector<at::Tensor> out;
     size_t next = 0;
@@ -294,7 +375,14 @@ class ResNetImpl : public nn::Module {
     return out;
   }
 
+  // The stem's conv + BN; the blocks fold themselves (Network::set_batchnorm_folding).
+  void fuse_batchnorm(std::optional<at::ScalarType> type) {
+    if (!type) return fused_stem_.reset();
+    fused_stem_ = fuse(*conv1_, *bn1_, *type);
+  }
+
  private:
+  std::optional<FusedConvBn> fused_stem_;
   std::vector<int> out_layers_;
   nn::Conv2d conv1_{nullptr};
   nn::BatchNorm2d bn1_{nullptr};
@@ -320,13 +408,26 @@ class OcbeImpl : public nn::Module {
   }
 
   at::Tensor forward(const std::vector<at::Tensor>& f) {
-    at::Tensor l1 = bn1_->forward(conv1_->forward(f[0])).relu_();
-    l1 = bn2_->forward(conv2_->forward(l1)).relu_();
-    at::Tensor l2 = bn3_->forward(conv3_->forward(f[1])).relu_();
+    at::Tensor l1, l2;
+    if (fused_) {
+      l1 = (*fused_)[1]((*fused_)[0](f[0]).relu_()).relu_();
+      l2 = (*fused_)[2](f[1]).relu_();
+    } else {
+      l1 = bn1_->forward(conv1_->forward(f[0])).relu_();
+      l1 = bn2_->forward(conv2_->forward(l1)).relu_();
+      l2 = bn3_->forward(conv3_->forward(f[1])).relu_();
+    }
     return bn_layer_->forward(at::cat({l1, l2, f[2]}, 1));
   }
 
+  // Its own three conv + BN pairs; bn_layer's blocks fold themselves (Network::set_batchnorm_folding).
+  void fuse_batchnorm(std::optional<at::ScalarType> type) {
+    if (!type) return fused_.reset();
+    fused_ = {fuse(*conv1_, *bn1_, *type), fuse(*conv2_, *bn2_, *type), fuse(*conv3_, *bn3_, *type)};
+  }
+
  private:
+  std::optional<std::array<FusedConvBn, 3>> fused_;
   nn::Sequential bn_layer_{nullptr};
   nn::Conv2d conv1_{nullptr}, conv2_{nullptr}, conv3_{nullptr};
   nn::BatchNorm2d bn1_{nullptr}, bn2_{nullptr}, bn3_{nullptr};
@@ -464,6 +565,9 @@ struct Network::Impl {
   std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)> forward;
   Precision precision = Precision::kFloat32;            // training's (set_precision)
   Precision inference_precision = Precision::kFloat32;  // eval mode's (set_inference_precision)
+  bool fold_batchnorm = false;                          // set_batchnorm_folding
+  std::atomic<bool> folded{false};  // the modules hold folded weights of the current state
+  std::mutex fold_mutex;            // eval forwards run on several TBB workers at once
 };
 
 namespace {
@@ -491,7 +595,48 @@ class CpuBf16Autocast {
 };
 }  // namespace
 
+namespace {
+// Folds (type) or unfolds (nullopt) every module that has conv + BatchNorm pairs of its own.
+void fuse_modules(nn::Module& root, std::optional<at::ScalarType> type) {
+  at::NoGradGuard no_grad;
+  for (const auto& m : root.modules()) {
+    if (auto* b = dynamic_cast<BlockImpl*>(m.get()))
+      b->fuse_batchnorm(type);
+    else if (auto* o = dynamic_cast<OcbeImpl*>(m.get()))
+      o->fuse_batchnorm(type);
+    else if (auto* r = dynamic_cast<ResNetImpl*>(m.get()))
+      r->fuse_batchnorm(type);
+  }
+}
+}  // namespace
+
+// Folded lazily, at the first eval forward after the weights last changed (load_state() comes
+// after the node is built), once for all threads.
+void Network::ensure_folded() const {
+  if (impl_->folded.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(impl_->fold_mutex);
+  if (impl_->folded.load(std::memory_order_relaxed)) return;
+  const bool bf16 = impl_->inference_precision == Precision::kBFloat16Mixed;
+  fuse_modules(*impl_->module, bf16 ? at::kBFloat16 : at::kFloat);
+  impl_->folded.store(true, std::memory_order_release);
+}
+
+void Network::drop_folded() const {
+  std::lock_guard<std::mutex> lock(impl_->fold_mutex);
+  if (!impl_->folded.load(std::memory_order_relaxed)) return;
+  fuse_modules(*impl_->module, std::nullopt);
+  impl_->folded.store(false, std::memory_order_release);
+}
+
+bool Network::is_folded() const { return impl_->folded.load(std::memory_order_acquire); }
+
+void Network::set_batchnorm_folding(bool on) const {
+  drop_folded();
+  impl_->fold_batchnorm = on;
+}
+
 std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) const {
+  if (impl_->fold_batchnorm && !impl_->module->is_training()) ensure_folded();
   if (impl_->inference_precision == Precision::kBFloat16Mixed && !impl_->module->is_training())
     return forward_bf16_weights(in);
   if (impl_->precision != Precision::kBFloat16Mixed || !impl_->module->is_training() ||
@@ -530,12 +675,14 @@ void Network::set_inference_precision(Precision p) const {
   if (p == impl_->inference_precision) return;
   FMAM_CHECK(p == Precision::kFloat32 || !impl_->module->is_training())
       << "bf16-mixed inference: the network is training";
+  drop_folded();
+  impl_->inference_precision = p;
+  if (impl_->fold_batchnorm) return;  // the folded weights are made in p from the float32 ones
   const at::ScalarType type = p == Precision::kBFloat16Mixed ? at::kBFloat16 : at::kFloat;
   at::NoGradGuard no_grad;
   for (const auto& m : impl_->module->modules())
     if (dynamic_cast<nn::Conv2dImpl*>(m.get()) || dynamic_cast<nn::ConvTranspose2dImpl*>(m.get()))
       for (auto& t : m->parameters(false)) t.set_data(t.to(type));
-  impl_->inference_precision = p;
 }
 
 std::vector<at::Tensor> Network::forward_bf16_weights(const std::vector<at::Tensor>& in) const {
@@ -574,6 +721,7 @@ void Network::load_state(const std::map<std::string, at::Tensor>& state) const {
   for (const auto& [name, t] : state)
     if (!known.count(name)) problems.unexpected(name);
   FMAM_CHECK(problems.empty()) << "state does not fit the network: " << problems.str();
+  drop_folded();
   at::NoGradGuard no_grad;
   for (const auto& [name, t] : mine) {
     at::Tensor dst = t;  // shares storage with the parameter
@@ -593,19 +741,23 @@ void Network::train(bool on) const {
   // Its conv weights are bfloat16 copies now: an optimizer would update those.
   FMAM_CHECK(!on || impl_->inference_precision == Precision::kFloat32)
       << "a network set up for bf16-mixed inference cannot train";
+  drop_folded();  // training changes the weights; the next eval forward folds them again
   impl_->module->train(on);
 }
 bool Network::is_training() const { return impl_->module->is_training(); }
 torch::nn::Module& Network::module() const { return *impl_->module; }
 
 void Network::to_channels_last() const {
+  drop_folded();
   at::NoGradGuard no_grad;
   for (auto& p : impl_->module->parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
 void Network::to(at::Device device) const {
-  if (this->device() != device) impl_->module->to(device);
+  if (this->device() == device) return;
+  drop_folded();
+  impl_->module->to(device);
 }
 
 at::Device Network::device() const {

@@ -74,7 +74,8 @@ std::vector<int> parse_layers(const std::vector<std::string>& names);
 // libtorch 1.13 runs conv_transpose2d on the CPU through its slow reference kernel (a quarter of
 // the RD student's time) and cannot run it in bfloat16; a product runs on oneDNN/BLAS in either.
 // Autograd and autocast see ordinary ops.
-at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w);
+// `bias` (optional, [Cout]) is added to every output pixel.
+at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias = {});
 
 // A trainable network. Copies share the same module.
 class Network {
@@ -94,8 +95,17 @@ class Network {
   // The arithmetic of forward() in eval mode. kBFloat16Mixed converts the conv weights to
   // bfloat16 in place, once (load_state() still takes float32 states; named_state() then gives
   // bfloat16 conv weights), and runs the convolutions in bfloat16; outputs are float32. For
-  // inference-only networks: train(true) is an error until set back to kFloat32.
+  // inference-only networks: train(true) is an error until set back to kFloat32. With BatchNorm
+  // folding on, the weights stay float32 and the folded copies are made in bfloat16 instead.
   void set_inference_precision(Precision p) const;
+  // Eval-mode forward() with every BatchNorm folded into the conv before it (w * s and
+  // beta - mean * s, s = gamma / sqrt(var + eps); as torch.jit.freeze does): one pass over
+  // memory less per BatchNorm. The folded copies are made at the first eval forward after
+  // load_state(), train(), set_inference_precision() or a move, in the inference precision;
+  // training-mode forwards never use them. Set it before set_inference_precision().
+  void set_batchnorm_folding(bool on) const;
+  // Whether the modules hold folded weights now (diagnostics and tests).
+  bool is_folded() const;
 
   // Parameters and buffers (BatchNorm running stats, num_batches_tracked) in the order of
   // Python's state_dict(), with its dotted names.
@@ -119,6 +129,8 @@ class Network {
 
  private:
   std::vector<at::Tensor> forward_bf16_weights(const std::vector<at::Tensor>& in) const;
+  void ensure_folded() const;
+  void drop_folded() const;
 
   std::shared_ptr<Impl> impl_;
 };

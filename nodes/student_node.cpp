@@ -106,6 +106,9 @@ StudentNode::StudentNode(const Params& p, NodeEnv& env)
   if (p.share.empty()) {
     net_.train(false);
     if (p.kind == Kind::kSymmetric) net_.to_channels_last();
+    // Inference only: BatchNorm folded into the convs (its running statistics are fixed here),
+    // then, where chosen, in bfloat16.
+    if (!env.training()) net_.set_batchnorm_folding(true);
     if (!env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
       net_.set_inference_precision(Precision::kBFloat16Mixed);
   }
