@@ -6,6 +6,8 @@
 #   bash fmam.sh fuzz [SECONDS]   build, then a short run (default 45 s) of each libFuzzer target in
 #                        tests/fuzz/ (clang-14, libfuzzer-14-dev); not part of `test`: 3 targets x
 #                        SECONDS plus their clang builds; docs/RELIABILITY.md records the long runs
+#   bash fmam.sh sanitize   build the tree and its tests with AddressSanitizer + UBSan in
+#                        build-asan/ and run the test suite there (slow: not part of `test`)
 # Idempotent: packages already there are not reinstalled, and the build is incremental.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -54,6 +56,23 @@ build() {
   cmake --build "$BUILD" -j "$JOBS"
 }
 
+# ASan/UBSan: the instrumented libraries are also loaded by uninstrumented programs (python3 for
+# the module, gst-launch-1.0 for the element), so the ASan runtime is preloaded into every test
+# process. Leaks are not checked (libtorch's and the generators' static state would be reported).
+sanitize() {
+  install_packages
+  local asan_build=${FMAM_ASAN_BUILD_DIR:-$ROOT/build-asan}
+  export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:detect_odr_violation=0
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  echo "fmam.sh: building with -fsanitize=address,undefined in $asan_build ($JOBS jobs)"
+  cmake -S "$ROOT" -B "$asan_build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DFMAM_SANITIZE=ON \
+    -DFMAM_CUDA_KERNELS=OFF >/dev/null
+  cmake --build "$asan_build" -j "$JOBS"
+  cd "$ROOT"
+  LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+    FMAM_SHARED="$SHARED" ctest --test-dir "$asan_build" --output-on-failure -j "$JOBS" --timeout 3600
+}
+
 cmd=${1:-}
 case "$cmd" in
   build)
@@ -69,13 +88,16 @@ case "$cmd" in
     shift
     FMAM_SHARED="$SHARED" bash "$ROOT/examples/demo.sh" "$BUILD" "$SHARED" "$@"
     ;;
+  sanitize)
+    sanitize
+    ;;
   fuzz)
     build
     install_packages "${FUZZ_PACKAGES[@]}"
     bash "$ROOT/tests/fuzz/run_fuzzers.sh" "${2:-45}"
     ;;
   *)
-    echo "usage: bash fmam.sh demo|test|build|fuzz [SECONDS]" >&2
+    echo "usage: bash fmam.sh demo|test|build|sanitize|fuzz [SECONDS]" >&2
     exit 2
     ;;
 esac
