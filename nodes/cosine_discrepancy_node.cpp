@@ -9,7 +9,7 @@
 #include <cmath>
 #include <vector>
 
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 namespace fmam {
 

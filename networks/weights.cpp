@@ -1,4 +1,4 @@
-#include "nodes/weights.h"
+#include "networks/weights.h"
 
 #include <ATen/core/Dict.h>
 #include <ATen/core/ivalue.h>

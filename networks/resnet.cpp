@@ -1,6 +1,6 @@
-// The trainable networks (torch::nn modules). The only node file that includes torch/nn headers;
+// The trainable networks (torch::nn modules). The only fmam file that includes torch/nn headers;
 // module and parameter names follow torchvision and RD4AD so that their checkpoints map 1:1.
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
@@ -12,7 +12,7 @@
 #include <cmath>
 #include <set>
 
-#include "nodes/weights.h"
+#include "networks/weights.h"
 
 namespace fmam {
 

@@ -1,6 +1,6 @@
 // The ResNet family the nodes share (torchvision's ResNet-18/34/50 and Wide-ResNet-50-2) and the
 // trainable networks built from it, behind an interface free of torch/torch.h: only
-// nodes/resnet.cpp includes the torch::nn headers.
+// networks/resnet.cpp includes the torch::nn headers.
 //
 // Trainable networks (random init from a seed, names as torchvision / RD4AD name them):
 //   make_resnet            torchvision ResNet up to layerN: the "symmetric" (STFPM-like) student
