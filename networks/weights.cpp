@@ -17,7 +17,7 @@
 #include <memory>
 
 #include "framework/error.h"
-#include "framework/locate.h"
+#include "framework/resource_locator.h"
 
 namespace fmam {
 
@@ -376,9 +376,35 @@ bool is_file(const fs::path& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec);
 }
+
+// The repo's weights folder, relative to the folder that holds the checkout.
+const fs::path kRepoWeights = fs::path("shared") / "weights";
+
 bool is_dir(const fs::path& p) {
   std::error_code ec;
   return fs::is_directory(p, ec);
+}
+
+// The folders find_weights() searches, in order (see weights.h), labelled for its message.
+ResourceLocator weights_folders() {
+  ResourceLocator loc;
+  if (const auto env = env_value("FMAM_WEIGHTS")) loc.add(*env, "$FMAM_WEIGHTS (" + *env + ")");
+  fs::path cache;  // torchvision's own order: $TORCH_HOME, then the XDG cache, then ~/.cache
+  if (const auto th = env_value("TORCH_HOME")) {
+    cache = fs::path(*th) / "hub" / "checkpoints";
+  } else if (const auto xdg = env_value("XDG_CACHE_HOME")) {
+    cache = fs::path(*xdg) / "torch" / "hub" / "checkpoints";
+  } else if (const auto home = env_value("HOME")) {
+    cache = fs::path(*home) / ".cache" / "torch" / "hub" / "checkpoints";
+  }
+  if (!cache.empty()) loc.add(cache, cache.string() + " (torchvision's cache)");
+  std::error_code ec;
+  const fs::path cwd = fs::current_path(ec);
+  loc.add(fs::path("..") / kRepoWeights, "../shared/weights (from " + cwd.string() + ")");
+  // Only the nearest repo's shared/weights: a farther one belongs to some other checkout.
+  if (const fs::path d = loc.nearest_exe_ancestor(kRepoWeights, is_dir); !d.empty())
+    loc.add(d / kRepoWeights, (d / kRepoWeights).string() + " (beside the executable's repo)");
+  return loc;
 }
 
 }  // namespace
@@ -397,53 +423,25 @@ WeightsSearch find_weights(const std::string& requested,
   const std::vector<std::string> names =
       requested.empty() ? default_names : std::vector<std::string>{requested};
 
-  std::vector<std::pair<fs::path, std::string>> dirs;  // folder, how the message names it
-  if (const char* env = std::getenv("FMAM_WEIGHTS"); env && *env) {
-    if (is_file(env) && requested.empty()) {
-      s.places.push_back(std::string("$FMAM_WEIGHTS (") + env + ")");
-      s.path = env;
-      return s;
-    }
-    dirs.emplace_back(env, std::string("$FMAM_WEIGHTS (") + env + ")");
-  } else {
-    s.places.push_back("$FMAM_WEIGHTS (not set)");
+  if (const auto env = env_value("FMAM_WEIGHTS"); env && is_file(*env) && requested.empty()) {
+    s.places.push_back("$FMAM_WEIGHTS (" + *env + ")");
+    s.path = *env;
+    return s;
   }
-  fs::path cache;
-  if (const char* th = std::getenv("TORCH_HOME"); th && *th) {
-    cache = fs::path(th) / "hub" / "checkpoints";
-  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
-    cache = fs::path(xdg) / "torch" / "hub" / "checkpoints";
-  } else if (const char* home = std::getenv("HOME"); home && *home) {
-    cache = fs::path(home) / ".cache" / "torch" / "hub" / "checkpoints";
-  }
-  if (!cache.empty()) dirs.emplace_back(cache, cache.string() + " (torchvision's cache)");
-  {
-    std::error_code ec;
-    const fs::path cwd = fs::current_path(ec);
-    dirs.emplace_back(fs::path("..") / "shared" / "weights",
-                      "../shared/weights (from " + cwd.string() + ")");
-  }
-  bool found_repo = false;
-  for (fs::path d = executable_dir(); !d.empty(); d = d.parent_path()) {
-    if (is_dir(d / "shared" / "weights")) {
-      dirs.emplace_back(d / "shared" / "weights",
-                        (d / "shared" / "weights").string() + " (beside the executable's repo)");
-      found_repo = true;
-      break;
-    }
-    if (d == d.parent_path()) break;
-  }
-  for (const auto& [dir, label] : dirs) {
-    s.places.push_back(label);
+  if (!env_value("FMAM_WEIGHTS")) s.places.push_back("$FMAM_WEIGHTS (not set)");
+  const ResourceLocator loc = weights_folders();
+  const auto holds_one = [&](const ResourceLocator::Place& dir) {
     for (const auto& n : names)
-      if (is_file(dir / n)) {
-        s.path = (dir / n).string();
-        return s;
+      if (is_file(dir.path / n)) {
+        s.path = (dir.path / n).string();
+        return true;
       }
-  }
-  if (!found_repo)
+    return false;
+  };
+  if (loc.find(holds_one, &s.places)) return s;
+  if (loc.nearest_exe_ancestor(kRepoWeights, is_dir).empty())
     s.places.push_back("shared/weights beside the executable's repo (none above " +
-                       executable_dir().string() + ")");
+                       loc.exe_dir().string() + ")");
   return s;
 }
 
