@@ -9,7 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "framework/locate.h"
+#include "framework/resource_locator.h"
 
 namespace fmam {
 
@@ -89,32 +89,41 @@ static fs::path self_dir() {
   return d.empty() ? fs::current_path() : d;
 }
 
+// Where the built-in plugin may be, in search order: $FMAM_PLUGIN_PATH, beside the executable,
+// beside the runtime library itself (a host that is not fmam, gst-launch-1.0 or python3, finds
+// the plugin next to libfmam_core.so, installed in lib/, or in the build tree: framework/ ->
+// plugin/), the executable's plugin/, ../plugin/ and ../lib/, and the build tree's plugin/.
+static ResourceLocator builtin_plugin_places(const char* name) {
+  ResourceLocator loc(self_dir());
+  const fs::path& d = loc.exe_dir();
+  // Set but empty still counts (the current folder), as it always has.
+  if (const char* env = std::getenv("FMAM_PLUGIN_PATH")) loc.add(fs::path(env) / name);
+  loc.add(d / name);
+  if (const fs::path core_dir = library_dir(reinterpret_cast<void*>(&load_builtin_plugin));
+      !core_dir.empty()) {
+    loc.add(core_dir / name);
+    loc.add(core_dir.parent_path() / "plugin" / name);
+  }
+  loc.add(d / "plugin" / name);
+  loc.add(d.parent_path() / "plugin" / name);
+  loc.add(d.parent_path() / "lib" / name);
+#ifdef FMAM_BUILD_PLUGIN_DIR
+  loc.add(fs::path(FMAM_BUILD_PLUGIN_DIR) / name);
+#endif
+  return loc;
+}
+
 int load_builtin_plugin(Registry& registry) {
   const char* name = "libfmam_nodes.so";
-  std::vector<fs::path> tried;
-  if (const char* env = std::getenv("FMAM_PLUGIN_PATH")) tried.push_back(fs::path(env) / name);
-  fs::path d = self_dir();
-  tried.push_back(d / name);
-  // Beside the runtime library itself: a host that is not fmam (gst-launch-1.0, python3) finds the
-  // plugin next to libfmam_core.so (installed: lib/) or in the build tree (framework/ -> plugin/).
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<void*>(&load_builtin_plugin), &info) && info.dli_fname) {
-    const fs::path core_dir = fs::path(info.dli_fname).parent_path();
-    tried.push_back(core_dir / name);
-    tried.push_back(core_dir.parent_path() / "plugin" / name);
-  }
-  tried.push_back(d / "plugin" / name);
-  tried.push_back(d.parent_path() / "plugin" / name);
-  tried.push_back(d.parent_path() / "lib" / name);
-#ifdef FMAM_BUILD_PLUGIN_DIR
-  tried.push_back(fs::path(FMAM_BUILD_PLUGIN_DIR) / name);
-#endif
-  for (const auto& p : tried) {
+  const ResourceLocator loc = builtin_plugin_places(name);
+  const auto exists = [](const ResourceLocator::Place& p) {
     std::error_code ec;
-    if (fs::exists(p, ec)) return load_plugin(p.string(), registry);
-  }
+    return fs::exists(p.path, ec);
+  };
+  if (const ResourceLocator::Place* found = loc.find(exists))
+    return load_plugin(found->path.string(), registry);
   std::string where;
-  for (const auto& p : tried) where += "\n  " + p.string();
+  for (const auto& p : loc.places()) where += "\n  " + p.label;
   throw Error(std::string("cannot find the built-in node plugin ") + name + "; looked in:" + where +
               "\nset FMAM_PLUGIN_PATH to the folder that holds it");
 }

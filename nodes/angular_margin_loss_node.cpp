@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "networks/pyramid_check.h"
 #include "nodes/loss_util.h"
 
 namespace fmam {
@@ -42,8 +43,8 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
 
 Shapes AngularMarginLossNode::infer(const Params& p, const Shapes& in) {
   const Shape& t = in.at(kTeacher);
-  loss::check_pyramid_shapes(t, kTeacher.name, in.at(kStudentSynthetic), kStudentSynthetic.name);
-  loss::check_pyramid_shapes(t, kTeacher.name, in.at(kTeacherSynthetic), kTeacherSynthetic.name);
+  check_pyramid_shapes(t, kTeacher.name, in.at(kStudentSynthetic), kStudentSynthetic.name);
+  check_pyramid_shapes(t, kTeacher.name, in.at(kTeacherSynthetic), kTeacherSynthetic.name);
   if (p.region == Region::kMask && !in.has(kMask)) throw PortError("input", kMask.name, kNeedsMask);
   if (in.has(kMask)) {
     const Shape& m = in.at(kMask);
@@ -58,8 +59,8 @@ at::Tensor AngularMarginLossNode::compute(const std::vector<at::Tensor>& teacher
                                           const std::vector<at::Tensor>& student_synthetic,
                                           const std::vector<at::Tensor>& teacher_synthetic,
                                           const at::Tensor& mask, const Params& p) {
-  loss::check_pyramid(teacher, kTeacher.name, student_synthetic, kStudentSynthetic.name);
-  loss::check_pyramid(teacher, kTeacher.name, teacher_synthetic, kTeacherSynthetic.name);
+  check_pyramid(teacher, kTeacher.name, student_synthetic, kStudentSynthetic.name);
+  check_pyramid(teacher, kTeacher.name, teacher_synthetic, kTeacherSynthetic.name);
   const int64_t batch = teacher[0].size(0);
   at::Tensor defect;  // [B, 1, H, W], 1 where the synthesis changed the image
   if (p.region == Region::kMask) {

@@ -13,7 +13,7 @@
 #include <random>
 #include <utility>
 
-#include "framework/locate.h"
+#include "framework/resource_locator.h"
 #include "nodes/perlin.h"
 
 namespace fmam {
@@ -79,26 +79,20 @@ void paste(const cv::Mat& image, const cv::Mat& x, const cv::Mat& mask, float be
 // ---- TextureBank -----------------------------------------------------------------------------
 
 std::string TextureBank::resolve(const std::string& folder, std::vector<std::string>* tried) {
-  std::vector<fs::path> candidates{fs::path(folder)};
+  ResourceLocator loc;
+  loc.add(folder);
   const fs::path given(folder);
   if (given.is_relative()) {
-    if (const char* shared = std::getenv("FMAM_SHARED"); shared && *shared) {
+    // $FMAM_SHARED stands for the repo's sibling shared/ folder, however the path names it.
+    if (const auto shared = env_value("FMAM_SHARED")) {
       for (const std::string prefix : {"../shared/", "shared/"})
         if (folder.rfind(prefix, 0) == 0)
-          candidates.push_back(fs::path(shared) / folder.substr(prefix.size()));
+          loc.add(fs::path(*shared) / folder.substr(prefix.size()));
     }
-    // Relative to every ancestor of the executable's folder: "../shared/..." from the repo root
-    // is found whether the program runs in build/, build/tests/ or the repo root.
-    for (fs::path d = executable_dir(); !d.empty(); d = d.parent_path()) {
-      candidates.push_back((d / given).lexically_normal());
-      if (d == d.parent_path()) break;
-    }
+    loc.add_exe_ancestors(given);
   }
-  for (const auto& c : candidates) {
-    if (tried) tried->push_back(c.string());
-    if (is_dir(c)) return c.string();
-  }
-  return "";
+  const auto found = loc.find([](const ResourceLocator::Place& p) { return is_dir(p.path); }, tried);
+  return found ? found->path.string() : "";
 }
 
 TextureBank::TextureBank(const std::string& folder) {

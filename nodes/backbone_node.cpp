@@ -11,7 +11,7 @@
 #include <ATen/ops/max_pool2d.h>
 #include <c10/core/InferenceMode.h>
 
-#include "nodes/weights.h"
+#include "networks/weights.h"
 
 namespace fmam {
 

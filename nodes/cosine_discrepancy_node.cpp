@@ -9,7 +9,7 @@
 #include <cmath>
 #include <vector>
 
-#include "nodes/resnet.h"
+#include "networks/pyramid_check.h"
 
 namespace fmam {
 

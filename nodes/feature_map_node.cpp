@@ -6,6 +6,8 @@
 #include <cmath>
 #include <map>
 
+#include "networks/pyramid_check.h"
+
 namespace fmam {
 
 namespace {

@@ -15,7 +15,7 @@
 #include "framework/node.h"
 #include "framework/stateful.h"
 #include "framework/tensor_types.h"
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 namespace fmam {
 

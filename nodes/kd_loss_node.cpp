@@ -2,18 +2,19 @@
 
 #include <ATen/ATen.h>
 
+#include "networks/pyramid_check.h"
 #include "nodes/loss_util.h"
 
 namespace fmam {
 
 Shapes KDLossNode::infer(const Params&, const Shapes& in) {
-  loss::check_pyramid_shapes(in.at(kTeacher), kTeacher.name, in.at(kStudent), kStudent.name);
+  check_pyramid_shapes(in.at(kTeacher), kTeacher.name, in.at(kStudent), kStudent.name);
   return {{kLoss, Shape::of({})}};  // per frame a scalar: [B] per batch
 }
 
 at::Tensor KDLossNode::compute(const std::vector<at::Tensor>& teacher,
                                const std::vector<at::Tensor>& student, const Params& p) {
-  loss::check_pyramid(teacher, kTeacher.name, student, kStudent.name);
+  check_pyramid(teacher, kTeacher.name, student, kStudent.name);
   at::Tensor total;
   for (size_t j = 0; j < teacher.size(); ++j) {
     const at::Tensor t = loss::autograd_safe(teacher[j]);

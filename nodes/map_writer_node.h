@@ -1,6 +1,7 @@
 // Writes each frame's map as <dir>/<key>_<name>.png (a colour heatmap scaled by the FIXED range
-// [lo, hi], never per image, so equal values look equal across images) and, with raw=true, the
-// exact float32 values as <dir>/<key>_<name>.tiff. <key> is "<parent>_<stem>" of the source file.
+// [lo, hi], never per image, so equal values look equal across images; nodes/heatmap.h) and,
+// with raw=true, the exact float32 values as <dir>/<key>_<name>.tiff. <key> is
+// "<parent>_<stem>" of the source file.
 // Files are written to a temporary name and renamed.
 #pragma once
 
@@ -36,9 +37,6 @@ class MapWriterNode final : public Node {
   }
   explicit MapWriterNode(const Params& p);
   void process(Context& ctx) override;
-
-  // The heatmap colouring, shared with the Overlay node: JET over [lo, hi], clamped.
-  static cv::Mat colorize(const cv::Mat& map, float lo, float hi);
 
  private:
   Params params_;

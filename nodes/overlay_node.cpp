@@ -5,7 +5,7 @@
 
 #include <opencv2/imgproc.hpp>
 
-#include "nodes/map_writer_node.h"
+#include "nodes/heatmap.h"
 
 namespace fmam {
 
@@ -21,7 +21,7 @@ void OverlayNode::process(Context& ctx) {
   if (image.channels() == 1) cv::cvtColor(image, image, cv::COLOR_GRAY2BGR);
   cv::Mat full;
   cv::resize(map, full, image.size(), 0, 0, cv::INTER_LINEAR);
-  cv::Mat heat = MapWriterNode::colorize(full, params_.lo, params_.hi);
+  cv::Mat heat = heatmap_bgr(full, params_.lo, params_.hi);
   // Per-pixel opacity grows with the map value: at or below `lo` the product shows through
   // untouched, at `hi` the heatmap covers it with opacity `alpha`.
   cv::Mat out(image.size(), CV_8UC3);

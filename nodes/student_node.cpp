@@ -2,6 +2,8 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include "networks/pyramid_check.h"
+
 namespace fmam {
 
 namespace {

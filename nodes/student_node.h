@@ -3,7 +3,7 @@
 //             bottleneck + de_resnet decoder, outputs the decoder's three levels (shallow to deep).
 //   symmetric NKD (STFPM-like): a ResNet of the teacher's shape reading the image, its layer
 //   outputs.
-// Either way the output pyramid has the teacher's levels, channels and sizes (nodes/resnet.h has
+// Either way the output pyramid has the teacher's levels, channels and sizes (networks/resnet.h has
 // the architectures and the odd-size cropping of the decoder).
 // Learned state: named_state()/load_state() for model files, train()/parameters()/module() for
 // training. In eval mode (the default) frames run under c10::InferenceMode; in training mode
@@ -21,7 +21,7 @@
 #include "framework/node.h"
 #include "framework/stateful.h"
 #include "framework/tensor_types.h"
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 namespace fmam {
 

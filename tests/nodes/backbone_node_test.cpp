@@ -3,7 +3,7 @@
 // torchvision 0.14.1, ../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth) and stored as
 // per-level mean/std/sampled values in tests/testdata/backbone_resnet18_fixture.txt; rerun the
 // script to regenerate. The bottleneck archs are checked against the (unfolded) torch module of
-// nodes/resnet.cpp, whose names and shapes the weights must fit. Plus weight files: full state
+// networks/resnet.cpp, whose names and shapes the weights must fit. Plus weight files: full state
 // dicts, OrderedDicts, missing/mis-shaped keys, the lookup and its not-found message.
 #include "nodes/backbone_node.h"
 
@@ -18,8 +18,8 @@
 
 #include "framework/graph.h"
 #include "framework/node_runner.h"
-#include "nodes/resnet.h"
-#include "nodes/weights.h"
+#include "networks/resnet.h"
+#include "networks/weights.h"
 #include "tests/reference/pyramid_fixture.h"
 #include "tests/support/helpers.h"
 
@@ -281,7 +281,7 @@ TEST(BackboneNodeTest, BadLayersAreNamed) {
 
 TEST(BackboneNodeTest, DeeperArchsMatchTheTorchModule) {
   // resnet34 (BasicBlock x [3, 4, 6]) and resnet50 (Bottleneck): weights from the torch module
-  // of nodes/resnet.cpp with random BatchNorm statistics, so the folding is not trivial.
+  // of networks/resnet.cpp with random BatchNorm statistics, so the folding is not trivial.
   for (Arch arch : {Arch::kResNet34, Arch::kResNet50}) {
     SCOPED_TRACE(arch_name(arch));
     Network net = make_resnet(arch, {1, 2, 3}, 7);

@@ -104,7 +104,7 @@ TEST(CosineDiscrepancyNodeTest, LevelMismatchIsALoadError) {
                                                {"student", Shape::pyramid({{64, 63, 64}})}});
       },
       testing::ThrowsMessage<PortError>(
-          HasSubstr(R"(input "student": level 0 is 63x64, input "teacher" is 64x64)")));
+          HasSubstr(R"(input "student": level 0 is 63x64 (HxW), input "teacher" is 64x64)")));
 }
 
 TEST(CosineDiscrepancyNodeTest, RuntimeSizeMismatchNamesTheLevel) {
@@ -113,7 +113,7 @@ TEST(CosineDiscrepancyNodeTest, RuntimeSizeMismatchNamesTheLevel) {
         RunDisc({at::randn({1, 4, 8, 8})}, {at::randn({1, 4, 8, 9})});
       },
       testing::ThrowsMessage<NodeError>(
-          HasSubstr(R"(input "student": level 0 is 8x9, input "teacher" is 8x8)")));
+          HasSubstr(R"(input "student": level 0 is 8x9 (HxW), input "teacher" is 8x8)")));
 }
 
 }  // namespace

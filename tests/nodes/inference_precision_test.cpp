@@ -14,7 +14,7 @@
 #include "framework/error.h"
 #include "nodes/backbone_node.h"
 #include "nodes/feature_map_node.h"
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 #include "nodes/student_node.h"
 
 namespace fmam {

@@ -18,7 +18,7 @@
 #include "framework/graph.h"
 #include "framework/node_runner.h"
 #include "nodes/backbone_node.h"
-#include "nodes/weights.h"
+#include "networks/weights.h"
 #include "tests/reference/pyramid_fixture.h"
 
 namespace fmam {

@@ -1,6 +1,6 @@
 // The ResNet family the nodes share (torchvision's ResNet-18/34/50 and Wide-ResNet-50-2) and the
 // trainable networks built from it, behind an interface free of torch/torch.h: only
-// nodes/resnet.cpp includes the torch::nn headers.
+// networks/resnet.cpp includes the torch::nn headers.
 //
 // Trainable networks (random init from a seed, names as torchvision / RD4AD name them):
 //   make_resnet            torchvision ResNet up to layerN: the "symmetric" (STFPM-like) student
@@ -53,16 +53,7 @@ int64_t layer_size(int64_t n, int layer);
 std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h,
                                                int64_t w);
 
-// [C, H, W] of each level of a batch of pyramids ([B, C, H, W] tensors).
-std::vector<std::vector<int64_t>> level_dims(const std::vector<at::Tensor>& levels);
-
-// Checks that pyramid `b` (input `b_name`) has as many levels as `a` (described by `a_what`,
-// e.g. `input "teacher"`), and the same channels per level (and, with `spatial`, the same
-// H x W); -1 dims match anything. Throws PortError on input `b_name` naming the deepest level
-// that differs:   input "student": level 2 has 512 channels, input "teacher" has 256
-void check_levels_match(const std::vector<std::vector<int64_t>>& a, const std::string& a_what,
-                        const std::vector<std::vector<int64_t>>& b, const char* b_name,
-                        bool spatial);
+// Comparing two pyramids (level_dims, check_levels_match): networks/pyramid_check.h.
 
 // Parses a `layers` param: names from layer1..layer4, strictly increasing (the pyramid is
 // ordered shallow to deep), at least one. Returns the layer numbers. Throws Error starting with

@@ -10,7 +10,7 @@
 #include <thread>
 #include <vector>
 
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 namespace fmam {
 namespace {

@@ -1,6 +1,6 @@
-// The trainable networks (torch::nn modules). The only node file that includes torch/nn headers;
+// The trainable networks (torch::nn modules). The only fmam file that includes torch/nn headers;
 // module and parameter names follow torchvision and RD4AD so that their checkpoints map 1:1.
-#include "nodes/resnet.h"
+#include "networks/resnet.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/autocast_mode.h>
@@ -16,7 +16,7 @@
 #include <optional>
 #include <set>
 
-#include "nodes/weights.h"
+#include "networks/weights.h"
 
 namespace fmam {
 
@@ -77,46 +77,6 @@ std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& l
     out.push_back(
         {layer_channels(a, l), h < 0 ? -1 : layer_size(h, l), w < 0 ? -1 : layer_size(w, l)});
   return out;
-}
-
-std::vector<std::vector<int64_t>> level_dims(const std::vector<at::Tensor>& levels) {
-  std::vector<std::vector<int64_t>> out;
-  for (const auto& t : levels) {
-    if (t.dim() == 4)
-      out.push_back({t.size(1), t.size(2), t.size(3)});
-    else
-      out.push_back({-1, -1, -1});
-  }
-  return out;
-}
-
-void check_levels_match(const std::vector<std::vector<int64_t>>& a, const std::string& a_what,
-                        const std::vector<std::vector<int64_t>>& b, const char* b_name,
-                        bool spatial) {
-  if (a.size() != b.size())
-    throw PortError("input", b_name,
-                    "has " + std::to_string(b.size()) + " levels, " + a_what + " has " +
-                        std::to_string(a.size()));
-  auto dim = [](const std::vector<int64_t>& v, size_t k) {
-    return k < v.size() ? v[k] : int64_t(-1);
-  };
-  auto differ = [&](size_t j, size_t k) {
-    return dim(a[j], k) >= 0 && dim(b[j], k) >= 0 && dim(a[j], k) != dim(b[j], k);
-  };
-  auto hw = [&](const std::vector<int64_t>& v) {
-    return std::to_string(dim(v, 1)) + "x" + std::to_string(dim(v, 2));
-  };
-  // Deepest first: that level names the backbone best (64/128/256 vs 256/512/1024 ...).
-  for (size_t j = a.size(); j-- > 0;) {
-    if (differ(j, 0))
-      throw PortError("input", b_name,
-                      "level " + std::to_string(j) + " has " + std::to_string(dim(b[j], 0)) +
-                          " channels, " + a_what + " has " + std::to_string(dim(a[j], 0)));
-    if (spatial && (differ(j, 1) || differ(j, 2)))
-      throw PortError(
-          "input", b_name,
-          "level " + std::to_string(j) + " is " + hw(b[j]) + ", " + a_what + " is " + hw(a[j]));
-  }
 }
 
 std::vector<int> parse_layers(const std::vector<std::string>& names) {
@@ -337,7 +297,9 @@ nn::Sequential make_layer(const ArchSpec& s, int64_t in_first, int64_t planes, i
   return seq;
 }
 
-void check_pyramid(const std::vector<at::Tensor>& in, size_t n, const char* what) {
+// A network's own input list (n tensors, each [B, C, H, W]); the nodes have already checked
+// their pyramids against each other (networks/pyramid_check.h), so this guards direct callers.
+void check_network_inputs(const std::vector<at::Tensor>& in, size_t n, const char* what) {
   FMAM_CHECK(in.size() == n) << what << " takes " << n << " inputs, got " << in.size();
   for (const auto& t : in)
     FMAM_CHECK(t.dim() == 4) << what << " takes 4-D [B, C, H, W] tensors, got " << t.dim() << "-D";
@@ -360,7 +322,7 @@ class ResNetImpl : public nn::Module {
   }
 
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) {
-    check_pyramid(in, 1, "a ResNet");
+    check_network_inputs(in, 1, "a ResNet");
     at::Tensor x = fused_stem_ ? (*fused_stem_)(in[0]).relu_() : bn1_->forward(conv1_->forward(in[0])).relu_();
     x = at::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
     std::vector<at::Tensor> out;
@@ -477,7 +439,7 @@ class ReverseStudentImpl : public nn::Module {
   explicit ReverseStudentImpl(Arch a)
       : bn_(register_module("bn", Ocbe(a))), decoder_(register_module("decoder", Decoder(a))) {}
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& f) {
-    check_pyramid(f, 3, "an RD4AD student");
+    check_network_inputs(f, 3, "an RD4AD student");
     return decoder_->forward(bn_->forward(f), {f[2], f[1], f[0]});
   }
 
@@ -506,7 +468,7 @@ class FeatureMapImpl : public nn::Module {
       levels_.push_back(register_module("level" + std::to_string(j), Mlp(channels[j], hidden[j])));
   }
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& in) {
-    check_pyramid(in, levels_.size(), "the feature map");
+    check_network_inputs(in, levels_.size(), "the feature map");
     std::vector<at::Tensor> out;
     for (size_t j = 0; j < in.size(); ++j) out.push_back(levels_[j]->forward(in[j]));
     return out;

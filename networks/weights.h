@@ -44,7 +44,8 @@ struct WeightsSearch {
 //   torchvision's cache: $TORCH_HOME/hub/checkpoints, else
 //   ${XDG_CACHE_HOME:-~/.cache}/torch/hub/checkpoints,
 //   ../shared/weights relative to the current directory,
-//   <ancestor>/shared/weights for each ancestor of the executable's folder (the repo's sibling).
+//   <d>/shared/weights for the nearest ancestor d of the executable's folder that has one (the
+//   repo's sibling). The places come from a ResourceLocator (framework/resource_locator.h).
 WeightsSearch find_weights(const std::string& requested,
                            const std::vector<std::string>& default_names);
 

@@ -1,14 +1,15 @@
-#include "nodes/weights.h"
+#include "networks/weights.h"
 
 #include <ATen/core/Dict.h>
 #include <ATen/core/ivalue.h>
 #include <ATen/ops/from_blob.h>
 #include <caffe2/serialize/inline_container.h>
+#include <openssl/evp.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 #include <unistd.h>
 
-#include <array>
 #include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -16,7 +17,7 @@
 #include <memory>
 
 #include "framework/error.h"
-#include "framework/locate.h"
+#include "framework/resource_locator.h"
 
 namespace fmam {
 
@@ -340,95 +341,31 @@ void write_state_dict(const std::string& path, const NamedTensors& tensors) {
   if (!f) throw Error(path + ": cannot write");
 }
 
-// ---- SHA-256 (FIPS 180-4) ------------------------------------------------------------------
-
-namespace {
-
-class Sha256 {
- public:
-  void update(const unsigned char* p, size_t n) {
-    total_ += n;
-    while (n > 0) {
-      const size_t k = std::min(n, size_t(64) - fill_);
-      std::memcpy(buf_ + fill_, p, k);
-      fill_ += k;
-      p += k;
-      n -= k;
-      if (fill_ == 64) {
-        block(buf_);
-        fill_ = 0;
-      }
-    }
-  }
-  std::string hex() {
-    const uint64_t bits = total_ * 8;
-    const unsigned char pad = 0x80, zero = 0;
-    update(&pad, 1);
-    while (fill_ != 56) update(&zero, 1);
-    unsigned char len[8];
-    for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(bits >> (56 - 8 * i));
-    update(len, 8);
-    std::string out;
-    char b[9];
-    for (uint32_t v : h_) {
-      std::snprintf(b, sizeof b, "%08x", v);
-      out += b;
-    }
-    return out;
-  }
-
- private:
-  static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-  void block(const unsigned char* p) {
-    static constexpr uint32_t k[64] = {
-        0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4,
-        0xab1c5ed5, 0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe,
-        0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f,
-        0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7,
-        0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc,
-        0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b,
-        0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116,
-        0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-        0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
-        0xc67178f2};
-    uint32_t w[64];
-    for (int i = 0; i < 16; ++i)
-      w[i] = uint32_t(p[4 * i]) << 24 | uint32_t(p[4 * i + 1]) << 16 | uint32_t(p[4 * i + 2]) << 8 |
-             p[4 * i + 3];
-    for (int i = 16; i < 64; ++i) {
-      const uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-      const uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-      w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = h_[0], b = h_[1], c = h_[2], d = h_[3], e = h_[4], f = h_[5], g = h_[6], h = h_[7];
-    for (int i = 0; i < 64; ++i) {
-      const uint32_t t1 =
-          h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + k[i] + w[i];
-      const uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-      h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-    }
-    h_[0] += a, h_[1] += b, h_[2] += c, h_[3] += d, h_[4] += e, h_[5] += f, h_[6] += g, h_[7] += h;
-  }
-
-  std::array<uint32_t, 8> h_ = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  unsigned char buf_[64];
-  size_t fill_ = 0;
-  uint64_t total_ = 0;
-};
-
-}  // namespace
+// ---- SHA-256 -------------------------------------------------------------------------------
 
 std::string sha256_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) throw Error(path + ": cannot open");
-  Sha256 sha;
+  // OpenSSL's digest, fed in 64 KiB reads: a 100 MB ResNet-50 file is never held whole.
+  const std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw Error(path + ": OpenSSL SHA-256 is unavailable");
   std::vector<char> buf(1 << 16);
   while (f) {
     f.read(buf.data(), std::streamsize(buf.size()));
-    sha.update(reinterpret_cast<const unsigned char*>(buf.data()), size_t(f.gcount()));
+    if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(f.gcount())) != 1)
+      throw Error(path + ": SHA-256 failed");
   }
-  return sha.hex();
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) throw Error(path + ": SHA-256 failed");
+  std::string hex;
+  char b[3];
+  for (unsigned i = 0; i < len; ++i) {
+    std::snprintf(b, sizeof b, "%02x", md[i]);
+    hex += b;
+  }
+  return hex;
 }
 
 // ---- lookup --------------------------------------------------------------------------------
@@ -439,9 +376,35 @@ bool is_file(const fs::path& p) {
   std::error_code ec;
   return fs::is_regular_file(p, ec);
 }
+
+// The repo's weights folder, relative to the folder that holds the checkout.
+const fs::path kRepoWeights = fs::path("shared") / "weights";
+
 bool is_dir(const fs::path& p) {
   std::error_code ec;
   return fs::is_directory(p, ec);
+}
+
+// The folders find_weights() searches, in order (see weights.h), labelled for its message.
+ResourceLocator weights_folders() {
+  ResourceLocator loc;
+  if (const auto env = env_value("FMAM_WEIGHTS")) loc.add(*env, "$FMAM_WEIGHTS (" + *env + ")");
+  fs::path cache;  // torchvision's own order: $TORCH_HOME, then the XDG cache, then ~/.cache
+  if (const auto th = env_value("TORCH_HOME")) {
+    cache = fs::path(*th) / "hub" / "checkpoints";
+  } else if (const auto xdg = env_value("XDG_CACHE_HOME")) {
+    cache = fs::path(*xdg) / "torch" / "hub" / "checkpoints";
+  } else if (const auto home = env_value("HOME")) {
+    cache = fs::path(*home) / ".cache" / "torch" / "hub" / "checkpoints";
+  }
+  if (!cache.empty()) loc.add(cache, cache.string() + " (torchvision's cache)");
+  std::error_code ec;
+  const fs::path cwd = fs::current_path(ec);
+  loc.add(fs::path("..") / kRepoWeights, "../shared/weights (from " + cwd.string() + ")");
+  // Only the nearest repo's shared/weights: a farther one belongs to some other checkout.
+  if (const fs::path d = loc.nearest_exe_ancestor(kRepoWeights, is_dir); !d.empty())
+    loc.add(d / kRepoWeights, (d / kRepoWeights).string() + " (beside the executable's repo)");
+  return loc;
 }
 
 }  // namespace
@@ -460,53 +423,25 @@ WeightsSearch find_weights(const std::string& requested,
   const std::vector<std::string> names =
       requested.empty() ? default_names : std::vector<std::string>{requested};
 
-  std::vector<std::pair<fs::path, std::string>> dirs;  // folder, how the message names it
-  if (const char* env = std::getenv("FMAM_WEIGHTS"); env && *env) {
-    if (is_file(env) && requested.empty()) {
-      s.places.push_back(std::string("$FMAM_WEIGHTS (") + env + ")");
-      s.path = env;
-      return s;
-    }
-    dirs.emplace_back(env, std::string("$FMAM_WEIGHTS (") + env + ")");
-  } else {
-    s.places.push_back("$FMAM_WEIGHTS (not set)");
+  if (const auto env = env_value("FMAM_WEIGHTS"); env && is_file(*env) && requested.empty()) {
+    s.places.push_back("$FMAM_WEIGHTS (" + *env + ")");
+    s.path = *env;
+    return s;
   }
-  fs::path cache;
-  if (const char* th = std::getenv("TORCH_HOME"); th && *th) {
-    cache = fs::path(th) / "hub" / "checkpoints";
-  } else if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) {
-    cache = fs::path(xdg) / "torch" / "hub" / "checkpoints";
-  } else if (const char* home = std::getenv("HOME"); home && *home) {
-    cache = fs::path(home) / ".cache" / "torch" / "hub" / "checkpoints";
-  }
-  if (!cache.empty()) dirs.emplace_back(cache, cache.string() + " (torchvision's cache)");
-  {
-    std::error_code ec;
-    const fs::path cwd = fs::current_path(ec);
-    dirs.emplace_back(fs::path("..") / "shared" / "weights",
-                      "../shared/weights (from " + cwd.string() + ")");
-  }
-  bool found_repo = false;
-  for (fs::path d = executable_dir(); !d.empty(); d = d.parent_path()) {
-    if (is_dir(d / "shared" / "weights")) {
-      dirs.emplace_back(d / "shared" / "weights",
-                        (d / "shared" / "weights").string() + " (beside the executable's repo)");
-      found_repo = true;
-      break;
-    }
-    if (d == d.parent_path()) break;
-  }
-  for (const auto& [dir, label] : dirs) {
-    s.places.push_back(label);
+  if (!env_value("FMAM_WEIGHTS")) s.places.push_back("$FMAM_WEIGHTS (not set)");
+  const ResourceLocator loc = weights_folders();
+  const auto holds_one = [&](const ResourceLocator::Place& dir) {
     for (const auto& n : names)
-      if (is_file(dir / n)) {
-        s.path = (dir / n).string();
-        return s;
+      if (is_file(dir.path / n)) {
+        s.path = (dir.path / n).string();
+        return true;
       }
-  }
-  if (!found_repo)
+    return false;
+  };
+  if (loc.find(holds_one, &s.places)) return s;
+  if (loc.nearest_exe_ancestor(kRepoWeights, is_dir).empty())
     s.places.push_back("shared/weights beside the executable's repo (none above " +
-                       executable_dir().string() + ")");
+                       loc.exe_dir().string() + ")");
   return s;
 }
 
