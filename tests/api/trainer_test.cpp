@@ -11,9 +11,14 @@
 #include <fstream>
 #include <sstream>
 
+#include "api/graph_io.h"
+#include "api/plugins.h"
 #include "api/train_config.h"
 #include "fmam/trainer.h"
+#include "framework/executor.h"
+#include "framework/model_binding.h"
 #include "framework/model_file.h"
+#include "framework/output_cache.h"
 
 namespace fmam {
 namespace {
@@ -203,6 +208,28 @@ TEST(TrainerTest, TeacherCacheBoundStoresWhatFitsAndTheRestIsComputed) {
   EXPECT_EQ(tiny.result.cache_misses, 4 + 2 * 3);
   EXPECT_EQ(tiny.result.cache_refused, 2 * 4);
   EXPECT_LE(tiny.result.cache_bytes, 1 << 20);
+}
+
+// Which nodes the cache serves is read from the graph: frozen, deterministic, and fed only by
+// deterministic nodes from the image file. In fmam_rkd_train that is "teacher" alone: Resize is
+// deterministic but its Tensor is not stored, "teacher_syn" is fed by AnomalySynth (random per
+// frame), the students train. Without a cache, none.
+std::vector<std::string> cached_ids(const std::string& graph_file, bool with_cache) {
+  ensure_plugins();
+  GraphConfig g = load_graph_file(kSrc + "/graphs/" + graph_file);
+  bind_params(g, image_size_bindings(64, 64));
+  attach_io(g, true, "");
+  RunOptions o;
+  o.tail_trainable = true;
+  if (with_cache) o.output_cache = std::make_shared<OutputCache>(1 << 20, false);
+  return Executor(validate(g), o).cached_node_ids();
+}
+
+TEST(TeacherCacheTest, OnlyTheFrozenTeacherOfTheFileQualifies) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(cached_ids("fmam_rkd_train.json", true), V{"teacher"});
+  EXPECT_EQ(cached_ids("fmam_nkd_train.json", true), V{"teacher"});  // its student reads the resized image
+  EXPECT_EQ(cached_ids("fmam_rkd_train.json", false), V{});
 }
 
 TEST(TrainConfigTest, TeacherCacheMbIsCheckedByName) {
