@@ -106,6 +106,10 @@ const std::vector<Field>& train_fields() {
          return p == "auto" || p == "fp32" || p == "bf16-mixed" ? "" : "\"" + p + "\" is not one of auto, fp32, bf16-mixed";
        }},
       {"drop_last", "bool", "end an epoch before its last partial batch (default false, as PyTorch)", false, true, is_bool},
+      {"teacher_cache_mb", "integer in [0, 1048576]",
+       "MiB for the frozen teacher's pyramids of the normal images, computed in epoch 1 and reused (bf16 under bf16-mixed; "
+       "default 1024, 0: off; images past the bound are computed every epoch)",
+       false, true, integer_in(0, 1LL << 20)},
       {"stages", "list of stages", "trained one after the other", true, false,
        [](const json& v) -> std::string { return v.is_array() && !v.empty() ? "" : "expected a non-empty list of stages" + got(v); }},
       {"doc", "string", "a comment", false, false, is_string},
@@ -233,6 +237,7 @@ TrainConfig to_config(const json& j) {
   c.seed = j.value("seed", 0);
   c.precision = j.value("precision", std::string("auto"));
   c.drop_last = j.value("drop_last", false);
+  c.teacher_cache_mb = j.value("teacher_cache_mb", 1024LL);
   for (const auto& st : j.at("stages")) {
     Stage s;
     s.name = st.at("name").get<std::string>();

@@ -33,6 +33,7 @@
 #include "framework/io.h"
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
+#include "framework/output_cache.h"
 #include "framework/packet.h"
 #include "framework/registry.h"
 #include "framework/stateful.h"
@@ -152,6 +153,8 @@ struct Trainer::Impl {
   long long full_batches = 0, batches_per_epoch = 0;
   Precision precision = Precision::kFloat32;
   std::atomic<bool> cancelled{false};
+  std::shared_ptr<OutputCache> teacher_cache;  // null: train.teacher_cache_mb is 0
+  bool cache_full_logged = false;
 
   Model model;
   json progress = fresh_progress();
@@ -166,6 +169,7 @@ struct Trainer::Impl {
   EpochRun run_epoch(StageRun& r, size_t si, int epoch, const Trainer::ProgressCallback& report, long long& images_seen);
   bool end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, const Trainer::ProgressCallback& report);
   void step(StageRun& r, const Stage& st, Frame& fb, EpochRun& e);
+  void log_cache(const Executor& ex, size_t si, int epoch);
   static void fill_progress(EpochRun& e);
   std::string stopped_at;  // set when cancelled mid-epoch
   std::vector<at::Tensor> stage_parameters(Executor& ex, const ValidatedGraph& vg, const Stage& st);
@@ -252,6 +256,10 @@ void Trainer::Impl::load() {
   if (cfg.precision == "bf16-mixed" && !cpu_has_native_bf16())
     log("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated and "
         "slower than fp32; \"auto\" would pick fp32 here");
+
+  // One cache for the whole run, both stages: the teacher and its input are the same in each.
+  if (cfg.teacher_cache_mb > 0)
+    teacher_cache = std::make_shared<OutputCache>(cfg.teacher_cache_mb << 20, precision == Precision::kBFloat16Mixed);
 
   if (opt.resume) resume_from_checkpoint();
   model.graph_name = inf.name;
@@ -369,6 +377,7 @@ std::unique_ptr<StageRun> Trainer::Impl::start_stage(size_t si) {
   // The frozen teacher computes in the training precision too (as under torch.autocast); the
   // trained nodes keep float32 weights whatever it is (NodeEnv::training).
   ro.precision = precision;
+  ro.output_cache = teacher_cache;
   r->ex = std::make_unique<Executor>(vg, ro);
   load_partial(*r->ex, model.tensors);
   AdamOptions ao;
@@ -506,11 +515,40 @@ bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, co
   return true;
 }
 
+// What the teacher cache did: which nodes it serves (at a stage's start), its contents after a
+// stage's first epoch and at its end, and, once, that the bound was reached.
+void Trainer::Impl::log_cache(const Executor& ex, size_t si, int epoch) {
+  if (!teacher_cache) return;
+  const Stage& st = cfg.stages[si];
+  if (epoch < 0) {
+    const std::vector<std::string> ids = ex.cached_node_ids();
+    std::string names;
+    for (const auto& id : ids) names += (names.empty() ? "\"" : ", \"") + id + "\"";
+    log(st.name + ": teacher cache: " + (ids.empty() ? "no node here qualifies (none is frozen and fed only by the image file)"
+                                                      : "reusing the outputs of node " + names + " for each image"));
+    return;
+  }
+  const OutputCache::Stats c = teacher_cache->stats();
+  char mib[32];
+  std::snprintf(mib, sizeof mib, "%.1f", double(c.bytes) / (1 << 20));
+  if (epoch == 0 || epoch + 1 == st.epochs)
+    log(st.name + " epoch " + std::to_string(epoch + 1) + ": teacher cache: " + std::to_string(c.entries) + " pyramids, " + std::string(mib) +
+        " MiB (" + (teacher_cache->bfloat16() ? "bf16" : "fp32") + "); " + std::to_string(c.hits) + " hits, " +
+        std::to_string(c.misses) + " misses so far");
+  if (c.refused > 0 && !cache_full_logged) {
+    cache_full_logged = true;
+    log("teacher cache full at " + std::string(mib) + " MiB (train.teacher_cache_mb=" + std::to_string(cfg.teacher_cache_mb) +
+        "): the images that do not fit run the teacher every epoch; raise it to cache them all");
+  }
+}
+
 bool Trainer::Impl::run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen) {
   std::unique_ptr<StageRun> r = start_stage(si);
+  log_cache(*r->ex, si, -1);
   for (int epoch = progress["epoch"].get<int>(); epoch < cfg.stages[si].epochs; ++epoch) {
     EpochRun e = run_epoch(*r, si, epoch, report, images_seen);
     if (!end_epoch(*r, si, epoch, e, report)) return false;
+    log_cache(*r->ex, si, epoch);
   }
   progress["stage"] = si + 1;
   progress["epoch"] = 0;
@@ -528,6 +566,20 @@ Trainer::Trainer(const std::string& training_graph, TrainOptions options) : impl
 Trainer::~Trainer() = default;
 
 void Trainer::cancel() { impl_->cancelled = true; }
+
+namespace {
+
+void add_cache_stats(const OutputCache* cache, TrainResult& r) {
+  if (!cache) return;
+  const OutputCache::Stats c = cache->stats();
+  r.cache_entries = c.entries;
+  r.cache_bytes = c.bytes;
+  r.cache_hits = c.hits;
+  r.cache_misses = c.misses;
+  r.cache_refused = c.refused;
+}
+
+}  // namespace
 
 TrainResult Trainer::train(const ProgressCallback& progress) {
   Impl& m = *impl_;
@@ -554,12 +606,14 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
       r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
       r.stopped_at = m.stopped_at;
       r.skipped = (long long)m.skipped.size();
+      add_cache_stats(m.teacher_cache.get(), r);
       return r;  // cancelled: a checkpoint
     }
   }
   m.save(true);
   r.finished = true;
   r.skipped = (long long)m.skipped.size();
+  add_cache_stats(m.teacher_cache.get(), r);
   r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
   return r;
 }

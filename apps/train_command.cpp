@@ -43,7 +43,8 @@ int cmd_train(int argc, char** argv) {
                                     "                              AVX512-BF16, else fp32), train.drop_last=true (default false:\n"
                                     "                              the last partial batch is trained on), stage1.epochs=10,\n"
                                     "                              stage2.lr=1e-4, stage1.betas=[0.5,0.999] (Adam; default\n"
-                                    "                              [0.9,0.999]), stage1.weight_decay=0,\n"
+                                    "                              [0.9,0.999]), stage1.weight_decay=0, train.teacher_cache_mb=0\n"
+                                    "                              (recompute the teacher every epoch; default 1024 MiB),\n"
                                     "                              or a node param (synth.tau=0.4)", true, ""},
                {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},

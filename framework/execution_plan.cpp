@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "framework/output_cache.h"
 #include "framework/stateful.h"
 
 namespace fmam {
@@ -95,6 +96,30 @@ std::vector<std::set<int>> predecessors(const ValidatedGraph& g, const std::vect
   return preds;
 }
 
+// The nodes whose outputs a training run may reuse across epochs: their outputs depend on the
+// frame's file and nothing else. That holds for a deterministic node (Contract::deterministic)
+// that is not trained, when every node upstream of it is deterministic and the chain starts at a
+// node with no inputs (the image source, which reads the frame's file), not at a graph input set
+// by the caller (an in-memory frame has no file to key on). Nodes in the serial tail are trained
+// or fed by trained ones, so never qualify. Only nodes whose every output the cache can store
+// are chosen (output_cache.h: pyramids).
+std::vector<bool> cached_nodes(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes,
+                               const std::vector<bool>& in_tail) {
+  const size_t n = g.nodes.size();
+  std::vector<bool> from_file(n, false), cached(n, false);
+  for (size_t i = 0; i < n; ++i) {  // topological order: producers first
+    const ValidatedNode& vn = g.nodes[i];
+    bool ok = vn.type->contract.is_deterministic() && !dynamic_cast<const Trainable*>(nodes[i].get());
+    for (int s : vn.in_streams)
+      if (s >= 0) ok = ok && g.streams[size_t(s)].producer >= 0 && from_file[size_t(g.streams[size_t(s)].producer)];
+    from_file[i] = ok;
+    bool storable = !vn.out_streams.empty();
+    for (const auto& o : vn.type->contract.outputs()) storable = storable && OutputCache::stores(o.type);
+    cached[i] = ok && storable && !in_tail[i] && !vn.in_streams.empty();
+  }
+  return cached;
+}
+
 }  // namespace
 
 ExecutionPlan ExecutionPlan::compile(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes,
@@ -104,6 +129,7 @@ ExecutionPlan ExecutionPlan::compile(const ValidatedGraph& g, const std::vector<
   p.tail_inputs = tail_input_streams(g, p.in_tail);
   p.has_tail = std::find(p.in_tail.begin(), p.in_tail.end(), true) != p.in_tail.end();
   p.preds = predecessors(g, p.in_tail);
+  p.cached = options.output_cache ? cached_nodes(g, nodes, p.in_tail) : std::vector<bool>(g.nodes.size(), false);
   for (const auto& vn : g.nodes) p.batching_nodes += (vn.type->contract.is_batchable() && options.batch > 1);
   // A batcher holds up to batch-1 frames waiting for more; enough tokens that every batcher can
   // fill while frames still flow.

@@ -19,6 +19,9 @@ struct ExecutionPlan {
   std::vector<bool> in_tail;     // runs in the serial tail (training), not on the flow graph
   std::vector<int> tail_inputs;  // streams entering the tail, stacked into batches
   bool has_tail = false;
+  // Nodes whose outputs RunOptions::output_cache serves (all false without one): see
+  // cached_nodes() in execution_plan.cpp.
+  std::vector<bool> cached;
   int batching_nodes = 0;        // batchable nodes that run batched (batch > 1)
   int tokens = 0;                // frames in flight: max_in_flight, raised so every batcher can fill
 

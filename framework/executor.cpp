@@ -55,6 +55,13 @@ void Executor::build_nodes() {
 
 const std::vector<bool>& Executor::in_tail() const { return plan_->in_tail; }
 
+std::vector<std::string> Executor::cached_node_ids() const {
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < graph_.nodes.size(); ++i)
+    if (plan_->cached[i]) ids.push_back(graph_.nodes[i].config.id);
+  return ids;
+}
+
 Executor::~Executor() = default;
 
 namespace {
@@ -260,7 +267,7 @@ class FlowRun {
 RunStats Executor::run(const Source& source, const Sink& sink, bool record_intervals, const BatchSink& batch_sink) {
   RunStats stats;
   const auto t0 = std::chrono::steady_clock::now();
-  NodeInvoker invoker(graph_, nodes_, options_, stats, record_intervals);
+  NodeInvoker invoker(graph_, nodes_, options_, stats, record_intervals, plan_->cached);
   SerialTail tail(graph_, *plan_, invoker, options_.batch, batch_sink);
   int peak = 0;
   tbb::task_arena arena(options_.threads > 0 ? options_.threads : tbb::task_arena::automatic);

@@ -17,6 +17,7 @@
 namespace fmam {
 
 struct ExecutionPlan;
+class OutputCache;
 
 // One frame's packets, one slot per stream of the graph.
 class Frame {
@@ -58,6 +59,9 @@ struct RunOptions {
   // them before batch k has stepped; decoding, synthesis and the frozen teacher still pipeline.
   std::vector<std::string> tail_from;
   bool tail_trainable = false;  // also start the tail at every Trainable node
+  // Training: where the outputs of frozen nodes fed only by deterministic nodes from the image
+  // file are kept across runs (epochs, stages); null: none. See output_cache.h.
+  std::shared_ptr<OutputCache> output_cache;
 };
 
 struct NodeStats {
@@ -98,6 +102,8 @@ class Executor {
                const BatchSink& batch_sink = {});
   // Nodes that run in the serial tail (RunOptions::tail_from and their descendants).
   const std::vector<bool>& in_tail() const;
+  // Ids of the nodes whose outputs RunOptions::output_cache serves (execution_plan.h).
+  std::vector<std::string> cached_node_ids() const;
 
   const ValidatedGraph& graph() const { return graph_; }
   Node& node(const std::string& id);

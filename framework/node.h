@@ -296,6 +296,14 @@ class Contract {
     batchable_ = true;
     return *this;
   }
+  // The node's outputs are a deterministic function of its inputs and params: no random
+  // numbers, no state, no use of the frame id (AnomalySynth, seeded per frame id, is not; the
+  // concurrency alone cannot tell, as both are kUnlimited). Training reuses the outputs of such
+  // a node when everything upstream of it is deterministic too (RunOptions::output_cache).
+  Contract& deterministic() {
+    deterministic_ = true;
+    return *this;
+  }
   // One line on what the node computes, printed by `fmam describe`.
   Contract& doc(std::string d) {
     doc_ = std::move(d);
@@ -309,6 +317,7 @@ class Contract {
   const std::vector<ParamSpec>& params() const { return params_; }
   Concurrency concurrency() const { return concurrency_; }
   bool is_batchable() const { return batchable_; }
+  bool is_deterministic() const { return deterministic_; }
   const PortSpec* find_input(std::string_view n) const;
   const PortSpec* find_output(std::string_view n) const;
   const ParamSpec* find_param(std::string_view n) const;
@@ -343,6 +352,7 @@ class Contract {
   std::vector<ParamSpec> params_;
   Concurrency concurrency_ = Concurrency::kUnlimited;
   bool batchable_ = false;
+  bool deterministic_ = false;
 };
 
 // ---- the per-frame context -----------------------------------------------------------------

@@ -17,8 +17,9 @@ namespace fmam {
 
 class NodeInvoker {
  public:
+  // cached[i]: node i's outputs come from options.output_cache where it has them (execution_plan.h).
   NodeInvoker(const ValidatedGraph& g, std::vector<std::unique_ptr<Node>>& nodes, const RunOptions& options, RunStats& stats,
-              bool record_intervals);
+              bool record_intervals, const std::vector<bool>& cached);
 
   // A flow-graph message for node i: the live frames of `frames` (not dropped, not the
   // end-of-stream marker) go through process() together; finish() follows the node's last
@@ -38,12 +39,17 @@ class NodeInvoker {
               double flops);
   void mark_dropped(size_t i, const std::vector<Msg>& frames, const std::string& reason);
   void store_outputs(size_t i, const std::vector<Msg>& frames, Context& ctx);
+  // Fills node i's outputs of the frames the cache has; returns the others, with their keys.
+  std::vector<Msg> serve_from_cache(size_t i, const std::vector<Msg>& frames, std::vector<std::string>& miss_keys);
+  // process() of node i on the frames the cache lacked, then their outputs into the cache.
+  void invoke_and_store(size_t i, const std::vector<Msg>& misses, const std::vector<std::string>& keys);
 
   const ValidatedGraph& graph_;
   std::vector<std::unique_ptr<Node>>& nodes_;
   const RunOptions& options_;
   RunStats& stats_;
   const bool record_intervals_;
+  const std::vector<bool> cached_;
   const std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   std::vector<std::mutex> stat_mutex_;
   // Messages done and announced (by the end-of-stream marker's position) per node.

@@ -48,6 +48,7 @@ class BackboneNode final : public Node, public Fingerprinted {
         .param(&Params::channels_last, "channels_last",
                "compute in NHWC memory format (faster with oneDNN); outputs are NCHW either way")
         .concurrency(Concurrency::kUnlimited)  // frozen: a pure function of the image
+        .deterministic()
         .batchable();
   }
   static Shapes infer(const Params& p, const Shapes& in);

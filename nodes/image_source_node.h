@@ -28,7 +28,8 @@ class ImageSourceNode final : public Node {
         .param(&Params::max_pixels, "max_pixels",
                "an image whose header claims more pixels is skipped before decoding (64 MP: ~200 MB)",
                Range{1, 1 << 30})
-        .concurrency(Concurrency::kUnlimited);  // files decode in parallel
+        .concurrency(Concurrency::kUnlimited)  // files decode in parallel
+        .deterministic();  // the frame's file, read; training files do not change while it runs
   }
   static Shapes infer(const Params& p, const Shapes&) {
     return {{kOut, Shape::of({-1, -1, p.color == Color::kBgr ? 3 : 1})}};

@@ -42,7 +42,8 @@ class ResizeNode final : public Node {
         .param(&Params::normalize, "normalize",
                "imagenet: (x/255 - mean) / std with torchvision's ImageNet values; unit: x/255",
                Choices<Norm>{{"imagenet", Norm::kImageNet}, {"unit", Norm::kUnit}})
-        .concurrency(Concurrency::kUnlimited);
+        .concurrency(Concurrency::kUnlimited)
+        .deterministic();
   }
   static Shapes infer(const Params& p, const Shapes& in);
   explicit ResizeNode(const Params& p) : params_(p) {}

@@ -54,6 +54,9 @@ struct TrainResult {
   long long images = 0;     // images trained on (all epochs)
   long long skipped = 0;    // training files skipped as unreadable (each named on stderr), counted once
   double seconds = 0;
+  // The teacher cache (train.teacher_cache_mb): pyramids stored and their bytes, lookups it
+  // served and missed, and pyramids not stored because the bound was reached.
+  long long cache_entries = 0, cache_bytes = 0, cache_hits = 0, cache_misses = 0, cache_refused = 0;
 };
 
 class Trainer {

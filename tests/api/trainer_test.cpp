@@ -5,14 +5,20 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "api/graph_io.h"
+#include "api/plugins.h"
 #include "api/train_config.h"
 #include "fmam/trainer.h"
+#include "framework/executor.h"
+#include "framework/model_binding.h"
 #include "framework/model_file.h"
+#include "framework/output_cache.h"
 
 namespace fmam {
 namespace {
@@ -143,6 +149,99 @@ TEST(TrainerTest, ProgressCancelAndResume) {
   const TrainResult done = Trainer(kSrc + "/graphs/rkd_train.json", o).train();
   EXPECT_TRUE(done.finished);
   EXPECT_TRUE(load_model(o.out).progress.empty()) << "a finished model carries no checkpoint";
+}
+
+// The teacher cache (train.teacher_cache_mb). One fmam_rkd_train run on 4 bottle images at 128²,
+// fp32, 2 epochs in each of its two stages: stage 2 also runs the teacher on synthetic defects,
+// which differ every epoch and so must never come from the cache.
+struct CacheRun {
+  std::vector<std::map<std::string, double>> losses;  // per epoch, stage 1 then stage 2
+  TrainResult result;
+};
+
+CacheRun train_cached(const std::string& cache_mb) {
+  TrainOptions o;
+  o.data = kBottle;
+  o.out = (temp_dir() / ("cache_" + cache_mb + ".fmam")).string();
+  o.overrides = {"stage1.epochs=2", "stage2.epochs=2", "train.image_size=128", "train.batch_size=2",
+                 "train.precision=fp32", "train.teacher_cache_mb=" + cache_mb};
+  o.max_images = 4;
+  CacheRun run;
+  run.result = Trainer(kSrc + "/graphs/fmam_rkd_train.json", o).train([&](const TrainProgress& p) {
+    if (p.epoch_done) run.losses.push_back(p.losses);
+  });
+  return run;
+}
+
+void expect_same_losses(const CacheRun& a, const CacheRun& b) {
+  ASSERT_EQ(a.losses.size(), 4u);
+  ASSERT_EQ(b.losses.size(), 4u);
+  for (size_t e = 0; e < a.losses.size(); ++e) {
+    ASSERT_EQ(a.losses[e].size(), b.losses[e].size()) << "epoch " << e;
+    for (const auto& [name, v] : a.losses[e])
+      EXPECT_NEAR(v, b.losses[e].at(name), 1e-5 * std::max(1.0, std::fabs(v))) << name << ", epoch " << e + 1 << " of 4";
+  }
+}
+
+TEST(TrainerTest, TeacherCacheGivesTheSameLossesAndIsUsed) {
+  if (!fs::exists(kBottle)) GTEST_SKIP() << "no shared data at " << kBottle;
+  const CacheRun off = train_cached("0"), on = train_cached("1024");
+  expect_same_losses(off, on);
+  EXPECT_EQ(off.result.cache_hits + off.result.cache_entries, 0) << "teacher_cache_mb=0 must turn the cache off";
+  // Stage 1 epoch 1 computes the 4 pyramids; the other 3 epochs read them. Only node "teacher"
+  // asks: a lookup by "teacher_syn" would add misses (and change stage 2's losses).
+  EXPECT_EQ(on.result.cache_entries, 4);
+  EXPECT_EQ(on.result.cache_misses, 4);
+  EXPECT_EQ(on.result.cache_hits, 12);
+  EXPECT_EQ(on.result.cache_refused, 0);
+  EXPECT_EQ(on.result.cache_bytes, 4 * 114688 * 4) << "4 pyramids of 64*32² + 128*16² + 256*8² float32 values";
+}
+
+TEST(TrainerTest, TeacherCacheBoundStoresWhatFitsAndTheRestIsComputed) {
+  if (!fs::exists(kBottle)) GTEST_SKIP() << "no shared data at " << kBottle;
+  // One 128² pyramid in fp32 is 448 KiB: 1 MiB holds 2 of the 4; the other 2 run the teacher
+  // in every epoch, and the losses stay those of no cache.
+  const CacheRun off = train_cached("0"), tiny = train_cached("1");
+  expect_same_losses(off, tiny);
+  EXPECT_EQ(tiny.result.cache_entries, 2);
+  EXPECT_EQ(tiny.result.cache_hits, 2 * 3);
+  EXPECT_EQ(tiny.result.cache_misses, 4 + 2 * 3);
+  EXPECT_EQ(tiny.result.cache_refused, 2 * 4);
+  EXPECT_LE(tiny.result.cache_bytes, 1 << 20);
+}
+
+// Which nodes the cache serves is read from the graph: frozen, deterministic, and fed only by
+// deterministic nodes from the image file. In fmam_rkd_train that is "teacher" alone: Resize is
+// deterministic but its Tensor is not stored, "teacher_syn" is fed by AnomalySynth (random per
+// frame), the students train. Without a cache, none.
+std::vector<std::string> cached_ids(const std::string& graph_file, bool with_cache) {
+  ensure_plugins();
+  GraphConfig g = load_graph_file(kSrc + "/graphs/" + graph_file);
+  bind_params(g, image_size_bindings(64, 64));
+  attach_io(g, true, "");
+  RunOptions o;
+  o.tail_trainable = true;
+  if (with_cache) o.output_cache = std::make_shared<OutputCache>(1 << 20, false);
+  return Executor(validate(g), o).cached_node_ids();
+}
+
+TEST(TeacherCacheTest, OnlyTheFrozenTeacherOfTheFileQualifies) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(cached_ids("fmam_rkd_train.json", true), V{"teacher"});
+  EXPECT_EQ(cached_ids("fmam_nkd_train.json", true), V{"teacher"});  // its student reads the resized image
+  EXPECT_EQ(cached_ids("fmam_rkd_train.json", false), V{});
+}
+
+TEST(TrainConfigTest, TeacherCacheMbIsCheckedByName) {
+  GraphConfig g = load_graph_file(kSrc + "/graphs/fmam_rkd_train.json");
+  EXPECT_EQ(parse_train_config(g).teacher_cache_mb, 1024);
+  EXPECT_EQ(parse_train_config(g, {parse_override("train.teacher_cache_mb=0")}).teacher_cache_mb, 0);
+  std::string all;
+  for (const auto& p : problems_of(g, {parse_override("train.teacher_cache_mb=-1")})) all += p + "\n";
+  EXPECT_THAT(all, HasSubstr("graphs/fmam_rkd_train.json: train.teacher_cache_mb: must be in [0, 1048576], got -1"));
+  all.clear();
+  for (const auto& p : problems_of(g, {parse_override("train.teacher_cache_mb=\"lots\"")})) all += p + "\n";
+  EXPECT_THAT(all, HasSubstr("train.teacher_cache_mb: expected an integer, got \"lots\""));
 }
 
 }  // namespace
