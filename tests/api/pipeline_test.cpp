@@ -16,6 +16,7 @@
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
 #include "tests/support/tiny_model.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -26,14 +27,7 @@ using ::testing::HasSubstr;
 const std::string kSrc = FMAM_SOURCE_DIR;
 const std::string kImages = kSrc + "/../shared/data/mvtec_ad/bottle/test/broken_large";
 
-fs::path temp_dir() {
-  static fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("fmam_pipeline_test_" + std::to_string(getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return p;
-}
+fs::path temp_dir() { return fmam::test::process_temp_dir("fmam_pipeline_test"); }
 
 // A 64x64 RKD model (untrained weights: the numbers only need to agree between paths), with a
 // calibrated threshold so verdicts exist.

@@ -19,6 +19,7 @@
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
 #include "framework/output_cache.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -37,14 +38,7 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-fs::path temp_dir() {
-  static fs::path p = [] {
-    fs::path d = fs::temp_directory_path() / ("fmam_trainer_test_" + std::to_string(getpid()));
-    fs::create_directories(d);
-    return d;
-  }();
-  return p;
-}
+fs::path temp_dir() { return fmam::test::process_temp_dir("fmam_trainer_test"); }
 
 // graphs/rkd_train.json with its train section's text edited (first occurrence of `from`).
 std::string edited_graph(const std::string& name, const std::string& from, const std::string& to) {

@@ -90,8 +90,7 @@ TEST(CliTest, ChecksAndDrawsEveryShippedGraph) {
 }
 
 TEST(CliTest, ExamplePluginGraphRunsAndSkipsABadImage) {
-  const fs::path dir = fs::temp_directory_path() / ("fmam_cli_run_" + std::to_string(getpid()));
-  fs::remove_all(dir);
+  const fs::path dir = fmam::test::process_temp_dir("fmam_cli_run");
   fs::create_directories(dir / "in");
   const std::string bottle = std::string(FMAM_SOURCE_DIR) + "/../shared/data/mvtec_ad/bottle/test/broken_large/";
   for (const char* n : {"000.png", "001.png", "002.png"}) {

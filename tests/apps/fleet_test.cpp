@@ -33,7 +33,7 @@ void write(const fs::path& p, const std::string& text) {
 // A fresh folder per test.
 fs::path temp_dir() {
   const auto* info = testing::UnitTest::GetInstance()->current_test_info();
-  fs::path d = fs::temp_directory_path() / ("fmam_fleet_test_" + std::to_string(getpid())) / info->name();
+  fs::path d = fmam::test::process_temp_dir("fmam_fleet_test") / info->name();
   fs::remove_all(d);
   fs::create_directories(d);
   return d;

@@ -12,6 +12,7 @@
 #include "framework/error.h"
 #include "framework/model_file.h"
 #include "tests/support/tiny_model.h"
+#include "tests/support/helpers.h"
 
 namespace fmam {
 namespace {
@@ -20,15 +21,7 @@ namespace fs = std::filesystem;
 using testing::HasSubstr;
 using testing::ThrowsMessage;
 
-fs::path dir() {
-  static fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("fmam_model_file_test_" + std::to_string(getpid()));
-    fs::remove_all(p);
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
+fs::path dir() { return fmam::test::process_temp_dir("fmam_model_file_test"); }
 
 const Model& rkd() {
   static Model m = test::tiny_model("graphs/rkd.json");

@@ -30,17 +30,35 @@ inline std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// <tmp>/<name>_<pid>: one folder per test binary run, made empty on its first use.
+// The folders process_temp_dir() made, removed when the test process exits (they hold models
+// of ~60 MB each; left behind, repeated test runs filled a 250 GB disk). FMAM_KEEP_TEST_TMP=1
+// keeps them for a look after a failure.
+struct ProcessTempDirs {
+  std::mutex mu;
+  std::map<std::string, fs::path> made;
+  ~ProcessTempDirs() {
+    if (std::getenv("FMAM_KEEP_TEST_TMP")) return;
+    for (const auto& [name, p] : made) {
+      std::error_code ec;
+      fs::remove_all(p, ec);
+    }
+  }
+};
+inline ProcessTempDirs& process_temp_dirs() {
+  static ProcessTempDirs dirs;
+  return dirs;
+}
+
+// <tmp>/<name>_<pid>: one folder per test binary run, made empty on its first use, removed at exit.
 inline fs::path process_temp_dir(const std::string& name) {
-  static std::mutex mu;
-  static std::map<std::string, fs::path> made;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = made.find(name);
-  if (it != made.end()) return it->second;
+  ProcessTempDirs& d = process_temp_dirs();
+  std::lock_guard<std::mutex> lock(d.mu);
+  auto it = d.made.find(name);
+  if (it != d.made.end()) return it->second;
   fs::path p = fs::temp_directory_path() / (name + "_" + std::to_string(getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
-  return made[name] = p;
+  return d.made[name] = p;
 }
 
 // A fresh folder, removed with everything in it when the TempDir goes.
