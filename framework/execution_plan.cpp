@@ -120,12 +120,22 @@ std::vector<bool> cached_nodes(const ValidatedGraph& g, const std::vector<std::u
   return cached;
 }
 
+std::vector<bool> serial_nodes(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes,
+                                const RunOptions& o) {
+  std::vector<bool> serial(g.nodes.size());
+  for (size_t i = 0; i < g.nodes.size(); ++i)
+    serial[i] = g.nodes[i].type->contract.concurrency() == Concurrency::kSerial ||
+                (o.training() && dynamic_cast<const Trainable*>(nodes[i].get()));
+  return serial;
+}
+
 }  // namespace
 
 ExecutionPlan ExecutionPlan::compile(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes,
                                      const RunOptions& options) {
   ExecutionPlan p;
   p.in_tail = tail_nodes(g, nodes, options);
+  p.serial = serial_nodes(g, nodes, options);
   p.tail_inputs = tail_input_streams(g, p.in_tail);
   p.has_tail = std::find(p.in_tail.begin(), p.in_tail.end(), true) != p.in_tail.end();
   p.preds = predecessors(g, p.in_tail);

@@ -17,6 +17,11 @@ struct ExecutionPlan {
   // no other node consumes; the source if none).
   std::vector<std::set<int>> preds;
   std::vector<bool> in_tail;     // runs in the serial tail (training), not on the flow graph
+  // serial[i]: node i takes one frame at a time, in input order: its contract says so, or it is
+  // a Trainable node in a training run (autograd and BatchNorm's running statistics are not
+  // for concurrent frames; a node's own lock would hide that from the plan). The tail is serial
+  // anyway; this covers a Trainable node upstream of it.
+  std::vector<bool> serial;
   std::vector<int> tail_inputs;  // streams entering the tail, stacked into batches
   bool has_tail = false;
   // Nodes whose outputs RunOptions::output_cache serves (all false without one): see

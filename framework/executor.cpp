@@ -44,8 +44,7 @@ void Executor::build_nodes() {
   for (size_t i : by_file) {
     const auto& vn = graph_.nodes[i];
     try {
-      const bool training = options_.tail_trainable || !options_.tail_from.empty();
-      NodeEnv env(vn.config.id, options_.device, &shared_, options_.precision, training);
+      NodeEnv env(vn.config.id, options_.device, &shared_, options_.precision, options_.training());
       nodes_[i] = vn.type->make(vn.params.get(), env);
     } catch (const std::exception& e) {
       throw Error(node_prefix(graph_.config.file, vn.config.id, vn.config.type) + ": " + e.what());
@@ -170,13 +169,13 @@ class FlowRun {
 
   void build_node(size_t i) {
     const Contract& k = graph_.nodes[i].type->contract;
-    const auto conc = k.concurrency() == Concurrency::kSerial ? flow::serial : flow::unlimited;
+    const auto conc = plan_.serial[i] ? flow::serial : flow::unlimited;
     if (!(k.is_batchable() && options_.batch > 1)) {
       Fn* fn = own(std::make_unique<Fn>(g_, conc, [this, i](const Msg& m) {
         invoker_.body(i, {m});
         return m;
       }));
-      entry_[i] = front(i, k.concurrency() == Concurrency::kSerial, *fn);
+      entry_[i] = front(i, plan_.serial[i], *fn);
       exit_[i] = fn;
       return;
     }

@@ -59,6 +59,9 @@ struct RunOptions {
   // them before batch k has stepped; decoding, synthesis and the frozen teacher still pipeline.
   std::vector<std::string> tail_from;
   bool tail_trainable = false;  // also start the tail at every Trainable node
+  // A training run: nodes are built for training (NodeEnv::training) and Trainable nodes run
+  // one frame at a time (ExecutionPlan::serial).
+  bool training() const { return tail_trainable || !tail_from.empty(); }
   // Training: where the outputs of frozen nodes fed only by deterministic nodes from the image
   // file are kept across runs (epochs, stages); null: none. See output_cache.h.
   std::shared_ptr<OutputCache> output_cache;

@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
+#include <string>
 
 #include "networks/pyramid_check.h"
 
@@ -60,35 +62,51 @@ Shapes FeatureMapNode::infer(const Params& p, const Shapes& in) {
     check_levels_match(param_levels(p), "param \"channels\"", t.levels, kInTeacher.name, false);
   if (s.known)
     check_levels_match(param_levels(p), "param \"channels\"", s.levels, kInStudent.name, false);
-  Shapes out{{kOutTeacher, t.known ? t : Shape::pyramid(param_levels(p))},
-             {kOutStudent, s.known ? s : Shape::pyramid(param_levels(p))}};
-  // The synthetic pair: both or neither, each like its normal counterpart.
-  if (in.has(kInTeacherSyn) != in.has(kInStudentSyn))
-    throw PortError("input", in.has(kInTeacherSyn) ? kInStudentSyn.name : kInTeacherSyn.name,
-                    "is not connected; the synthetic inputs come as a pair");
-  if (in.has(kInTeacherSyn)) {
-    const Shape& ts = in.at(kInTeacherSyn);
-    const Shape& ss = in.at(kInStudentSyn);
-    if (ts.known) check_levels_match(param_levels(p), "param \"channels\"", ts.levels, kInTeacherSyn.name, false);
-    if (ss.known) check_levels_match(param_levels(p), "param \"channels\"", ss.levels, kInStudentSyn.name, false);
-    out.set(kOutTeacherSyn, ts.known ? ts : Shape::pyramid(param_levels(p)));
-    out.set(kOutStudentSyn, ss.known ? ss : Shape::pyramid(param_levels(p)));
-  }
-  return out;
+  return Shapes{{kOutTeacher, t.known ? t : Shape::pyramid(param_levels(p))},
+                {kOutStudent, s.known ? s : Shape::pyramid(param_levels(p))}};
 }
 
-FeatureMapNode::FeatureMapNode(const Params& p)
-    : params_(p), net_([&] {
-        check_channels_param(p);
-        return make_feature_map(std::vector<int64_t>(p.channels.begin(), p.channels.end()),
-                                hidden_widths(p), uint64_t(p.seed));
-      }()) {
-  if (p.init == Init::kIdentity) set_identity(net_);
-  net_.train(false);
+namespace {
+
+Network build_network(const FeatureMapNode::Params& p) {
+  check_channels_param(p);
+  Network net = make_feature_map(std::vector<int64_t>(p.channels.begin(), p.channels.end()),
+                                 FeatureMapNode::hidden_widths(p), uint64_t(p.seed));
+  if (p.init == FeatureMapNode::Init::kIdentity) set_identity(net);
+  net.train(false);
+  return net;
 }
 
-FeatureMapNode::FeatureMapNode(const Params& p, NodeEnv& env) : FeatureMapNode(p) {
-  if (!env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+// What a sharing FeatureMap must agree on with the one it shares (as for Student's "share").
+struct SharedFeatureMap {
+  FeatureMapNode::Params params;
+  Network net;
+};
+
+Network shared_network(const FeatureMapNode::Params& p, NodeEnv& env) {
+  if (p.share.empty())
+    return env.shared<SharedFeatureMap>(env.node_id(), [&] {
+      return std::make_shared<SharedFeatureMap>(SharedFeatureMap{p, build_network(p)});
+    })->net;
+  auto other = env.find<SharedFeatureMap>(p.share);
+  FMAM_CHECK(other) << "param \"share\": no FeatureMap \"" << p.share
+                    << "\" is declared before this node (declare the shared one first)";
+  // Its hidden width, seed and init are the shared node's; the channels are checked against the
+  // inputs, so they must agree.
+  FMAM_CHECK(other->params.channels == p.channels)
+      << "param \"share\": FeatureMap \"" << p.share << "\" has other channels than this node";
+  return other->net;
+}
+
+}  // namespace
+
+FeatureMapNode::FeatureMapNode(const Params& p) : params_(p), net_(build_network(p)) {
+  FMAM_CHECK(p.share.empty()) << "param \"share\" needs a graph (the node is built alone here)";
+}
+
+FeatureMapNode::FeatureMapNode(const Params& p, NodeEnv& env) : params_(p), net_(shared_network(p, env)) {
+  // The shared node's owner chose the precision; a sharing twin only trains.
+  if (p.share.empty() && !env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
     net_.set_inference_precision(Precision::kBFloat16Mixed);
 }
 
@@ -111,14 +129,6 @@ void FeatureMapNode::process(Context& ctx) {
                      false);
   kOutTeacher(ctx).send(FeaturePyramid{forward(t)});
   kOutStudent(ctx).send(FeaturePyramid{forward(s)});
-  if (kInTeacherSyn(ctx).has() && kInStudentSyn(ctx).has()) {
-    const auto& ts = kInTeacherSyn(ctx).get().levels;
-    const auto& ss = kInStudentSyn(ctx).get().levels;
-    check_levels_match(param_levels(params_), "param \"channels\"", level_dims(ts), kInTeacherSyn.name, false);
-    check_levels_match(param_levels(params_), "param \"channels\"", level_dims(ss), kInStudentSyn.name, false);
-    kOutTeacherSyn(ctx).send(FeaturePyramid{forward(ts)});
-    kOutStudentSyn(ctx).send(FeaturePyramid{forward(ss)});
-  }
 }
 
 FMAM_REGISTER_NODE(FeatureMapNode);

@@ -1,7 +1,9 @@
 // FMAM's feature mapping f^j (paper Sec. 3.2, 4.1.3: "two-layer MLPs are good enough"): per
 // level j, per pixel, C_j -> hidden_j -> C_j with a ReLU between (1x1 convs with biases), where
 // hidden_j = round(hidden_ratio * C_j). ONE set of weights maps the teacher's and the student's
-// pyramids alike, so both land in the same space before the cosine discrepancy.
+// pyramids alike, so both land in the same space before the cosine discrepancy. A training graph
+// maps the synthetic image's pyramids with a second FeatureMap node that names this one in param
+// "share" (the same weights, as Student's "share"), so the node has the same two ports everywhere.
 // Learned state: named_state()/load_state() ("level<j>.fc1.weight", ...), train()/parameters()/
 // module(). Eval mode (default) runs under c10::InferenceMode; training mode with autograd
 // (inference-tensor inputs, e.g. the teacher's, are cloned first).
@@ -27,27 +29,19 @@ class FeatureMapNode final : public Node, public Trainable {
     float hidden_ratio = 1.0f;
     int seed = 0;
     Init init = Init::kRandom;
+    std::string share;
   };
   static constexpr In<FeaturePyramid> kInTeacher{"teacher"};
   static constexpr In<FeaturePyramid> kInStudent{"student"};
   static constexpr Out<FeaturePyramid> kOutTeacher{"teacher"};
   static constexpr Out<FeaturePyramid> kOutStudent{"student"};
-  // Training (AML, Eq. 4-7) also maps the pyramids of the synthetic image, with the same weights.
-  static constexpr In<FeaturePyramid> kInTeacherSyn{"teacher_synthetic"};
-  static constexpr In<FeaturePyramid> kInStudentSyn{"student_synthetic"};
-  static constexpr Out<FeaturePyramid> kOutTeacherSyn{"teacher_synthetic"};
-  static constexpr Out<FeaturePyramid> kOutStudentSyn{"student_synthetic"};
   static Contract contract() {
     return Contract("FeatureMap")
         .doc("per-level two-layer 1x1-conv MLP, one set of weights for teacher and student")
         .in(kInTeacher, "the teacher's pyramid")
         .in(kInStudent, "the student's pyramid: the teacher's levels and channels")
-        .in(kInTeacherSyn, "training: the teacher's pyramid of the synthetic image", /*optional=*/true)
-        .in(kInStudentSyn, "training: the student's pyramid of the synthetic image", /*optional=*/true)
         .out(kOutTeacher, "f(teacher), same shapes")
         .out(kOutStudent, "f(student), same shapes")
-        .out(kOutTeacherSyn, "f(teacher_synthetic), when that input is connected", /*optional=*/true)
-        .out(kOutStudentSyn, "f(student_synthetic), when that input is connected", /*optional=*/true)
         .param(&Params::channels, "channels",
                "channels C_j per level, shallow to deep (resnet18/34 layer1..3: 64, 128, 256; "
                "resnet50, wide_resnet50_2: 256, 512, 1024)")
@@ -59,12 +53,17 @@ class FeatureMapNode final : public Node, public Trainable {
                "relu(x) = x on the (post-ReLU, non-negative) features and training starts from the "
                "unmapped detector (needs hidden_ratio >= 1)",
                Choices<Init>{{"random", Init::kRandom}, {"identity", Init::kIdentity}})
+        .param(&Params::share, "share",
+               "id of a FeatureMap declared earlier in the graph whose weights this node uses (a "
+               "training graph's synthetic branch, as Student's \"share\"; its hidden_ratio, seed and init "
+               "are then that node's); \"\": its own weights")
         .concurrency(Concurrency::kUnlimited)  // no mutable state in forward (no BatchNorm)
         .batchable();
   }
   static Shapes infer(const Params& p, const Shapes& in);
   explicit FeatureMapNode(const Params& p);
-  // In a graph: the same, in the run's inference precision (NodeEnv::precision).
+  // In a graph: the same, plus param "share" and the run's inference precision
+  // (NodeEnv::precision).
   FeatureMapNode(const Params& p, NodeEnv& env);
   void process(Context& ctx) override;
 

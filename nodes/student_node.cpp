@@ -142,9 +142,10 @@ std::vector<at::Tensor> StudentNode::forward(std::vector<at::Tensor> in) {
     for (auto& t : in) t = t.contiguous(format);
     return net_.forward(in);
   }
-  // Training: autograd on, BatchNorm updates running stats, so one frame at a time. Inference
-  // tensors (the teacher's output) cannot be saved for backward: use copies.
-  std::lock_guard<std::mutex> lock(train_mutex_);
+  // Training: autograd on, BatchNorm updates running stats, so one frame at a time: a training
+  // run's plan makes every Trainable node serial (ExecutionPlan::serial), and the trainer's
+  // nodes run in its serial tail. Inference tensors (the teacher's output) cannot be saved for
+  // backward: use copies.
   for (auto& t : in) t = t.is_inference() ? t.clone(format) : t.contiguous(format);
   return params_.update_bn_stats ? net_.forward(in) : net_.forward_with_running_stats(in);
 }

@@ -13,7 +13,6 @@
 #pragma once
 
 #include <map>
-#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -62,7 +61,8 @@ class StudentNode final : public Node, public Trainable {
                "training: BatchNorm normalises by the batch and updates its running statistics "
                "(true), or normalises by the running statistics and leaves them (false: for a "
                "twin that sees synthetic images, which would shift the statistics inference uses)")
-        // Unlimited: eval frames are independent (2 frames on 2 cores); training mode takes a lock.
+        // Unlimited: eval frames are independent (2 frames on 2 cores). A training run makes
+        // every Trainable node serial (ExecutionPlan::serial).
         .concurrency(Concurrency::kUnlimited)
         .batchable();
   }
@@ -74,7 +74,8 @@ class StudentNode final : public Node, public Trainable {
   void process(Context& ctx) override;
 
   // The work itself, for callers outside a graph: kind reverse takes the teacher's levels,
-  // kind symmetric {image}. Grad mode follows is_training().
+  // kind symmetric {image}. Grad mode follows is_training(). Eval mode is safe from several
+  // threads; training mode is for one caller at a time (it updates BatchNorm's statistics).
   std::vector<at::Tensor> forward(std::vector<at::Tensor> in);
 
   // ---- learned state ----
@@ -103,7 +104,6 @@ class StudentNode final : public Node, public Trainable {
   Params params_;
   std::vector<int> layers_;
   Network net_;
-  std::mutex train_mutex_;
 };
 
 }  // namespace fmam

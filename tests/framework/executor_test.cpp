@@ -30,6 +30,7 @@
 #include "framework/io.h"
 #include "framework/node_runner.h"
 #include "framework/registry.h"
+#include "framework/stateful.h"
 #include "framework/tensor_types.h"
 #include "framework/types.h"
 #include "nodes/image_source_node.h"
@@ -290,6 +291,39 @@ class TestTensorDropNode final : public Node {
   Params p_;
 };
 
+// A Trainable node declared unlimited: passes its tensor on after sleeping `ms`, and logs how many
+// frames it held at once (a training run must give it one at a time).
+class TestTrainableNode final : public Node, public Trainable {
+ public:
+  struct Params {
+    int ms = 0;
+  };
+  static constexpr In<Tensor> kIn{"t"};
+  static constexpr Out<Tensor> kOut{"t"};
+  static Contract contract() {
+    return Contract("TestTrainable")
+        .in(kIn, "a tensor")
+        .out(kOut, "t")
+        .param(&Params::ms, "ms", "sleep per frame", Range{0, 1000})
+        .concurrency(Concurrency::kUnlimited);
+  }
+  explicit TestTrainableNode(const Params& p) : p_(p) {}
+  void process(Context& ctx) override {
+    log.begin(ctx.frame_id());
+    sleep_ms(p_.ms);
+    kOut(ctx).send(kIn(ctx).get());
+    log.end(ctx.frame_id());
+  }
+  std::vector<std::pair<std::string, at::Tensor>> named_state() const override { return {}; }
+  void load_state(const std::map<std::string, at::Tensor>&) override {}
+  std::vector<at::Tensor> parameters() const override { return {}; }
+  void set_training(bool) override {}
+  Log log;
+
+ private:
+  Params p_;
+};
+
 // y = x + (extra if connected): an optional input.
 class TestOptionalNode final : public Node {
  public:
@@ -421,6 +455,7 @@ void register_test_nodes() {
     r.add(make_node_type<TestBatchScalarNode>());
     r.add(make_node_type<TestBlobMakeNode>());
     r.add(make_node_type<TestBlobSumNode>());
+    r.add(make_node_type<TestTrainableNode>());
     return true;
   }();
   (void)once;
@@ -1076,6 +1111,35 @@ TEST(SerialTailTest, RunsWholeBatchesInOrderThenTheBatchSinkThenFinish) {
   EXPECT_TRUE(at::equal(outputs[1][1], at::full({2, 3, 3}, 61.0f)));
   EXPECT_EQ(net.finishes, 1);
   EXPECT_EQ(net.calls_at_finish, 3u) << "finish() after the partial last batch";
+}
+
+// A Trainable node on the flow graph (upstream of the tail) of a training run takes one frame at a
+// time although its contract says unlimited (autograd and BatchNorm statistics are per node, not
+// per frame); outside training the same node runs frames at once.
+TEST(SerialTailTest, ATrainingRunGivesTrainableNodesOneFrameAtATime) {
+  const std::string g = R"({"schema": 1, "inputs": {"t": "Tensor"}, "outputs": {"u": "Tensor"}, "nodes": [
+      {"id": "learn", "type": "TestTrainable", "in": {"t": "t"}, "out": {"t": "t2"}, "params": {"ms": 5}},
+      {"id": "net", "type": "TestBatch", "in": {"t": "t2"}, "out": {"u": "u"}}]})";
+  for (const bool training : {false, true}) {
+    RunOptions o = options(8, 2);
+    if (training) o.tail_from = {"net"};
+    Executor ex(graph(g), o);
+    const Log& log = node_as<TestTrainableNode>(ex, "learn").log;
+    long long k = 0;
+    ex.run(
+        [&](Frame& f) {
+          if (k >= 300 || (k >= 40 && log.max_running.load() >= 2)) return false;
+          f.set("t", Packet::make(Tensor{at::full({1, 1, 1, 1}, float(k++))}));
+          return true;
+        },
+        [](const Frame&) {}, false, [](Frame&, const std::vector<const Frame*>&) {});
+    if (training) {
+      EXPECT_EQ(log.max_running.load(), 1) << "over " << k << " frames";
+      EXPECT_EQ(log.started, log.completed) << "in input order";
+    } else {
+      EXPECT_GE(log.max_running.load(), 2) << "over " << k << " frames";
+    }
+  }
 }
 
 TEST(SerialTailTest, AStreamThatCannotStackIntoTheTailIsRefusedAtConstruction) {

@@ -8,6 +8,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/node_runner.h"
 #include "tests/reference/feature_map.h"
@@ -209,6 +210,70 @@ TEST(FeatureMapNodeTest, IdentityInitMapsNonNegativeFeaturesToThemselves) {
   EXPECT_THAT([] { NodeRunner r(R"({"id": "fm", "type": "FeatureMap", "params": {"init": "identity", "hidden_ratio": 0.5}})"); },
               testing::ThrowsMessage<GraphError>(testing::HasSubstr(
                   R"(param "init": "identity" needs hidden_ratio >= 1 (the hidden layer must hold every channel), got 0.5)")));
+}
+
+}  // namespace
+}  // namespace fmam
+
+namespace fmam {
+namespace {
+
+// Two FeatureMap nodes of one graph, the second sharing the first's weights (param "share", as a
+// training graph's synthetic branch uses it).
+std::string SharingGraph(const std::string& syn_params) {
+  return R"({"schema": 1, "inputs": {"t": "FeaturePyramid", "s": "FeaturePyramid"},
+    "outputs": {"mt": "FeaturePyramid", "ms": "FeaturePyramid", "mt2": "FeaturePyramid", "ms2": "FeaturePyramid"},
+    "nodes": [
+      {"id": "fm", "type": "FeatureMap", "in": {"teacher": "t", "student": "s"}, "out": {"teacher": "mt", "student": "ms"},
+       "params": {"channels": [4, 8], "hidden_ratio": 2, "seed": 3}},
+      {"id": "fm_syn", "type": "FeatureMap", "in": {"teacher": "s", "student": "t"}, "out": {"teacher": "mt2", "student": "ms2"},
+       "params": )" + syn_params + "}]}";
+}
+
+// The sharing node holds the very tensors of the shared one (so a training step on either moves
+// both), maps like it, and takes its hidden width and seed rather than its own.
+TEST(FeatureMapNodeTest, ShareUsesTheWeightsOfTheNodeNamed) {
+  Executor ex(validate(parse_graph(SharingGraph(R"({"share": "fm", "channels": [4, 8]})"), "g.json")));
+  auto& fm = dynamic_cast<FeatureMapNode&>(ex.node("fm"));
+  auto& syn = dynamic_cast<FeatureMapNode&>(ex.node("fm_syn"));
+  const auto a = fm.named_state(), b = syn.named_state();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t k = 0; k < a.size(); ++k) {
+    EXPECT_EQ(a[k].first, b[k].first);
+    EXPECT_TRUE(a[k].second.is_same(b[k].second)) << a[k].first;
+  }
+  EXPECT_EQ(a[0].second.size(0), 8) << "level 0 hidden width: the shared node's hidden_ratio 2";
+  const FeaturePyramid t{{at::randn({1, 4, 3, 3}), at::randn({1, 8, 2, 2})}};
+  const FeaturePyramid s{{at::randn({1, 4, 3, 3}), at::randn({1, 8, 2, 2})}};
+  std::vector<FeaturePyramid> mt, ms, mt2, ms2;
+  ex.run(
+      [n = 0, &t, &s](Frame& f) mutable {
+        if (n++ > 0) return false;
+        f.set("t", Packet::make(t));
+        f.set("s", Packet::make(s));
+        return true;
+      },
+      [&](const Frame& f) {
+        mt.push_back(f.get<FeaturePyramid>("mt"));
+        ms.push_back(f.get<FeaturePyramid>("ms"));
+        mt2.push_back(f.get<FeaturePyramid>("mt2"));
+        ms2.push_back(f.get<FeaturePyramid>("ms2"));
+      });
+  ASSERT_EQ(mt.size(), 1u);
+  for (size_t j = 0; j < 2; ++j) {
+    EXPECT_TRUE(at::equal(mt2[0].levels[j], ms[0].levels[j])) << "f(s) from either node, level " << j;
+    EXPECT_TRUE(at::equal(ms2[0].levels[j], mt[0].levels[j])) << "f(t) from either node, level " << j;
+  }
+}
+
+TEST(FeatureMapNodeTest, ShareNamesAMissingNodeOrOtherChannels) {
+  EXPECT_THAT([] { Executor ex(validate(parse_graph(SharingGraph(R"({"share": "nope", "channels": [4, 8]})"), "g.json"))); },
+              testing::ThrowsMessage<Error>(testing::AllOf(HasSubstr(R"(node "fm_syn" (FeatureMap))"),
+                                                  HasSubstr(R"(param "share": no FeatureMap "nope" is declared before this node)"))));
+  EXPECT_THAT([] { Executor ex(validate(parse_graph(SharingGraph(R"({"share": "fm", "channels": [4, 16]})"), "g.json"))); },
+              testing::ThrowsMessage<Error>(HasSubstr(R"(node "fm_syn" (FeatureMap): param "share": FeatureMap "fm" has other channels than this node)")));
+  EXPECT_THAT([] { FeatureMapNode::Params p; p.share = "fm"; FeatureMapNode n(p); },
+              testing::ThrowsMessage<Error>(HasSubstr(R"(param "share" needs a graph)")));
 }
 
 }  // namespace
