@@ -26,7 +26,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev  # gst/: the fmam GStreamer elements
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # their tests: gst-inspect, videotestsrc, pngdec
   pybind11-dev python3-dev python3-numpy python3-pytest  # python/: the Python module fmam, and its pytest tests
-  slurm-wlm munge)  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
+  slurm-wlm munge  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
+  clang-format)  # FormatTest (scripts/check_format.sh): the tree stays as .clang-format writes it
 
 FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev)  # only for `fmam.sh fuzz`
 

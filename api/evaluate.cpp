@@ -88,8 +88,10 @@ std::pair<double, double> heatmap_range(const std::vector<eval::EvalSample>& sam
     for (int y = 0; y < m.rows; y += 2)
       for (int x = 0; x < m.cols; x += 2) {
         const float v = m.at<float>(y, x);
-        if (!s.anomalous) normal_px.push_back(v);
-        else if (s.gt_mask.at<uchar>(y, x)) anomalous_px.push_back(v);
+        if (!s.anomalous)
+          normal_px.push_back(v);
+        else if (s.gt_mask.at<uchar>(y, x))
+          anomalous_px.push_back(v);
       }
   }
   double lo = percentile(normal_px, 0.99), hi = percentile(anomalous_px, 0.5);
@@ -98,11 +100,12 @@ std::pair<double, double> heatmap_range(const std::vector<eval::EvalSample>& sam
 }
 
 // The report's overlays through the Overlay node itself, coloured by the calibrated range.
-std::vector<eval::ReportImage> report_images(const std::vector<eval::EvalSample>& kept, const std::vector<const TestImage*>& tests,
-                                             double lo, double hi, double threshold) {
+std::vector<eval::ReportImage> report_images(const std::vector<eval::EvalSample>& kept,
+                                             const std::vector<const TestImage*>& tests, double lo, double hi, double threshold) {
   char params[256];
-  std::snprintf(params, sizeof params, R"({"id": "overlay", "type": "Overlay", "params": {"lo": %.9g, "hi": %.9g, "threshold": %.9g}})",
-                lo, hi, std::isfinite(threshold) ? threshold : -1.0);
+  std::snprintf(params, sizeof params,
+                R"({"id": "overlay", "type": "Overlay", "params": {"lo": %.9g, "hi": %.9g, "threshold": %.9g}})", lo, hi,
+                std::isfinite(threshold) ? threshold : -1.0);
   NodeRunner overlay(params);
   for (size_t k = 0; k < kept.size(); ++k) {
     cv::Mat img = cv::imread(tests[k]->path, cv::IMREAD_COLOR);
@@ -209,7 +212,8 @@ EvalResult evaluate(const std::string& graph_file, const EvalOptions& options) {
                  std::to_string(pipeline.model_width()) + "x" + std::to_string(pipeline.model_height()) + ")";
   rin.metrics = metrics;
   rin.threshold = threshold;
-  if (!options.report_dir.empty()) rin.images = report_images(kept, kept_tests, lo, hi, threshold);
+  if (!options.report_dir.empty())
+    rin.images = report_images(kept, kept_tests, lo, hi, threshold);
   else
     for (const auto& s : kept) rin.images.push_back({s.name, s.defect_type, s.score, s.anomalous, cv::Mat()});
   r.results_json = eval::results_json(rin);

@@ -53,7 +53,9 @@ void attach_io(GraphConfig& g, bool from_files, const std::string& out_dir) {
       n.type = "ImageWriter";
       n.params.emplace_back("name", Value(stream));
     } else {
-      std::fprintf(stderr, "fmam: %s\n", ("graph output \"" + stream + "\" (" + type + ") is not written to files (no writer for " + type + ")").c_str());
+      std::fprintf(
+          stderr, "fmam: %s\n",
+          ("graph output \"" + stream + "\" (" + type + ") is not written to files (no writer for " + type + ")").c_str());
       continue;
     }
     n.id = fresh_id("write_" + stream);

@@ -111,8 +111,7 @@ struct Pipeline::Impl {
       if (device != Device::kCpu) throw Error(graph_file + ": precision bf16 runs on the CPU only; use fp32 with device cuda");
       return Precision::kBFloat16Mixed;
     }
-    if (p == "auto")
-      return device == Device::kCpu && cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+    if (p == "auto") return device == Device::kCpu && cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
     throw Error(graph_file + ": precision must be auto, fp32 or bf16, got \"" + p + "\"");
   }
 
@@ -211,8 +210,10 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   } else {
     for (const auto& n : m.graph.nodes)
       if (n.type == "Student" || n.type == "FeatureMap")
-        std::fprintf(stderr, "fmam: warning: no model: node \"%s\" (%s) runs with untrained, randomly initialised weights; "
-                     "train one with fmam train\n", n.id.c_str(), n.type.c_str());
+        std::fprintf(stderr,
+                     "fmam: warning: no model: node \"%s\" (%s) runs with untrained, randomly initialised weights; "
+                     "train one with fmam train\n",
+                     n.id.c_str(), n.type.c_str());
   }
   if (!m.opt.images) {  // map and score only: no overlay drawing
     std::vector<std::string> keep;
@@ -240,9 +241,7 @@ Pipeline::~Pipeline() {
   }
 }
 
-Detection Pipeline::detect(const cv::Mat& image, const std::string& tag) {
-  return impl_->run_memory({image}, {tag}).front();
-}
+Detection Pipeline::detect(const cv::Mat& image, const std::string& tag) { return impl_->run_memory({image}, {tag}).front(); }
 
 std::vector<Detection> Pipeline::detect_batch(const std::vector<cv::Mat>& images) {
   if (images.empty()) return {};
@@ -337,9 +336,7 @@ RunSummary Pipeline::close_stream() {
 
 bool Pipeline::stream_open() const { return impl_->open; }
 double Pipeline::threshold() const { return impl_->threshold; }
-std::string Pipeline::precision() const {
-  return impl_->run_options().precision == Precision::kBFloat16Mixed ? "bf16" : "fp32";
-}
+std::string Pipeline::precision() const { return impl_->run_options().precision == Precision::kBFloat16Mixed ? "bf16" : "fp32"; }
 int Pipeline::model_width() const { return impl_->model ? impl_->model->image_width : -1; }
 int Pipeline::model_height() const { return impl_->model ? impl_->model->image_height : -1; }
 bool Pipeline::map_range(double* lo, double* hi) const {

@@ -59,7 +59,9 @@ bool parse_size(const json& v, int& w, int& h) {
   if (!v.is_string()) return false;
   const std::string s = v.get<std::string>();
   const size_t x = s.find('x');
-  auto digits = [](const std::string& t) { return !t.empty() && t.size() < 6 && t.find_first_not_of("0123456789") == std::string::npos; };
+  auto digits = [](const std::string& t) {
+    return !t.empty() && t.size() < 6 && t.find_first_not_of("0123456789") == std::string::npos;
+  };
   if (x == std::string::npos || !digits(s.substr(0, x)) || !digits(s.substr(x + 1))) return false;
   w = std::stoi(s.substr(0, x));
   h = std::stoi(s.substr(x + 1));
@@ -97,9 +99,11 @@ const std::vector<Field>& train_fields() {
   static const std::vector<Field> f = {
       {"inference_graph", "string", "the graph the model runs with, relative to this file", true, false, is_string},
       {"batch_size", "integer in [1, 1024]", "images per optimizer step (default 16)", false, true, integer_in(1, 1024)},
-      {"image_size", "N or \"WxH\"", "the size images are resized to (default 256; \"512x128\" for long parts)", false, true, check_size},
+      {"image_size", "N or \"WxH\"", "the size images are resized to (default 256; \"512x128\" for long parts)", false, true,
+       check_size},
       {"seed", "integer >= 0", "data order, and added to every node's seed (default 0)", false, true, integer_in(0, 1LL << 31)},
-      {"precision", "auto | fp32 | bf16-mixed", "what trainable nodes compute in (auto: bf16-mixed on CPUs with AVX512-BF16)", false, true,
+      {"precision", "auto | fp32 | bf16-mixed", "what trainable nodes compute in (auto: bf16-mixed on CPUs with AVX512-BF16)",
+       false, true,
        [](const json& v) -> std::string {
          if (!v.is_string()) return "expected \"auto\", \"fp32\" or \"bf16-mixed\"" + got(v);
          const std::string p = v.get<std::string>();
@@ -111,7 +115,9 @@ const std::vector<Field>& train_fields() {
        "default 1024, 0: off; images past the bound are computed every epoch)",
        false, true, integer_in(0, 1LL << 20)},
       {"stages", "list of stages", "trained one after the other", true, false,
-       [](const json& v) -> std::string { return v.is_array() && !v.empty() ? "" : "expected a non-empty list of stages" + got(v); }},
+       [](const json& v) -> std::string {
+         return v.is_array() && !v.empty() ? "" : "expected a non-empty list of stages" + got(v);
+       }},
       {"doc", "string", "a comment", false, false, is_string},
   };
   return f;
@@ -127,7 +133,8 @@ const std::vector<Field>& stage_fields() {
       {"l1", "number >= 0", "L1 penalty on the trained weights (default 0)", false, true, number_at_least(0, false)},
       {"train", "list of node ids", "the nodes whose weights this stage updates", true, false, check_names},
       {"losses", "{stream: weight}", "the loss streams summed into the objective", true, false, check_losses},
-      {"updates", "{loss: [node ids]}", "the only nodes a loss updates (default: every trained node)", false, false, check_updates},
+      {"updates", "{loss: [node ids]}", "the only nodes a loss updates (default: every trained node)", false, false,
+       check_updates},
       {"doc", "string", "a comment", false, false, is_string},
   };
   return f;
@@ -189,7 +196,8 @@ std::vector<std::string> section_problems(const std::string& file, const json& j
     if (st.contains("updates") && st["updates"].is_object() && st.contains("losses") && st["losses"].is_object()) {
       const json train = st.value("train", json::array());
       for (const auto& [loss, nodes] : st["updates"].items()) {
-        if (!st["losses"].contains(loss)) problems.push_back(where + ": updates: \"" + loss + "\" is not one of the stage's losses");
+        if (!st["losses"].contains(loss))
+          problems.push_back(where + ": updates: \"" + loss + "\" is not one of the stage's losses");
         if (check_names(nodes) != "") {
           problems.push_back(where + ": updates: \"" + loss + "\": expected a non-empty list of node ids" + got(nodes));
           continue;

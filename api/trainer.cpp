@@ -140,12 +140,12 @@ json fresh_progress() { return {{"stage", 0}, {"epoch", 0}, {"batches", 0}, {"hi
 struct Trainer::Impl {
   std::string graph_path;
   TrainOptions opt;
-  GraphConfig graph;        // the training graph, overrides, image size and seed applied, files attached
+  GraphConfig graph;  // the training graph, overrides, image size and seed applied, files attached
   TrainConfig cfg;
   std::string inf_path;
   GraphConfig inf;
   std::set<std::string> inf_ids;
-  std::string good;         // DATA/train/good
+  std::string good;  // DATA/train/good
   std::vector<std::string> files;
   std::mutex skipped_mutex;
   std::set<std::string> skipped;  // files reported unreadable (each epoch reads them again)
@@ -243,7 +243,8 @@ void Trainer::Impl::load() {
   for (const auto& n : inf.nodes) inf_ids.insert(n.id);
 
   good = (fs::path(opt.data) / "train" / "good").string();
-  if (!fs::is_directory(good)) throw Error("fmam train: --data \"" + opt.data + "\": no train/good folder (MVTec AD layout expected)");
+  if (!fs::is_directory(good))
+    throw Error("fmam train: --data \"" + opt.data + "\": no train/good folder (MVTec AD layout expected)");
   files = list_images(good);
   if (opt.max_images > 0 && int(files.size()) > opt.max_images) files.resize(size_t(opt.max_images));
   batch = std::min<int>(cfg.batch_size, int(files.size()));
@@ -268,7 +269,8 @@ void Trainer::Impl::load() {
   model.image_height = cfg.image_height;
   config_json = json::parse(graph.train_json);
   config_json["batch_size"] = cfg.batch_size;
-  config_json["image_size"] = cfg.image_width == cfg.image_height ? json(cfg.image_width) : json(image_size_text(cfg.image_width, cfg.image_height));
+  config_json["image_size"] =
+      cfg.image_width == cfg.image_height ? json(cfg.image_width) : json(image_size_text(cfg.image_width, cfg.image_height));
   config_json["seed"] = cfg.seed;
   config_json["drop_last"] = cfg.drop_last;
   config_json["precision"] = precision_name(precision);
@@ -297,7 +299,8 @@ void Trainer::Impl::resume_from_checkpoint() {
     progress = fresh_progress();
     json hist = json::parse(model.train_config).value("history", json::array());
     std::map<std::string, int> done;
-    for (const auto& h : hist) done[h["stage"].get<std::string>()] = std::max(done[h["stage"].get<std::string>()], h["epoch"].get<int>() + 1);
+    for (const auto& h : hist)
+      done[h["stage"].get<std::string>()] = std::max(done[h["stage"].get<std::string>()], h["epoch"].get<int>() + 1);
     size_t s = 0;
     while (s < cfg.stages.size() && done[cfg.stages[s].name] >= cfg.stages[s].epochs) ++s;
     progress["stage"] = s;
@@ -409,8 +412,10 @@ void Trainer::Impl::step(StageRun& r, const Stage& st, Frame& fb, EpochRun& e) {
     total = total.defined() ? total + w * l : w * l;
   }
   r.adam->zero_grad();
-  if (r.update_params.empty()) total.backward();
-  else backward_routed(fb, st, r.update_params);
+  if (r.update_params.empty())
+    total.backward();
+  else
+    backward_routed(fb, st, r.update_params);
   r.adam->step();
 }
 
@@ -474,7 +479,8 @@ EpochRun Trainer::Impl::run_epoch(StageRun& r, size_t si, int epoch, const Train
       });
   if (e.images == 0 && !cancelled)
     throw Error("fmam train: " + st.name + " epoch " + std::to_string(epoch + 1) + " trained on no image: all " +
-                std::to_string(order.size() - size_t(skip)) + " image(s) of " + good + " were skipped (each named above); no model written");
+                std::to_string(order.size() - size_t(skip)) + " image(s) of " + good +
+                " were skipped (each named above); no model written");
   return e;
 }
 
@@ -497,7 +503,10 @@ bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, co
     stopped_at = "batch " + std::to_string(e.batches) + " of epoch " + std::to_string(epoch + 1) + " of " + st.name;
     return false;
   }
-  json h = {{"stage", st.name}, {"epoch", epoch}, {"images", e.images}, {"seconds", secs},
+  json h = {{"stage", st.name},
+            {"epoch", epoch},
+            {"images", e.images},
+            {"seconds", secs},
             {"images_per_s", secs > 0 ? e.images / secs : 0.0}};
   for (const auto& [s, v] : e.loss_sum) h[s] = e.counted ? v / e.counted : 0.0;
   progress["history"].push_back(h);
@@ -524,16 +533,17 @@ void Trainer::Impl::log_cache(const Executor& ex, size_t si, int epoch) {
     const std::vector<std::string> ids = ex.cached_node_ids();
     std::string names;
     for (const auto& id : ids) names += (names.empty() ? "\"" : ", \"") + id + "\"";
-    log(st.name + ": teacher cache: " + (ids.empty() ? "no node here qualifies (none is frozen and fed only by the image file)"
-                                                      : "reusing the outputs of node " + names + " for each image"));
+    log(st.name + ": teacher cache: " +
+        (ids.empty() ? "no node here qualifies (none is frozen and fed only by the image file)"
+                     : "reusing the outputs of node " + names + " for each image"));
     return;
   }
   const OutputCache::Stats c = teacher_cache->stats();
   char mib[32];
   std::snprintf(mib, sizeof mib, "%.1f", double(c.bytes) / (1 << 20));
   if (epoch == 0 || epoch + 1 == st.epochs)
-    log(st.name + " epoch " + std::to_string(epoch + 1) + ": teacher cache: " + std::to_string(c.entries) + " pyramids, " + std::string(mib) +
-        " MiB (" + (teacher_cache->bfloat16() ? "bf16" : "fp32") + "); " + std::to_string(c.hits) + " hits, " +
+    log(st.name + " epoch " + std::to_string(epoch + 1) + ": teacher cache: " + std::to_string(c.entries) + " pyramids, " +
+        std::string(mib) + " MiB (" + (teacher_cache->bfloat16() ? "bf16" : "fp32") + "); " + std::to_string(c.hits) + " hits, " +
         std::to_string(c.misses) + " misses so far");
   if (c.refused > 0 && !cache_full_logged) {
     cache_full_logged = true;

@@ -17,11 +17,11 @@
 
 #include "api/graph_io.h"
 #include "apps/cli.h"
-#include "framework/model_binding.h"
 #include "eval/report.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/io.h"
+#include "framework/model_binding.h"
 #include "framework/model_file.h"
 #include "framework/types.h"
 
@@ -56,8 +56,8 @@ Stats stats_of(std::vector<float> v) {
 }
 
 nlohmann::json to_json(const Stats& s) {
-  return {{"n", s.n}, {"mean", s.mean}, {"std", s.std}, {"min", s.min}, {"p25", s.p25},
-          {"median", s.median}, {"p75", s.p75}, {"max", s.max}};
+  return {{"n", s.n},     {"mean", s.mean},     {"std", s.std}, {"min", s.min},
+          {"p25", s.p25}, {"median", s.median}, {"p75", s.p75}, {"max", s.max}};
 }
 
 // Normal and anomalous densities on one axis, as a small self-contained SVG.
@@ -82,7 +82,8 @@ std::string density_svg(const std::string& title, const std::vector<float>& norm
   for (int i = 0; i < bins; ++i) top = std::max({top, hn[i], ha[i]});
   const int W = 520, H = 260, L = 50, R = 10, T = 30, B = 40;
   std::ostringstream o;
-  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H << "' font-family='sans-serif' font-size='11'>";
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
+    << "' font-family='sans-serif' font-size='11'>";
   o << "<text x='" << W / 2 << "' y='16' text-anchor='middle' font-size='13' font-weight='bold'>" << title << "</text>";
   o << "<line x1='" << L << "' y1='" << H - B << "' x2='" << W - R << "' y2='" << H - B << "' stroke='black'/>";
   o << "<line x1='" << L << "' y1='" << T << "' x2='" << L << "' y2='" << H - B << "' stroke='black'/>";
@@ -160,13 +161,18 @@ int cmd_analyze(int argc, char** argv) {
   }
 
   nlohmann::json out_json = nlohmann::json::array();
-  std::string html = "<!doctype html><html><head><meta charset='utf-8'><title>fmam analyze</title><style>body{font-family:sans-serif;margin:24px}"
-                     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-                     "<h1>Distance statistics: normal vs defect pixels</h1><p>data: " + a.get("data") + ", stream: " + stream +
-                     "</p><table><tr><th>graph</th><th>model</th><th>pixels</th><th>mean</th><th>std</th><th>p25</th><th>median</th><th>p75</th><th>separation</th></tr>";
+  std::string html =
+      "<!doctype html><html><head><meta charset='utf-8'><title>fmam "
+      "analyze</title><style>body{font-family:sans-serif;margin:24px}"
+      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
+      "<h1>Distance statistics: normal vs defect pixels</h1><p>data: " +
+      a.get("data") + ", stream: " + stream +
+      "</p><table><tr><th>graph</th><th>model</th><th>pixels</th><th>mean</th><th>std</th><th>p25</th><th>median</th><th>p75</"
+      "th><th>separation</th></tr>";
   std::string svgs;
   long long skipped_in_all = 0;  // over every model, for --strict
-  std::printf("%-24s %-8s %10s %10s %10s %10s %10s %10s\n", "graph:model", "pixels", "mean", "std", "p25", "median", "p75", "separation");
+  std::printf("%-24s %-8s %10s %10s %10s %10s %10s %10s\n", "graph:model", "pixels", "mean", "std", "p25", "median", "p75",
+              "separation");
   for (const auto& pair : a.positionals()) {
     auto colon = pair.rfind(':');
     if (colon == std::string::npos) throw Error("fmam analyze: \"" + pair + "\": expected GRAPH:MODEL");
@@ -231,22 +237,28 @@ int cmd_analyze(int argc, char** argv) {
     const std::string sep_text = sep_defined ? std::to_string(sep).substr(0, 6) : "undefined";
     if (!sep_defined)
       cli::log(model_path + ": separation undefined: " +
-               (defect.empty() ? "no defect pixels (no test image with a ground-truth mask was read)"
-                               : normal.empty() ? "no normal pixels (no good test image was read)" : "normal pixels have zero spread"));
+               (defect.empty()   ? "no defect pixels (no test image with a ground-truth mask was read)"
+                : normal.empty() ? "no normal pixels (no good test image was read)"
+                                 : "normal pixels have zero spread"));
     const std::string name = fs::path(graph_path).stem().string() + ":" + fs::path(model_path).filename().string();
     for (const auto& [label, s] : {std::pair<const char*, const Stats&>{"normal", sn}, {"defect", sd}}) {
       std::printf("%-24s %-8s %10.4g %10.4g %10.4g %10.4g %10.4g %10s\n", name.c_str(), label, s.mean, s.std, s.p25, s.median,
                   s.p75, std::string(label) == "defect" ? sep_text.c_str() : "");
       char row[512];
       std::snprintf(row, sizeof row,
-                    "<tr><td>%s</td><td>%s</td><td>%s (%zu)</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%s</td></tr>",
+                    "<tr><td>%s</td><td>%s</td><td>%s "
+                    "(%zu)</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%s</td></tr>",
                     graph_path.c_str(), model_path.c_str(), label, s.n, s.mean, s.std, s.p25, s.median, s.p75,
                     std::string(label) == "defect" ? sep_text.c_str() : "");
       html += row;
     }
     svgs += density_svg(name, normal, defect);
-    out_json.push_back({{"graph", graph_path}, {"model", model_path}, {"stream", stream}, {"normal", to_json(sn)},
-                        {"defect", to_json(sd)}, {"separation", sep_defined ? nlohmann::json(sep) : nlohmann::json(nullptr)}});
+    out_json.push_back({{"graph", graph_path},
+                        {"model", model_path},
+                        {"stream", stream},
+                        {"normal", to_json(sn)},
+                        {"defect", to_json(sd)},
+                        {"separation", sep_defined ? nlohmann::json(sep) : nlohmann::json(nullptr)}});
   }
   html += "</table><p>separation = (mean over defect pixels - mean over normal pixels) / std over normal pixels.</p>" + svgs +
           "</body></html>";

@@ -34,20 +34,24 @@ int cmd_bench(int argc, char** argv) {
                {"repeat", "N", "timed runs; medians are reported (default 5)", false, ""},
                {"frames", "N", "frames per run, cycling over the inputs (default: each input once)", false, ""},
                {"warmup", "N", "untimed frames first (default 8)", false, ""},
-               {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
+               {"batch", "N",
+                "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                           "
+                "   than frame by frame; 1 for the lowest latency)",
+                false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once (default 8)", false, ""},
                {"rss-every", "N", "print resident memory every N frames (a memory-flatness check)", false, ""},
                {"all-outputs", "", "also compute Image outputs (overlays); default: decode to map and score", false, ""},
                cli::precision_option()});
-  cli::Args a("bench", "fmam bench GRAPH --input PATH [--repeat N] [--frames N] [--batch N]",
-              "Measure a graph: images/s end to end, decode to anomaly map and score (decoding included,\n"
-              "overlays and file writing not), and, per\n"
-              "node, the median time of one call and its share of all node time. Prints the median of\n"
-              "--repeat runs, the machine's thread count and peak memory.",
-              opts,
-              "examples:\n"
-              "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --repeat 5\n"
-              "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --frames 10000 --rss-every 1000 --repeat 1");
+  cli::Args a(
+      "bench", "fmam bench GRAPH --input PATH [--repeat N] [--frames N] [--batch N]",
+      "Measure a graph: images/s end to end, decode to anomaly map and score (decoding included,\n"
+      "overlays and file writing not), and, per\n"
+      "node, the median time of one call and its share of all node time. Prints the median of\n"
+      "--repeat runs, the machine's thread count and peak memory.",
+      opts,
+      "examples:\n"
+      "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --repeat 5\n"
+      "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --frames 10000 --rss-every 1000 --repeat 1");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam bench: expected one GRAPH; see fmam bench --help");
   if (a.get("input").empty()) throw Error("fmam bench: --input is required");
@@ -58,7 +62,7 @@ int cmd_bench(int argc, char** argv) {
   po.batch = a.get_int("batch", 4);
   po.max_in_flight = a.get_int("max-in-flight", 8);
   po.threads = a.get_int("threads", 0);
-  po.intra_op_threads = 0;  // the runner set it (dispatch)
+  po.intra_op_threads = 0;            // the runner set it (dispatch)
   po.images = a.flag("all-outputs");  // default: decode to map and score, no overlay drawing
   po.precision = a.get("precision", "auto");
   Pipeline pipeline(a.positionals()[0], po);
@@ -113,13 +117,14 @@ int cmd_bench(int argc, char** argv) {
   }
   double all = 0;
   for (auto& v : node_total) all += median(v);
-  std::printf("graph      %s (%zu nodes), %lld frames per run, batch %d, precision %s, %d repeats, %d graph threads, %d torch threads per op\n",
-              a.positionals()[0].c_str(), nodes.size(), frames, po.batch, pipeline.precision().c_str(), repeat,
-              po.threads > 0 ? po.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
-  std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips),
-              *std::min_element(ips.begin(), ips.end()), *std::max_element(ips.begin(), ips.end()));
-  std::printf("%-16s %-18s %12s %14s %8s %10s %9s\n", "node", "type", "ms/call", "ms/image", "share", "GFLOP/img",
-              "GFLOP/s");
+  std::printf(
+      "graph      %s (%zu nodes), %lld frames per run, batch %d, precision %s, %d repeats, %d graph threads, %d torch threads "
+      "per op\n",
+      a.positionals()[0].c_str(), nodes.size(), frames, po.batch, pipeline.precision().c_str(), repeat,
+      po.threads > 0 ? po.threads : int(std::thread::hardware_concurrency()), at::get_num_threads());
+  std::printf("throughput %.2f images/s (median; min %.2f, max %.2f)\n", median(ips), *std::min_element(ips.begin(), ips.end()),
+              *std::max_element(ips.begin(), ips.end()));
+  std::printf("%-16s %-18s %12s %14s %8s %10s %9s\n", "node", "type", "ms/call", "ms/image", "share", "GFLOP/img", "GFLOP/s");
   for (size_t i = 0; i < nodes.size(); ++i) {
     const double per_image = median(node_total[i]);
     const double gflop = i < flops_per_frame.size() ? flops_per_frame[i] / 1e9 : 0;
@@ -129,8 +134,8 @@ int cmd_bench(int argc, char** argv) {
       std::snprintf(work, sizeof work, "%.3f", gflop);
       std::snprintf(rate, sizeof rate, "%.1f", per_image > 0 ? gflop / (per_image / 1e3) : 0.0);
     }
-    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%% %10s %9s\n", nodes[i].id.c_str(), nodes[i].type.c_str(),
-                median(node_ms[i]), per_image, all > 0 ? 100.0 * per_image / all : 0.0, work, rate);
+    std::printf("%-16s %-18s %12.3f %14.3f %7.1f%% %10s %9s\n", nodes[i].id.c_str(), nodes[i].type.c_str(), median(node_ms[i]),
+                per_image, all > 0 ? 100.0 * per_image / all : 0.0, work, rate);
   }
   std::printf("memory     rss %.0f MiB after warm-up, %.0f MiB now, peak %.0f MiB\n", rss_start, cli::rss_mib(),
               cli::peak_rss_mib());

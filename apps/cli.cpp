@@ -6,26 +6,28 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <limits>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <limits>
 
 #include <set>
 
 #include <opencv2/imgcodecs.hpp>
 
+#include <stdexcept>
 #include "framework/graph.h"
 #include "framework/io.h"
 #include "framework/registry.h"
-#include <stdexcept>
 
 namespace fmam::cli {
 
-Args::Args(std::string command, std::string usage, std::string description, std::vector<Option> options,
-           std::string epilog)
-    : command_(std::move(command)), usage_(std::move(usage)), description_(std::move(description)),
-      epilog_(std::move(epilog)), options_(std::move(options)) {
+Args::Args(std::string command, std::string usage, std::string description, std::vector<Option> options, std::string epilog)
+    : command_(std::move(command)),
+      usage_(std::move(usage)),
+      description_(std::move(description)),
+      epilog_(std::move(epilog)),
+      options_(std::move(options)) {
   options_.push_back({"help", "", "show this help and exit", false, "h"});
 }
 
@@ -34,8 +36,10 @@ std::string Args::help() const {
   for (const auto& o : options_) {
     std::string left = "  " + (o.short_name.empty() ? "    " : "-" + o.short_name + ", ") + "--" + o.name +
                        (o.metavar.empty() ? "" : " " + o.metavar);
-    if (left.size() < 30) left += std::string(30 - left.size(), ' ');
-    else left += "\n" + std::string(30, ' ');
+    if (left.size() < 30)
+      left += std::string(30 - left.size(), ' ');
+    else
+      left += "\n" + std::string(30, ' ');
     s += left + o.help + (o.repeatable ? " (repeatable)" : "") + "\n";
   }
   if (!epilog_.empty()) s += "\n" + epilog_ + "\n";
@@ -60,12 +64,14 @@ bool Args::parse(int argc, char** argv) {
         std::string s = a.substr(1);
         for (const auto& o : options_)
           if (o.short_name == s) name = o.name;
-        if (name.empty()) throw std::runtime_error("fmam " + command_ + ": unknown option " + a + "; see fmam " + command_ + " --help");
+        if (name.empty())
+          throw std::runtime_error("fmam " + command_ + ": unknown option " + a + "; see fmam " + command_ + " --help");
       }
       const Option* opt = nullptr;
       for (const auto& o : options_)
         if (o.name == name) opt = &o;
-      if (!opt) throw std::runtime_error("fmam " + command_ + ": unknown option --" + name + "; see fmam " + command_ + " --help");
+      if (!opt)
+        throw std::runtime_error("fmam " + command_ + ": unknown option --" + name + "; see fmam " + command_ + " --help");
       if (name == "help") {
         std::cout << help();
         return false;
@@ -79,8 +85,7 @@ bool Args::parse(int argc, char** argv) {
         if (i + 1 >= argc) throw std::runtime_error("fmam " + command_ + ": --" + name + " needs a value (" + opt->metavar + ")");
         value = argv[++i];
       }
-      if (!opt->repeatable && values_.count(name))
-        throw std::runtime_error("fmam " + command_ + ": --" + name + " given twice");
+      if (!opt->repeatable && values_.count(name)) throw std::runtime_error("fmam " + command_ + ": --" + name + " given twice");
       values_[name].push_back(value);
     } else {
       positionals_.push_back(a);
@@ -142,7 +147,13 @@ double Args::get_number(const std::string& name, double fallback) const {
 }
 
 Progress::Progress(std::string what, long long total, double per_step, std::string unit)
-    : what_(std::move(what)), total_(total), per_step_(per_step), unit_(std::move(unit)), tty_(isatty(2)), start_(std::chrono::steady_clock::now()), last_draw_(start_) {}
+    : what_(std::move(what)),
+      total_(total),
+      per_step_(per_step),
+      unit_(std::move(unit)),
+      tty_(isatty(2)),
+      start_(std::chrono::steady_clock::now()),
+      last_draw_(start_) {}
 
 void Progress::update(long long done, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
@@ -161,8 +172,8 @@ void Progress::update(long long done, const std::string& extra) {
   std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(std::max(0, width - filled - 1), ' ');
   char line[256];
   double eta = rate > 0 && total_ > 0 ? (total_ - done) / rate : 0;
-  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f %s  ETA %.0fs", what_.c_str(), bar.c_str(), done,
-                total_, rate * per_step_, unit_.c_str(), eta);
+  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f %s  ETA %.0fs", what_.c_str(), bar.c_str(), done, total_,
+                rate * per_step_, unit_.c_str(), eta);
   std::cerr << (tty_ ? "\r" : "") << line << (extra.empty() ? "" : "  " + extra) << (tty_ ? "\033[K" : "\n") << std::flush;
 }
 
@@ -178,8 +189,10 @@ void log(const std::string& msg) { std::cerr << "fmam: " << msg << "\n" << std::
 std::vector<Args::Option> common_options() {
   return {{"plugin", "FILE", "load an extra node plugin (.so) before reading the graph", true, ""},
           {"threads", "N", "worker threads for the graph and the networks (default: all cores)", false, ""},
-          {"intra-op-threads", "N", "threads inside one torch op (default: 1 for run/bench/eval, whose\n"
-                                    "                              graph runs frames in parallel; --threads for train)", false, ""}};
+          {"intra-op-threads", "N",
+           "threads inside one torch op (default: 1 for run/bench/eval, whose\n"
+           "                              graph runs frames in parallel; --threads for train)",
+           false, ""}};
 }
 
 Args::Option precision_option() {

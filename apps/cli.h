@@ -14,14 +14,13 @@ namespace fmam::cli {
 class Args {
  public:
   struct Option {
-    std::string name;        // "output"
-    std::string metavar;     // "DIR"; empty for a flag
+    std::string name;     // "output"
+    std::string metavar;  // "DIR"; empty for a flag
     std::string help;
     bool repeatable = false;
     std::string short_name;  // "o" for -o
   };
-  Args(std::string command, std::string usage, std::string description, std::vector<Option> options,
-       std::string epilog = "");
+  Args(std::string command, std::string usage, std::string description, std::vector<Option> options, std::string epilog = "");
   // Returns false if --help was printed.
   bool parse(int argc, char** argv);
   bool flag(const std::string& name) const { return values_.count(name) > 0; }

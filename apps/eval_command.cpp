@@ -36,17 +36,21 @@ void print_precision(const EvalResult& r) {
 
 int cmd_eval(int argc, char** argv) {
   auto opts = cli::common_options();
-  opts.insert(opts.begin(),
-              {{"model", "FILE", "the trained model (fmam train)", false, "m"},
-               {"data", "DIR", "a category in MVTec AD layout: DIR/test/<type>/, DIR/ground_truth/<type>/", false, "d"},
-               {"out", "DIR", "report folder: report.html, results.json, roc.svg, score_histogram.svg", false, "o"},
-               {"calibrate", "", "write the F1-max threshold and the heatmap colour range into the model", false, ""},
-               {"set", "ID.PARAM=VALUE", "override a node param", true, ""},
-               {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
-               cli::precision_option(),
-               {"no-fp32-delta", "", "with precision bf16: skip the second, fp32 evaluation that measures what bf16 costs", false, ""},
-               {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
-               {"quiet", "", "no progress bar", false, "q"}});
+  opts.insert(
+      opts.begin(),
+      {{"model", "FILE", "the trained model (fmam train)", false, "m"},
+       {"data", "DIR", "a category in MVTec AD layout: DIR/test/<type>/, DIR/ground_truth/<type>/", false, "d"},
+       {"out", "DIR", "report folder: report.html, results.json, roc.svg, score_histogram.svg", false, "o"},
+       {"calibrate", "", "write the F1-max threshold and the heatmap colour range into the model", false, ""},
+       {"set", "ID.PARAM=VALUE", "override a node param", true, ""},
+       {"batch", "N",
+        "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than "
+        "frame by frame; 1 for the lowest latency)",
+        false, ""},
+       cli::precision_option(),
+       {"no-fp32-delta", "", "with precision bf16: skip the second, fp32 evaluation that measures what bf16 costs", false, ""},
+       {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
+       {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("eval", "fmam eval GRAPH --model MODEL --data CATEGORY_DIR --out REPORT_DIR [--calibrate]",
               "Evaluate a detector on a category's test split: image AUROC, pixel AUROC, AUPRO (to FPR\n"
               "0.3, normalised, as MVTec AD's evaluation code), image F1-max and its threshold, for all\n"
@@ -101,7 +105,8 @@ int cmd_eval(int argc, char** argv) {
     cli::log(b);
   }
   char b[160];
-  std::snprintf(b, sizeof b, "%lld test image(s), %lld skipped, in %.1f s", (long long)r.all.images + r.skipped, r.skipped, r.seconds);
+  std::snprintf(b, sizeof b, "%lld test image(s), %lld skipped, in %.1f s", (long long)r.all.images + r.skipped, r.skipped,
+                r.seconds);
   cli::log(b);
   std::cout << "report: " << (fs::path(o.report_dir) / "report.html").string() << "\n";
   return a.flag("strict") && r.skipped > 0 ? 3 : 0;

@@ -81,8 +81,8 @@ std::string host_name() {
 }
 
 std::string shell_quote(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.,/=:%+@") ==
-                        std::string::npos)
+  if (!s.empty() &&
+      s.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.,/=:%+@") == std::string::npos)
     return s;
   std::string q = "'";
   for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -145,8 +145,8 @@ void forward_signal(int sig) {
 }
 
 struct ExitStatus {
-  int code = -1;    // exit status, -1 if killed by a signal
-  int signal = 0;   // the signal that killed it
+  int code = -1;   // exit status, -1 if killed by a signal
+  int signal = 0;  // the signal that killed it
   std::string describe() const {
     return signal ? "killed by signal " + std::to_string(signal) + " (" + strsignal(signal) + ")"
                   : "exit status " + std::to_string(code);
@@ -166,7 +166,8 @@ ExitStatus run_logged(const std::vector<std::string>& argv, const fs::path& log)
   struct sigaction sa {};
   sa.sa_handler = forward_signal;
   sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
   const pid_t pid = fork();
@@ -191,8 +192,10 @@ ExitStatus run_logged(const std::vector<std::string>& argv, const fs::path& log)
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
   ExitStatus r;
-  if (WIFEXITED(status)) r.code = WEXITSTATUS(status);
-  else if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  if (WIFEXITED(status))
+    r.code = WEXITSTATUS(status);
+  else if (WIFSIGNALED(status))
+    r.signal = WTERMSIG(status);
   return r;
 }
 
@@ -226,8 +229,9 @@ int resolve_index(const cli::Args& a) {
       from = env;
     }
   if (v.empty())
-    throw Error("fmam fleet task: no product index: give --index I, or run it as a Slurm array task "
-                "(SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)");
+    throw Error(
+        "fmam fleet task: no product index: give --index I, or run it as a Slurm array task "
+        "(SLURM_ARRAY_TASK_ID) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX)");
   try {
     size_t used = 0;
     const int i = std::stoi(v, &used);
@@ -241,8 +245,10 @@ int cmd_fleet_task(int argc, char** argv) {
   auto opts = cli::common_options();
   opts.insert(opts.begin(),
               {{"out", "DIR", "the fleet folder: this product goes to DIR/<product>/", false, "o"},
-               {"index", "I", "the manifest row to train, 0 = the first product (default: $SLURM_ARRAY_TASK_ID,\n"
-                              "                              else $JOB_COMPLETION_INDEX)", false, ""},
+               {"index", "I",
+                "the manifest row to train, 0 = the first product (default: $SLURM_ARRAY_TASK_ID,\n"
+                "                              else $JOB_COMPLETION_INDEX)",
+                false, ""},
                {"max-images", "N", "passed to fmam train: only the first N training images (quick trials, tests)", false, ""}});
   cli::Args a("fleet task", "fmam fleet task MANIFEST --out DIR [--index I] [--threads N]",
               "Train, evaluate and calibrate one product of a manifest: what each Slurm array task (or\n"
@@ -262,8 +268,8 @@ int cmd_fleet_task(int argc, char** argv) {
   const std::vector<fleet::Product> products = fleet::read_manifest(a.positionals()[0], false);
   const int index = resolve_index(a);
   if (size_t(index) >= products.size())
-    throw Error("fmam fleet task: index " + std::to_string(index) + " is past the last product of " + a.positionals()[0] +
-                " (" + std::to_string(products.size()) + " products, indices 0-" + std::to_string(products.size() - 1) + ")");
+    throw Error("fmam fleet task: index " + std::to_string(index) + " is past the last product of " + a.positionals()[0] + " (" +
+                std::to_string(products.size()) + " products, indices 0-" + std::to_string(products.size() - 1) + ")");
   const fleet::Product& p = products[size_t(index)];
   ProductDir pd{fs::absolute(fs::path(a.get("out"))) / p.name};
   fs::create_directories(pd.dir);
@@ -286,8 +292,8 @@ int cmd_fleet_task(int argc, char** argv) {
   };
   auto fail = [&](const std::string& step, const std::string& why) {
     const std::string message = last_line(pd.log());
-    json f = {{"product", p.name}, {"step", step}, {"why", why}, {"log", pd.log().string()}, {"message", message},
-              {"job", job_label()}, {"time", now_iso()}};
+    json f = {{"product", p.name},  {"step", step},       {"why", why},       {"log", pd.log().string()},
+              {"message", message}, {"job", job_label()}, {"time", now_iso()}};
     set_status("failed");
     atomic_write_text(pd.failed().string(), f.dump(2) + "\n");
     cli::log(p.name + ": " + step + " failed (" + why + "): " + message + "; log: " + pd.log().string());
@@ -307,8 +313,8 @@ int cmd_fleet_task(int argc, char** argv) {
     return fail("setup", "bad graph");
   }
   // Train (or resume: the model is written after every epoch and on SIGTERM).
-  std::vector<std::string> train = {exe, "train", p.graph, "--data", p.data, "--out", pd.model().string(),
-                                    "--threads", std::to_string(threads)};
+  std::vector<std::string> train = {
+      exe, "train", p.graph, "--data", p.data, "--out", pd.model().string(), "--threads", std::to_string(threads)};
   for (const auto& o : p.overrides) train.insert(train.end(), {"--set", o});
   if (!a.get("max-images").empty()) train.insert(train.end(), {"--max-images", a.get("max-images")});
   const bool resume = fs::exists(pd.model());
@@ -328,8 +334,9 @@ int cmd_fleet_task(int argc, char** argv) {
   if (tr.code != 0) return fail("train", tr.describe());
 
   // Evaluate and calibrate (threshold and heatmap range go into the model).
-  std::vector<std::string> eval = {exe, "eval", p.inference_graph, "--model", pd.model().string(), "--data", p.data,
-                                   "--out", pd.report().string(), "--calibrate", "--threads", std::to_string(threads)};
+  std::vector<std::string> eval = {
+      exe,    "eval",  p.inference_graph,    "--model",     pd.model().string(), "--data",
+      p.data, "--out", pd.report().string(), "--calibrate", "--threads",         std::to_string(threads)};
   eval.insert(eval.end(), common.begin(), common.end());
   set_status("evaluating");
   t0 = std::chrono::steady_clock::now();
@@ -345,13 +352,25 @@ int cmd_fleet_task(int argc, char** argv) {
   }
   std::string ov;
   for (const auto& o : p.overrides) ov += (ov.empty() ? "" : " ") + o;
-  json res = {{"product", p.name}, {"status", "done"}, {"data", p.data}, {"graph", p.graph},
-              {"inference_graph", p.inference_graph}, {"overrides", ov},
-              {"image_auroc", r["all"].value("image_auroc", json())}, {"pixel_auroc", r["all"].value("pixel_auroc", json())},
-              {"aupro", r["all"].value("aupro", json())}, {"f1_max", r["all"].value("f1_max", json())},
-              {"threshold", r.value("threshold", json())}, {"train_seconds", train_seconds},
-              {"eval_seconds", eval_seconds}, {"attempts", st["attempts"]}, {"model", "model.fmam"},
-              {"report", "report/report.html"}, {"log", "log"}, {"job", job_label()}, {"finished", now_iso()}};
+  json res = {{"product", p.name},
+              {"status", "done"},
+              {"data", p.data},
+              {"graph", p.graph},
+              {"inference_graph", p.inference_graph},
+              {"overrides", ov},
+              {"image_auroc", r["all"].value("image_auroc", json())},
+              {"pixel_auroc", r["all"].value("pixel_auroc", json())},
+              {"aupro", r["all"].value("aupro", json())},
+              {"f1_max", r["all"].value("f1_max", json())},
+              {"threshold", r.value("threshold", json())},
+              {"train_seconds", train_seconds},
+              {"eval_seconds", eval_seconds},
+              {"attempts", st["attempts"]},
+              {"model", "model.fmam"},
+              {"report", "report/report.html"},
+              {"log", "log"},
+              {"job", job_label()},
+              {"finished", now_iso()}};
   atomic_write_text(pd.results().string(), res.dump(2) + "\n");
   set_status("done");
   atomic_write_text(pd.done().string(), now_iso() + " " + job_label() + "\n");  // last: the product is finished
@@ -364,8 +383,7 @@ int cmd_fleet_task(int argc, char** argv) {
 // ---- fleet gather: one table --------------------------------------------------------------------
 
 struct Row {
-  std::string product, status, image_auroc, pixel_auroc, aupro, threshold, train_seconds, attempts, model, report, log,
-      error;
+  std::string product, status, image_auroc, pixel_auroc, aupro, threshold, train_seconds, attempts, model, report, log, error;
 };
 
 std::string num(const json& v, const char* fmt) {
@@ -399,8 +417,8 @@ Row gather_row(const fs::path& dir, const fleet::Product& p) {
   } else if (fs::exists(pd.failed())) {
     const json f = read_json_file(pd.failed());
     r.status = "failed";
-    r.error = f.value("step", std::string("?")) + ": " + f.value("why", std::string("?")) + ": " +
-              f.value("message", std::string());
+    r.error =
+        f.value("step", std::string("?")) + ": " + f.value("why", std::string("?")) + ": " + f.value("message", std::string());
   } else if (st.is_object()) {
     // "training"/"evaluating" while a task runs (or after its node died without a word);
     // "interrupted" after SIGTERM. Submitting again resumes either.
@@ -456,8 +474,8 @@ std::string fleet_html(const fs::path& dir, const std::vector<Row>& rows, const 
        "<th>files</th></tr>\n";
   for (const auto& r : rows) {
     h << "<tr><td>" << html_escape(r.product) << "</td><td class=\"" << html_escape(r.status) << "\">" << html_escape(r.status)
-      << "</td><td>" << r.image_auroc << "</td><td>" << r.pixel_auroc << "</td><td>" << r.aupro << "</td><td>"
-      << r.threshold << "</td><td>" << r.train_seconds << "</td><td>" << r.attempts << "</td><td>";
+      << "</td><td>" << r.image_auroc << "</td><td>" << r.pixel_auroc << "</td><td>" << r.aupro << "</td><td>" << r.threshold
+      << "</td><td>" << r.train_seconds << "</td><td>" << r.attempts << "</td><td>";
     if (!r.report.empty()) h << "<a href=\"" << html_escape(r.report) << "\">report</a> ";
     if (!r.model.empty()) h << "<a href=\"" << html_escape(r.model) << "\">model</a> ";
     if (!r.log.empty()) h << "<a href=\"" << html_escape(r.log) << "\">log</a>";
@@ -502,16 +520,16 @@ int cmd_fleet_gather(int argc, char** argv) {
   for (const auto& p : products) {
     Row r = gather_row(dir, p);
     ++counts[r.status];
-    for (const std::string* f : {&r.product, &r.status, &r.image_auroc, &r.pixel_auroc, &r.aupro, &r.threshold,
-                                 &r.train_seconds, &r.attempts, &r.model, &r.report, &r.log})
+    for (const std::string* f : {&r.product, &r.status, &r.image_auroc, &r.pixel_auroc, &r.aupro, &r.threshold, &r.train_seconds,
+                                 &r.attempts, &r.model, &r.report, &r.log})
       csv += fleet::csv_field(*f) + ",";
     csv += fleet::csv_field(r.error) + "\n";
     rows.push_back(r);
   }
   atomic_write_text((dir / "fleet.csv").string(), csv);
   atomic_write_text((dir / "index.html").string(), fleet_html(dir, rows, counts));
-  std::printf("%-20s %-12s %12s %12s %8s %10s %10s\n", "product", "status", "image AUROC", "pixel AUROC", "AUPRO",
-              "threshold", "training s");
+  std::printf("%-20s %-12s %12s %12s %8s %10s %10s\n", "product", "status", "image AUROC", "pixel AUROC", "AUPRO", "threshold",
+              "training s");
   for (const auto& r : rows)
     std::printf("%-20s %-12s %12s %12s %8s %10s %10s\n", r.product.c_str(), r.status.c_str(), r.image_auroc.c_str(),
                 r.pixel_auroc.c_str(), r.aupro.c_str(), r.threshold.c_str(), r.train_seconds.c_str());
@@ -539,42 +557,47 @@ std::string find_script(const cli::Args& a) {
 }
 
 int cmd_fleet_submit(int argc, char** argv) {
-  cli::Args a("fleet submit", "fmam fleet submit MANIFEST --out DIR [--partition P] [--time T] [--cpus N] [--dry-run]",
-              "Submit one Slurm array job for a manifest: array task i runs `fmam fleet task` for product i,\n"
-              "which trains it (fmam train GRAPH --data DATA --set OVERRIDES...), evaluates and calibrates\n"
-              "it (fmam eval --calibrate) and writes DIR/<product>/: model.fmam, report/, results.json,\n"
-              "log, and DONE last. Products already DONE are left out of the array; a product with a\n"
-              "model but no DONE resumes from it; a failed one is retried. The manifest is checked first\n"
-              "(every problem at once) and copied with absolute paths to DIR/manifest.csv (read by fmam\n"
-              "fleet gather) and DIR/.fleet/ (read by this submission's tasks). DIR, the data, the\n"
-              "graphs and this binary must be on storage every node sees at the same path.\n"
-              "\n"
-              "Manifest: CSV with a header row product,data,graph,overrides (overrides optional):\n"
-              "  product    folder name under DIR (letters, digits, '.', '_', '-')\n"
-              "  data       the product's images in MVTec AD layout (train/good, test/, ground_truth/)\n"
-              "  graph      training graph, e.g. graphs/fmam_rkd_train.json (its model is evaluated with\n"
-              "             the inference graph it names)\n"
-              "  overrides  fmam train --set KEY=VALUE settings separated by spaces, e.g.\n"
-              "             stage1.epochs=10 stage2.epochs=10 train.image_size=128\n"
-              "Relative paths are relative to the manifest's folder; '#' lines are comments.",
-              {{"out", "DIR", "the fleet folder (created): DIR/<product>/, DIR/manifest.csv, Slurm's output\n"
-                              "                              in DIR/.fleet/slurm-JOB_TASK.out", false, "o"},
-               {"partition", "P", "sbatch --partition", false, "p"},
-               {"time", "T", "sbatch --time: limit per product (e.g. 2:00:00); two minutes before it,\n"
-                             "                              SIGTERM makes fmam train checkpoint, so a resubmit resumes", false, "t"},
-               {"cpus", "N", "sbatch --cpus-per-task (default: the script's, 2); fmam uses that many threads", false, ""},
-               {"mem", "SIZE", "sbatch --mem (default: the script's, 4G; 256x256 training peaks at 2.7 GB)", false, ""},
-               {"max-parallel", "K", "at most K products train at once (sbatch --array=...%K)", false, ""},
-               {"max-images", "N", "train on the first N images of each product only (quick trial runs, tests)", false, ""},
-               {"sbatch", "ARG", "pass ARG to sbatch as it is, e.g. --sbatch=--account=vision", true, ""},
-               {"script", "FILE", "the batch script (default: cluster/slurm/train_array.sbatch of this source tree)", false, ""},
-               {"wait", "", "wait until every task has ended (sbatch --wait); exit status non-zero if one failed", false, ""},
-               {"dry-run", "", "check the manifest, print the plan and the sbatch command; submit nothing, write nothing", false, "n"}},
-              "examples:\n"
-              "  fmam fleet submit fleet.csv --out /shared/runs/fleet --partition cpu --time 2:00:00 --cpus 2\n"
-              "  fmam fleet gather /shared/runs/fleet      # while it runs, and after: fleet.csv, index.html\n"
-              "  fmam fleet submit fleet.csv --out /shared/runs/fleet   # again: skips DONE, resumes the rest\n"
-              "details: docs/SCALE.md");
+  cli::Args a(
+      "fleet submit", "fmam fleet submit MANIFEST --out DIR [--partition P] [--time T] [--cpus N] [--dry-run]",
+      "Submit one Slurm array job for a manifest: array task i runs `fmam fleet task` for product i,\n"
+      "which trains it (fmam train GRAPH --data DATA --set OVERRIDES...), evaluates and calibrates\n"
+      "it (fmam eval --calibrate) and writes DIR/<product>/: model.fmam, report/, results.json,\n"
+      "log, and DONE last. Products already DONE are left out of the array; a product with a\n"
+      "model but no DONE resumes from it; a failed one is retried. The manifest is checked first\n"
+      "(every problem at once) and copied with absolute paths to DIR/manifest.csv (read by fmam\n"
+      "fleet gather) and DIR/.fleet/ (read by this submission's tasks). DIR, the data, the\n"
+      "graphs and this binary must be on storage every node sees at the same path.\n"
+      "\n"
+      "Manifest: CSV with a header row product,data,graph,overrides (overrides optional):\n"
+      "  product    folder name under DIR (letters, digits, '.', '_', '-')\n"
+      "  data       the product's images in MVTec AD layout (train/good, test/, ground_truth/)\n"
+      "  graph      training graph, e.g. graphs/fmam_rkd_train.json (its model is evaluated with\n"
+      "             the inference graph it names)\n"
+      "  overrides  fmam train --set KEY=VALUE settings separated by spaces, e.g.\n"
+      "             stage1.epochs=10 stage2.epochs=10 train.image_size=128\n"
+      "Relative paths are relative to the manifest's folder; '#' lines are comments.",
+      {{"out", "DIR",
+        "the fleet folder (created): DIR/<product>/, DIR/manifest.csv, Slurm's output\n"
+        "                              in DIR/.fleet/slurm-JOB_TASK.out",
+        false, "o"},
+       {"partition", "P", "sbatch --partition", false, "p"},
+       {"time", "T",
+        "sbatch --time: limit per product (e.g. 2:00:00); two minutes before it,\n"
+        "                              SIGTERM makes fmam train checkpoint, so a resubmit resumes",
+        false, "t"},
+       {"cpus", "N", "sbatch --cpus-per-task (default: the script's, 2); fmam uses that many threads", false, ""},
+       {"mem", "SIZE", "sbatch --mem (default: the script's, 4G; 256x256 training peaks at 2.7 GB)", false, ""},
+       {"max-parallel", "K", "at most K products train at once (sbatch --array=...%K)", false, ""},
+       {"max-images", "N", "train on the first N images of each product only (quick trial runs, tests)", false, ""},
+       {"sbatch", "ARG", "pass ARG to sbatch as it is, e.g. --sbatch=--account=vision", true, ""},
+       {"script", "FILE", "the batch script (default: cluster/slurm/train_array.sbatch of this source tree)", false, ""},
+       {"wait", "", "wait until every task has ended (sbatch --wait); exit status non-zero if one failed", false, ""},
+       {"dry-run", "", "check the manifest, print the plan and the sbatch command; submit nothing, write nothing", false, "n"}},
+      "examples:\n"
+      "  fmam fleet submit fleet.csv --out /shared/runs/fleet --partition cpu --time 2:00:00 --cpus 2\n"
+      "  fmam fleet gather /shared/runs/fleet      # while it runs, and after: fleet.csv, index.html\n"
+      "  fmam fleet submit fleet.csv --out /shared/runs/fleet   # again: skips DONE, resumes the rest\n"
+      "details: docs/SCALE.md");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam fleet submit: expected one MANIFEST; see fmam fleet submit --help");
   if (a.get("out").empty()) throw Error("fmam fleet submit: --out DIR is required; see fmam fleet submit --help");
@@ -589,9 +612,12 @@ int cmd_fleet_submit(int argc, char** argv) {
   for (size_t i = 0; i < products.size(); ++i) {
     ProductDir pd{out / products[i].name};
     std::string action = "train";
-    if (fs::exists(pd.done())) action = "skip: done";
-    else if (fs::exists(pd.failed())) action = "retry after failure" + std::string(fs::exists(pd.model()) ? " (resume)" : "");
-    else if (fs::exists(pd.model())) action = "resume from " + pd.model().string();
+    if (fs::exists(pd.done()))
+      action = "skip: done";
+    else if (fs::exists(pd.failed()))
+      action = "retry after failure" + std::string(fs::exists(pd.model()) ? " (resume)" : "");
+    else if (fs::exists(pd.model()))
+      action = "resume from " + pd.model().string();
     if (!fs::exists(pd.done())) todo.push_back(i);
     std::printf("  %3zu  %-20s %s\n", i, products[i].name.c_str(), action.c_str());
   }
@@ -600,9 +626,9 @@ int cmd_fleet_submit(int argc, char** argv) {
     return 0;
   }
   const std::string script = find_script(a);
-  std::vector<std::string> sb = {"sbatch", "--array=" + index_ranges(todo) + (a.get("max-parallel").empty() ? "" : "%" + a.get("max-parallel")),
-                                 "--job-name=fmam-fleet", "--output=" + (out / ".fleet" / "slurm-%A_%a.out").string(),
-                                 "--export=ALL,FMAM=" + self_exe()};
+  std::vector<std::string> sb = {
+      "sbatch", "--array=" + index_ranges(todo) + (a.get("max-parallel").empty() ? "" : "%" + a.get("max-parallel")),
+      "--job-name=fmam-fleet", "--output=" + (out / ".fleet" / "slurm-%A_%a.out").string(), "--export=ALL,FMAM=" + self_exe()};
   if (!a.get("partition").empty()) sb.push_back("--partition=" + a.get("partition"));
   if (!a.get("time").empty()) sb.push_back("--time=" + a.get("time"));
   if (!a.get("cpus").empty()) sb.push_back("--cpus-per-task=" + a.get("cpus"));
@@ -633,15 +659,18 @@ int cmd_fleet_submit(int argc, char** argv) {
   if (pid < 0) throw Error(std::string("fmam fleet submit: fork failed: ") + std::strerror(errno));
   if (pid == 0) {
     execvp("sbatch", cargv.data());
-    std::fprintf(stderr, "fmam fleet submit: cannot run sbatch (%s): Slurm's client commands must be on PATH "
-                 "(Debian: slurm-client); --dry-run prints the command without them\n", std::strerror(errno));
+    std::fprintf(stderr,
+                 "fmam fleet submit: cannot run sbatch (%s): Slurm's client commands must be on PATH "
+                 "(Debian: slurm-client); --dry-run prints the command without them\n",
+                 std::strerror(errno));
     _exit(127);
   }
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-  if (rc != 0 && rc != 127) cli::log("sbatch exited with status " + std::to_string(rc) + (a.flag("wait") ? " (a product failed?)" : ""));
+  if (rc != 0 && rc != 127)
+    cli::log("sbatch exited with status " + std::to_string(rc) + (a.flag("wait") ? " (a product failed?)" : ""));
   std::cout << "fmam fleet: progress and results: fmam fleet gather " << out.string() << "\n";
   return rc;
 }

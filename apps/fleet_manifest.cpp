@@ -118,9 +118,12 @@ std::vector<Product> read_manifest(const std::string& path, bool check_paths) {
       for (size_t i = 0; i < fields.size(); ++i) {
         bool ok = false;
         for (const auto& k : known) ok |= fields[i] == k;
-        if (!ok) problem(line_no, "unknown column \"" + fields[i] + "\"; known: product, data, graph, overrides");
-        else if (col.count(fields[i])) problem(line_no, "column \"" + fields[i] + "\" given twice");
-        else col[fields[i]] = i;
+        if (!ok)
+          problem(line_no, "unknown column \"" + fields[i] + "\"; known: product, data, graph, overrides");
+        else if (col.count(fields[i]))
+          problem(line_no, "column \"" + fields[i] + "\" given twice");
+        else
+          col[fields[i]] = i;
       }
       for (const char* req : {"product", "data", "graph"})
         if (!col.count(req))
@@ -150,8 +153,8 @@ std::vector<Product> read_manifest(const std::string& path, bool check_paths) {
       }
     if (!ok) continue;
     if (!valid_name(p.name)) {
-      problem(line_no, "column \"product\": \"" + p.name +
-                           "\" is not a folder name; use letters, digits, '.', '_' and '-' (not first)");
+      problem(line_no,
+              "column \"product\": \"" + p.name + "\" is not a folder name; use letters, digits, '.', '_' and '-' (not first)");
     } else if (seen.count(p.name)) {
       problem(line_no, "column \"product\": \"" + p.name + "\" is already on line " + std::to_string(seen[p.name]));
     } else {
@@ -178,7 +181,8 @@ std::vector<Product> read_manifest(const std::string& path, bool check_paths) {
     }
     products.push_back(p);
   }
-  if (!have_header && problems.empty()) problems.push_back(path + ": empty manifest; the first row names the columns: product,data,graph,overrides");
+  if (!have_header && problems.empty())
+    problems.push_back(path + ": empty manifest; the first row names the columns: product,data,graph,overrides");
   if (problems.empty() && products.empty()) problems.push_back(path + ": no product rows under the header");
   if (!problems.empty()) {
     std::string msg;

@@ -5,18 +5,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <optional>
-#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <thread>
 
-#include "apps/cli.h"
 #include "api/train_config.h"
+#include "apps/cli.h"
 #include "fmam/pipeline.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
@@ -94,7 +94,7 @@ int cmd_describe(int argc, char** argv) {
     std::cout << "  plugin        " << t->plugin << "\n";
     std::cout << "  concurrency   "
               << (k.concurrency() == Concurrency::kSerial ? "serial (stateful: one frame at a time, in input order)"
-                                                         : "unlimited (pure: frames run in parallel)")
+                                                          : "unlimited (pure: frames run in parallel)")
               << "\n";
     std::cout << "  batchable     " << (k.is_batchable() ? "yes (fmam run --batch N stacks frames)" : "no") << "\n\n";
     std::cout << "Inputs:\n";
@@ -152,8 +152,8 @@ int cmd_check(int argc, char** argv) {
     throw GraphError(all);
   }
   if (!train_problems.empty()) throw GraphError(train_problems);
-  std::cout << vg.config.file << ": OK (" << vg.config.name << ": " << vg.nodes.size() << " nodes, "
-            << vg.streams.size() << " streams)\n";
+  std::cout << vg.config.file << ": OK (" << vg.config.name << ": " << vg.nodes.size() << " nodes, " << vg.streams.size()
+            << " streams)\n";
   for (const auto& n : vg.nodes) {
     std::cout << "  " << pad(n.config.id, 14) << pad(n.config.type, 18);
     std::string outs;
@@ -177,8 +177,10 @@ int cmd_dot(int argc, char** argv) {
   if (!a.parse(argc, argv)) return 0;
   load_plugins(a);
   std::string dot = to_dot(validate(read_graph(a, "dot")));
-  if (a.get("output").empty()) std::cout << dot;
-  else atomic_write_text(a.get("output"), dot);
+  if (a.get("output").empty())
+    std::cout << dot;
+  else
+    atomic_write_text(a.get("output"), dot);
   return 0;
 }
 
@@ -191,8 +193,9 @@ void check_unique_output_keys(const std::vector<std::string>& files) {
   for (size_t i = 0; i < files.size(); ++i) {
     auto [it, fresh] = first.emplace(output_key(files[i], (long long)i), files[i]);
     if (!fresh)
-      throw std::runtime_error("fmam run: \"" + it->second + "\" and \"" + files[i] + "\" would both write outputs named \"" +
-                               it->first + "_*\" (outputs are named <folder>_<stem>); rename one, or run them into separate --output folders");
+      throw std::runtime_error(
+          "fmam run: \"" + it->second + "\" and \"" + files[i] + "\" would both write outputs named \"" + it->first +
+          "_*\" (outputs are named <folder>_<stem>); rename one, or run them into separate --output folders");
   }
 }
 
@@ -203,7 +206,10 @@ int cmd_run(int argc, char** argv) {
                {"output", "DIR", "write the graph's outputs here: <key>_<stream>.png/.tiff, scores.csv", false, "o"},
                {"set", "ID.PARAM=VALUE", "override a node param, e.g. --set blur.sigma=2", true, ""},
                {"recursive", "", "look for images in sub-folders of --input too", false, "r"},
-               {"batch", "N", "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                              than frame by frame; 1 for the lowest latency)", false, ""},
+               {"batch", "N",
+                "frames stacked per call of batchable nodes (default 4: the networks run ~25% faster\n                           "
+                "   than frame by frame; 1 for the lowest latency)",
+                false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once; bounds memory (default 8)", false, ""},
                {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
                cli::precision_option(),
@@ -240,7 +246,8 @@ int cmd_run(int argc, char** argv) {
   po.threads = a.get_int("threads", 0);
   po.intra_op_threads = 0;  // the runner set it (dispatch)
   po.device = a.get("device", "cpu");
-  if (po.device != "cpu" && po.device != "cuda") throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + po.device);
+  if (po.device != "cpu" && po.device != "cuda")
+    throw std::runtime_error("fmam run: --device must be cpu or cuda, got " + po.device);
   po.precision = a.get("precision", "auto");
   po.output_dir = a.get("output");
   const std::string input = a.get("input");
@@ -307,9 +314,12 @@ int dispatch(int argc, char** argv) {
     const std::string arg = argv[i];
     for (const char* name : {"--threads", "--intra-op-threads"}) {
       std::string v;
-      if (arg == name && i + 1 < argc) v = argv[i + 1];
-      else if (arg.rfind(std::string(name) + "=", 0) == 0) v = arg.substr(std::strlen(name) + 1);
-      else continue;
+      if (arg == name && i + 1 < argc)
+        v = argv[i + 1];
+      else if (arg.rfind(std::string(name) + "=", 0) == 0)
+        v = arg.substr(std::strlen(name) + 1);
+      else
+        continue;
       char* end = nullptr;
       const long x = std::strtol(v.c_str(), &end, 10);
       if (v.empty() || *end != '\0' || x < 1 || x > 4096)

@@ -37,15 +37,17 @@ int cmd_train(int argc, char** argv) {
   opts.insert(opts.begin(),
               {{"data", "DIR", "a category folder in MVTec AD layout: trains on DIR/train/good", false, "d"},
                {"out", "FILE", "the model file to write (and to --resume from)", false, "o"},
-               {"set", "KEY=VALUE", "override a setting: train.batch_size=8, train.image_size=128 (or WxH:\n"
-                                    "                              train.image_size=512x128 for long parts), train.seed=1,\n"
-                                    "                              train.precision=fp32 (default auto: bf16-mixed on CPUs with\n"
-                                    "                              AVX512-BF16, else fp32), train.drop_last=true (default false:\n"
-                                    "                              the last partial batch is trained on), stage1.epochs=10,\n"
-                                    "                              stage2.lr=1e-4, stage1.betas=[0.5,0.999] (Adam; default\n"
-                                    "                              [0.9,0.999]), stage1.weight_decay=0, train.teacher_cache_mb=0\n"
-                                    "                              (recompute the teacher every epoch; default 1024 MiB),\n"
-                                    "                              or a node param (synth.tau=0.4)", true, ""},
+               {"set", "KEY=VALUE",
+                "override a setting: train.batch_size=8, train.image_size=128 (or WxH:\n"
+                "                              train.image_size=512x128 for long parts), train.seed=1,\n"
+                "                              train.precision=fp32 (default auto: bf16-mixed on CPUs with\n"
+                "                              AVX512-BF16, else fp32), train.drop_last=true (default false:\n"
+                "                              the last partial batch is trained on), stage1.epochs=10,\n"
+                "                              stage2.lr=1e-4, stage1.betas=[0.5,0.999] (Adam; default\n"
+                "                              [0.9,0.999]), stage1.weight_decay=0, train.teacher_cache_mb=0\n"
+                "                              (recompute the teacher every epoch; default 1024 MiB),\n"
+                "                              or a node param (synth.tau=0.4)",
+                true, ""},
                {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
                {"strict", "", "exit with status 3 if any training image was skipped (unreadable); default 0", false, ""},
@@ -62,16 +64,18 @@ int cmd_train(int argc, char** argv) {
               "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o bottle.fmam\n"
               "  fmam train graphs/fmam_rkd_train.json -d ../shared/data/mvtec_ad/bottle -o quick.fmam \\\n"
               "      --set stage1.epochs=2 --set stage2.epochs=2 --set train.image_size=128\n"
-              "\n" + train_fields_help() + "\n"
-              "environment:\n"
-              "  FMAM_CPU_CACHE_MB=N   bound of the cache that keeps freed tensors of 1 MiB+ for the next\n"
-              "                        batch (default 2048, emptied every epoch; 0 turns it off)\n"
-              "\n"
-              "exit status:\n"
-              "  0  the model was written (unreadable images, each named on stderr, were skipped)\n"
-              "  1  an error (bad graph, data or option), or an epoch in which every image was skipped\n"
-              "  3  with --strict: the model was written, but some images were skipped\n"
-              "  130  interrupted (Ctrl-C, SIGTERM): a checkpoint to --resume");
+              "\n" +
+                  train_fields_help() +
+                  "\n"
+                  "environment:\n"
+                  "  FMAM_CPU_CACHE_MB=N   bound of the cache that keeps freed tensors of 1 MiB+ for the next\n"
+                  "                        batch (default 2048, emptied every epoch; 0 turns it off)\n"
+                  "\n"
+                  "exit status:\n"
+                  "  0  the model was written (unreadable images, each named on stderr, were skipped)\n"
+                  "  1  an error (bad graph, data or option), or an epoch in which every image was skipped\n"
+                  "  3  with --strict: the model was written, but some images were skipped\n"
+                  "  130  interrupted (Ctrl-C, SIGTERM): a checkpoint to --resume");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam train: expected one GRAPH; see fmam train --help");
   if (a.get("data").empty()) throw Error("fmam train: --data CATEGORY_DIR is required");
@@ -89,7 +93,9 @@ int cmd_train(int argc, char** argv) {
   const bool quiet = a.flag("quiet");
   if (!quiet)
     cli::log("precision " + trainer.precision() +
-             (trainer.requested_precision() != "auto" ? "" : trainer.precision() == "bf16-mixed" ? " (auto: this CPU has AVX512-BF16)" : " (auto: this CPU has no native bfloat16)"));
+             (trainer.requested_precision() != "auto" ? ""
+              : trainer.precision() == "bf16-mixed"   ? " (auto: this CPU has AVX512-BF16)"
+                                                      : " (auto: this CPU has no native bfloat16)"));
   std::unique_ptr<cli::Progress> bar;
   auto report = [&](const TrainProgress& p) {
     if (p.epoch_done) {  // a line per epoch, quiet or not: the log of a long run

@@ -33,12 +33,10 @@ std::string fmt_value(double v) {
 
 void check_scores(const std::vector<float>& scores, const std::vector<uint8_t>& labels) {
   if (scores.size() != labels.size())
-    throw MetricsError("metrics: " + std::to_string(scores.size()) + " scores but " +
-                       std::to_string(labels.size()) + " labels");
+    throw MetricsError("metrics: " + std::to_string(scores.size()) + " scores but " + std::to_string(labels.size()) + " labels");
   for (size_t i = 0; i < scores.size(); ++i)
     if (!std::isfinite(scores[i]))
-      throw MetricsError("metrics: score #" + std::to_string(i) + " is " + fmt_value(scores[i]) +
-                         " (scores must be finite)");
+      throw MetricsError("metrics: score #" + std::to_string(i) + " is " + fmt_value(scores[i]) + " (scores must be finite)");
 }
 
 // sklearn's _binary_clf_curve: cumulative true/false positives at each distinct score,
@@ -56,7 +54,10 @@ ClfCurve binary_clf_curve(const std::vector<float>& scores, const std::vector<ui
   int64_t tp = 0, fp = 0;
   for (size_t k = 0; k < order.size(); ++k) {
     const size_t i = order[k];
-    if (labels[i]) ++tp; else ++fp;
+    if (labels[i])
+      ++tp;
+    else
+      ++fp;
     // -0.0 == 0.0 here, like numpy's diff.
     if (k + 1 == order.size() || scores[order[k + 1]] != scores[i]) {
       c.tps.push_back(tp);
@@ -93,27 +94,26 @@ struct PixelTable {
 void check_pixel_input(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks,
                        const std::vector<std::string>& names) {
   if (maps.size() != masks.size())
-    throw MetricsError("pixel metrics: " + std::to_string(maps.size()) + " anomaly maps but " +
-                       std::to_string(masks.size()) + " masks");
+    throw MetricsError("pixel metrics: " + std::to_string(maps.size()) + " anomaly maps but " + std::to_string(masks.size()) +
+                       " masks");
   if (!names.empty() && names.size() != maps.size())
-    throw MetricsError("pixel metrics: " + std::to_string(names.size()) + " names for " +
-                       std::to_string(maps.size()) + " anomaly maps");
+    throw MetricsError("pixel metrics: " + std::to_string(names.size()) + " names for " + std::to_string(maps.size()) +
+                       " anomaly maps");
   for (size_t i = 0; i < maps.size(); ++i) {
     const cv::Mat& m = maps[i];
     const cv::Mat& g = masks[i];
     const std::string who = item_label(i, names);
     if (m.empty()) throw MetricsError("pixel metrics: anomaly map of " + who + " is empty");
     if (m.type() != CV_32FC1 || m.dims != 2)
-      throw MetricsError("pixel metrics: anomaly map of " + who +
-                         " must be a 2-D single-channel CV_32F matrix, got type " + cv::typeToString(m.type()));
+      throw MetricsError("pixel metrics: anomaly map of " + who + " must be a 2-D single-channel CV_32F matrix, got type " +
+                         cv::typeToString(m.type()));
     if (!g.empty()) {
       if (g.type() != CV_8UC1 || g.dims != 2)
-        throw MetricsError("pixel metrics: mask of " + who +
-                           " must be a 2-D single-channel CV_8U matrix, got type " + cv::typeToString(g.type()));
+        throw MetricsError("pixel metrics: mask of " + who + " must be a 2-D single-channel CV_8U matrix, got type " +
+                           cv::typeToString(g.type()));
       if (g.size() != m.size())
-        throw MetricsError("pixel metrics: size mismatch for " + who + ": anomaly map " +
-                           std::to_string(m.cols) + "x" + std::to_string(m.rows) + " (WxH) but mask " +
-                           std::to_string(g.cols) + "x" + std::to_string(g.rows));
+        throw MetricsError("pixel metrics: size mismatch for " + who + ": anomaly map " + std::to_string(m.cols) + "x" +
+                           std::to_string(m.rows) + " (WxH) but mask " + std::to_string(g.cols) + "x" + std::to_string(g.rows));
     }
   }
   if (maps.size() >= kNormalFlag) throw MetricsError("pixel metrics: too many images");
@@ -158,8 +158,7 @@ PixelTable build_pixel_table(const std::vector<cv::Mat>& maps, const std::vector
         if (!std::isfinite(v))
           throw MetricsError("pixel metrics: anomaly map of " + item_label(i, names) + " has a non-finite value (" +
                              fmt_value(v) + ") at row " + std::to_string(y) + ", col " + std::to_string(x));
-        const uint32_t payload =
-            (lab && lab[x] > 0) ? first_region + uint32_t(lab[x] - 1) : (kNormalFlag | uint32_t(i));
+        const uint32_t payload = (lab && lab[x] > 0) ? first_region + uint32_t(lab[x] - 1) : (kNormalFlag | uint32_t(i));
         t.sorted.push_back((uint64_t(~float_key(v)) << 32) | payload);
       }
     }
@@ -178,8 +177,7 @@ struct PixelWalk {
 // One pass over the sorted table, restricted to the images with include[i] != 0 (all when
 // empty). Computes the exact pixel AUROC and the PRO curve (up to the first point past
 // curve_limit; the whole curve when curve_limit is NaN), then AUPRO if fpr_limit is finite.
-PixelWalk walk_pixels(const PixelTable& t, const std::vector<uint8_t>& include, double curve_limit,
-                      double fpr_limit) {
+PixelWalk walk_pixels(const PixelTable& t, const std::vector<uint8_t>& include, double curve_limit, double fpr_limit) {
   PixelWalk w;
   const size_t n_images = t.image_normal.size();
   auto included = [&](size_t img) { return include.empty() || include[img]; };
@@ -195,9 +193,12 @@ PixelWalk walk_pixels(const PixelTable& t, const std::vector<uint8_t>& include, 
   w.curve.n_normal_pixels = n_ok;
   const bool auroc_defined = n_ok > 0 && w.n_anomalous > 0;
   const bool pro_defined = n_ok > 0 && w.n_regions > 0;
-  if (w.n_pixels == 0) w.notes.push_back("no pixel to evaluate");
-  else if (w.n_anomalous == 0) w.notes.push_back("pixel AUROC and AUPRO undefined: the ground-truth masks have no anomalous pixel");
-  else if (n_ok == 0) w.notes.push_back("pixel AUROC and AUPRO undefined: the ground-truth masks have no normal pixel");
+  if (w.n_pixels == 0)
+    w.notes.push_back("no pixel to evaluate");
+  else if (w.n_anomalous == 0)
+    w.notes.push_back("pixel AUROC and AUPRO undefined: the ground-truth masks have no anomalous pixel");
+  else if (n_ok == 0)
+    w.notes.push_back("pixel AUROC and AUPRO undefined: the ground-truth masks have no normal pixel");
   if (!auroc_defined && !pro_defined) return w;
 
   // AUROC: 2 * area * P * N accumulated exactly in integers.
@@ -264,8 +265,7 @@ double auroc(const std::vector<float>& scores, const std::vector<uint8_t>& label
   for (uint8_t l : labels) pos += l ? 1 : 0;
   const int64_t neg = int64_t(labels.size()) - pos;
   if (pos == 0 || neg == 0) {
-    set_why(why, std::string("AUROC undefined: no ") + (pos == 0 ? "positive (anomalous)" : "negative (normal)") +
-                     " sample");
+    set_why(why, std::string("AUROC undefined: no ") + (pos == 0 ? "positive (anomalous)" : "negative (normal)") + " sample");
     return kNaN;
   }
   const ClfCurve c = binary_clf_curve(scores, labels);
@@ -353,8 +353,8 @@ F1Max f1_max(const std::vector<float>& scores, const std::vector<uint8_t>& label
 
 double trapezoid_area(const std::vector<double>& x_in, const std::vector<double>& y_in, double x_max) {
   if (x_in.size() != y_in.size())
-    throw MetricsError("trapezoid_area: " + std::to_string(x_in.size()) + " x values but " +
-                       std::to_string(y_in.size()) + " y values");
+    throw MetricsError("trapezoid_area: " + std::to_string(x_in.size()) + " x values but " + std::to_string(y_in.size()) +
+                       " y values");
   std::vector<double> x, y;
   x.reserve(x_in.size());
   y.reserve(y_in.size());
@@ -397,8 +397,8 @@ PixelMetrics pixel_metrics(const std::vector<cv::Mat>& maps, const std::vector<c
   return m;
 }
 
-double pixel_auroc(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks,
-                   const std::vector<std::string>& names, std::string* why) {
+double pixel_auroc(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks, const std::vector<std::string>& names,
+                   std::string* why) {
   const PixelMetrics m = pixel_metrics(maps, masks, 0.3, names);
   set_why(why, std::isnan(m.auroc) && !m.notes.empty() ? m.notes.front() : "");
   return m.auroc;
@@ -411,8 +411,7 @@ double aupro(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks
   return m.aupro;
 }
 
-ProCurve pro_curve(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks,
-                   const std::vector<std::string>& names) {
+ProCurve pro_curve(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks, const std::vector<std::string>& names) {
   const PixelTable t = build_pixel_table(maps, masks, names);
   return walk_pixels(t, {}, kNaN, kNaN).curve;
 }
@@ -421,8 +420,7 @@ ProCurve pro_curve(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>&
 
 namespace {
 
-void image_group_metrics(const std::vector<EvalSample>& samples, const std::vector<uint8_t>& include,
-                         GroupMetrics& g) {
+void image_group_metrics(const std::vector<EvalSample>& samples, const std::vector<uint8_t>& include, GroupMetrics& g) {
   std::vector<float> scores;
   std::vector<uint8_t> labels;
   for (size_t i = 0; i < samples.size(); ++i)
@@ -467,8 +465,8 @@ EvalResult evaluate(const std::vector<EvalSample>& samples, const EvalOptions& o
     for (size_t i = 0; i < samples.size(); ++i) {
       const EvalSample& s = samples[i];
       if (s.anomaly_map.empty())
-        throw MetricsError("evaluate: sample " + item_label(i, names) + " has no anomaly map while " +
-                           std::to_string(with_map) + " other samples have one (give all or none)");
+        throw MetricsError("evaluate: sample " + item_label(i, names) + " has no anomaly map while " + std::to_string(with_map) +
+                           " other samples have one (give all or none)");
       if (s.anomalous && s.gt_mask.empty())
         throw MetricsError("evaluate: anomalous sample " + item_label(i, names) +
                            " has no ground-truth mask (needed for the pixel metrics)");
@@ -518,8 +516,7 @@ EvalResult evaluate(const std::vector<EvalSample>& samples, const EvalOptions& o
     GroupMetrics g;
     g.defect_type = kv.first;
     std::vector<uint8_t> include(samples.size(), 0);
-    for (size_t i = 0; i < samples.size(); ++i)
-      include[i] = !samples[i].anomalous || type_of(samples[i]) == kv.first;
+    for (size_t i = 0; i < samples.size(); ++i) include[i] = !samples[i].anomalous || type_of(samples[i]) == kv.first;
     fill(g, include);
     r.per_type.push_back(std::move(g));
   }

@@ -52,10 +52,8 @@ struct RocCurve {
 // i.e. the Mann-Whitney U statistic with ties counted one half). labels: nonzero = anomalous.
 // Returns NaN (reason in *why) when there is no positive or no negative sample.
 // Throws MetricsError on a size mismatch or a non-finite score (naming its index).
-double auroc(const std::vector<float>& scores, const std::vector<uint8_t>& labels,
-             std::string* why = nullptr);
-RocCurve roc_curve(const std::vector<float>& scores, const std::vector<uint8_t>& labels,
-                   bool drop_intermediate = false);
+double auroc(const std::vector<float>& scores, const std::vector<uint8_t>& labels, std::string* why = nullptr);
+RocCurve roc_curve(const std::vector<float>& scores, const std::vector<uint8_t>& labels, bool drop_intermediate = false);
 
 // Precision-recall curve like sklearn.metrics.precision_recall_curve (scikit-learn 1.2): thresholds
 // increasing (the distinct scores), precision/recall have one more element, the final (1, 0).
@@ -71,8 +69,7 @@ PrCurve precision_recall_curve(const std::vector<float>& scores, const std::vect
 struct F1Max {
   double f1 = kNaN, threshold = kNaN, precision = kNaN, recall = kNaN;
 };
-F1Max f1_max(const std::vector<float>& scores, const std::vector<uint8_t>& labels,
-             std::string* why = nullptr);
+F1Max f1_max(const std::vector<float>& scores, const std::vector<uint8_t>& labels, std::string* why = nullptr);
 
 // ---------------------------------------------------------------------------------------------
 // Pixel level. maps: single-channel CV_32F (any size, one per image); masks: single-channel CV_8U
@@ -100,8 +97,8 @@ struct PixelMetrics {
 };
 
 // Both metrics from a single sort of all pixels (8 bytes per pixel of working memory).
-PixelMetrics pixel_metrics(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks,
-                           double fpr_limit = 0.3, const std::vector<std::string>& names = {});
+PixelMetrics pixel_metrics(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks, double fpr_limit = 0.3,
+                           const std::vector<std::string>& names = {});
 double pixel_auroc(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks,
                    const std::vector<std::string>& names = {}, std::string* why = nullptr);
 double aupro(const std::vector<cv::Mat>& maps, const std::vector<cv::Mat>& masks, double fpr_limit = 0.3,
@@ -123,8 +120,8 @@ struct EvalSample {
 };
 
 struct EvalOptions {
-  double fpr_limit = 0.3;      // AUPRO integration limit
-  bool pixel_metrics = true;   // compute them when the samples carry anomaly maps
+  double fpr_limit = 0.3;     // AUPRO integration limit
+  bool pixel_metrics = true;  // compute them when the samples carry anomaly maps
 };
 
 // Metrics of one group of samples. Per-type convention: the group of defect type T holds the

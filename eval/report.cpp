@@ -82,8 +82,8 @@ std::string png_data_uri(const cv::Mat& overlay, int max_side, const std::string
   const int side = std::max(img.cols, img.rows);
   if (max_side > 0 && side > max_side) {
     const double s = double(max_side) / side;
-    cv::resize(img, img, cv::Size(std::max(1, int(std::lround(img.cols * s))), std::max(1, int(std::lround(img.rows * s)))),
-               0, 0, cv::INTER_AREA);
+    cv::resize(img, img, cv::Size(std::max(1, int(std::lround(img.cols * s))), std::max(1, int(std::lround(img.rows * s)))), 0, 0,
+               cv::INTER_AREA);
   }
   std::vector<uchar> png;
   if (!cv::imencode(".png", img, png)) throw std::runtime_error("report: cannot PNG-encode the overlay of '" + name + "'");
@@ -126,8 +126,8 @@ const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
 
 const char* kSvgFont = "font-family=\"Helvetica, Arial, sans-serif\"";
 
-struct Plot {  // plot area inside an SVG
-  double x0, y0, w, h;      // pixels, y0 = top
+struct Plot {           // plot area inside an SVG
+  double x0, y0, w, h;  // pixels, y0 = top
   double xmin, xmax, ymin, ymax;
   double px(double x) const { return x0 + (x - xmin) / (xmax - xmin) * w; }
   double py(double y) const { return y0 + h - (y - ymin) / (ymax - ymin) * h; }
@@ -138,21 +138,23 @@ void axes(std::ostringstream& s, const Plot& p, const Ticks& xt, const Ticks& yt
   s << "<g " << kSvgFont << " font-size=\"12\" fill=\"#333\">\n";
   for (double v : xt.values) {
     const double x = p.px(v);
-    if (grid) s << fmt("<line x1=\"%.1f\"", x) << fmt(" y1=\"%.1f\"", p.y0) << fmt(" x2=\"%.1f\"", x)
-                << fmt(" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", p.y0 + p.h);
+    if (grid)
+      s << fmt("<line x1=\"%.1f\"", x) << fmt(" y1=\"%.1f\"", p.y0) << fmt(" x2=\"%.1f\"", x)
+        << fmt(" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", p.y0 + p.h);
     s << fmt("<line x1=\"%.1f\"", x) << fmt(" y1=\"%.1f\"", p.y0 + p.h) << fmt(" x2=\"%.1f\"", x)
       << fmt(" y2=\"%.1f\" stroke=\"#333\"/>\n", p.y0 + p.h + 5);
-    s << fmt("<text x=\"%.1f\"", x) << fmt(" y=\"%.1f\" text-anchor=\"middle\">", p.y0 + p.h + 19)
-      << tick_label(v, xt.decimals) << "</text>\n";
+    s << fmt("<text x=\"%.1f\"", x) << fmt(" y=\"%.1f\" text-anchor=\"middle\">", p.y0 + p.h + 19) << tick_label(v, xt.decimals)
+      << "</text>\n";
   }
   for (double v : yt.values) {
     const double y = p.py(v);
-    if (grid) s << fmt("<line x1=\"%.1f\"", p.x0) << fmt(" y1=\"%.1f\"", y) << fmt(" x2=\"%.1f\"", p.x0 + p.w)
-                << fmt(" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", y);
+    if (grid)
+      s << fmt("<line x1=\"%.1f\"", p.x0) << fmt(" y1=\"%.1f\"", y) << fmt(" x2=\"%.1f\"", p.x0 + p.w)
+        << fmt(" y2=\"%.1f\" stroke=\"#e5e5e5\"/>\n", y);
     s << fmt("<line x1=\"%.1f\"", p.x0 - 5) << fmt(" y1=\"%.1f\"", y) << fmt(" x2=\"%.1f\"", p.x0)
       << fmt(" y2=\"%.1f\" stroke=\"#333\"/>\n", y);
-    s << fmt("<text x=\"%.1f\"", p.x0 - 8) << fmt(" y=\"%.1f\" text-anchor=\"end\">", y + 4)
-      << tick_label(v, yt.decimals) << "</text>\n";
+    s << fmt("<text x=\"%.1f\"", p.x0 - 8) << fmt(" y=\"%.1f\" text-anchor=\"end\">", y + 4) << tick_label(v, yt.decimals)
+      << "</text>\n";
   }
   s << fmt("<rect x=\"%.1f\"", p.x0) << fmt(" y=\"%.1f\"", p.y0) << fmt(" width=\"%.1f\"", p.w)
     << fmt(" height=\"%.1f\" fill=\"none\" stroke=\"#333\"/>\n", p.h);
@@ -171,8 +173,8 @@ void svg_title(std::ostringstream& s, double x, double y, const std::string& tex
 
 std::string svg_open(int w, int h) {
   std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h << "\" viewBox=\"0 0 " << w
-    << " " << h << "\" role=\"img\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n";
+  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << h << "\" viewBox=\"0 0 " << w << " " << h
+    << "\" role=\"img\">\n<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n";
   return s.str();
 }
 
@@ -329,8 +331,8 @@ std::string roc_svg(const EvalResult& m) {
     std::string label = e.label;
     if (label.size() > 16) label = label.substr(0, 15) + "\xE2\x80\xA6";
     s << fmt("<line x1=\"%.1f\"", lx) << fmt(" y1=\"%.1f\"", ly) << fmt(" x2=\"%.1f\"", lx + 22) << fmt(" y2=\"%.1f\"", ly)
-      << " stroke=\"" << e.color << "\" stroke-width=\"" << e.width << "\"" << (e.g->roc.fpr.empty() ? " stroke-dasharray=\"2,3\"" : "")
-      << "/>\n";
+      << " stroke=\"" << e.color << "\" stroke-width=\"" << e.width << "\""
+      << (e.g->roc.fpr.empty() ? " stroke-dasharray=\"2,3\"" : "") << "/>\n";
     s << fmt("<text x=\"%.1f\"", lx + 28) << fmt(" y=\"%.1f\"", ly + 4) << (e.label == "all" ? " font-weight=\"bold\"" : "")
       << ">" << html_escape(label) << ": " << metric_str(e.g->image_auroc) << "<title>" << html_escape(e.label)
       << "</title></text>\n";
@@ -386,7 +388,8 @@ std::string histogram_svg(const std::vector<ReportImage>& images, double thresho
     b = std::clamp(b, 0, bins - 1);
     (im.anomalous ? anomalous : normal)[b]++;
   }
-  const int cmax = std::max(*std::max_element(normal.begin(), normal.end()), *std::max_element(anomalous.begin(), anomalous.end()));
+  const int cmax =
+      std::max(*std::max_element(normal.begin(), normal.end()), *std::max_element(anomalous.begin(), anomalous.end()));
   Ticks yt = nice_ticks(0, std::max(1, cmax), 6);
   if (yt.decimals > 0) {  // counts are integers: keep integer ticks only
     std::vector<double> v;
@@ -417,17 +420,19 @@ std::string histogram_svg(const std::vector<ReportImage>& images, double thresho
     const bool right_half = x > p.x0 + p.w * 0.6;
     s << "<text " << kSvgFont << fmt(" x=\"%.1f\"", right_half ? x - 6 : x + 6) << fmt(" y=\"%.1f\"", p.y0 + 16)
       << " font-size=\"12\" text-anchor=\"" << (right_half ? "end" : "start")
-      << "\" fill=\"#000\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">threshold "
-      << score_str(threshold) << "</text>\n";
+      << "\" fill=\"#000\" stroke=\"#fff\" stroke-width=\"3\" paint-order=\"stroke\">threshold " << score_str(threshold)
+      << "</text>\n";
   }
   // Legend: top, just under the title line, right-aligned.
   int n_norm = 0, n_anom = 0;
   for (const ReportImage& im : images) (im.anomalous ? n_anom : n_norm)++;
   const double lx = p.x0 + p.w - 235, ly = 24;
   s << "<g " << kSvgFont << " font-size=\"12\" fill=\"#222\">\n";
-  s << fmt("<rect x=\"%.1f\"", lx) << fmt(" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#1f77b4\" fill-opacity=\"0.55\" stroke=\"#1f77b4\"/>\n", ly - 9);
+  s << fmt("<rect x=\"%.1f\"", lx)
+    << fmt(" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#1f77b4\" fill-opacity=\"0.55\" stroke=\"#1f77b4\"/>\n", ly - 9);
   s << fmt("<text x=\"%.1f\"", lx + 19) << fmt(" y=\"%.1f\">normal (", ly) << n_norm << ")</text>\n";
-  s << fmt("<rect x=\"%.1f\"", lx + 115) << fmt(" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#d62728\" fill-opacity=\"0.55\" stroke=\"#d62728\"/>\n", ly - 9);
+  s << fmt("<rect x=\"%.1f\"", lx + 115)
+    << fmt(" y=\"%.1f\" width=\"14\" height=\"10\" fill=\"#d62728\" fill-opacity=\"0.55\" stroke=\"#d62728\"/>\n", ly - 9);
   s << fmt("<text x=\"%.1f\"", lx + 134) << fmt(" y=\"%.1f\">anomalous (", ly) << n_anom << ")</text>\n";
   s << "</g>\n</svg>\n";
   return s.str();
@@ -460,11 +465,11 @@ std::string render_html_report(const ReportInput& in) {
       return "<td>" + (score ? score_str(v) : metric_str(v)) + "</td>";
     };
     const bool pix = m.has_pixel_metrics;
-    h << "<tr" << (g == &m.all ? " class=\"all\"" : "") << "><td>" << html_escape(g->defect_type) << "</td><td>"
-      << g->n_images << " (" << g->n_normal << " / " << g->n_anomalous << ")</td>" << cell(g->image_auroc, false)
+    h << "<tr" << (g == &m.all ? " class=\"all\"" : "") << "><td>" << html_escape(g->defect_type) << "</td><td>" << g->n_images
+      << " (" << g->n_normal << " / " << g->n_anomalous << ")</td>" << cell(g->image_auroc, false)
       << (pix ? cell(g->pixel_auroc, false) : "<td class=\"na\" title=\"no anomaly maps\">&#8212;</td>")
-      << (pix ? cell(g->aupro, false) : "<td class=\"na\" title=\"no anomaly maps\">&#8212;</td>")
-      << cell(g->f1_max, false) << cell(g->f1_threshold, true) << "</tr>\n";
+      << (pix ? cell(g->aupro, false) : "<td class=\"na\" title=\"no anomaly maps\">&#8212;</td>") << cell(g->f1_max, false)
+      << cell(g->f1_threshold, true) << "</tr>\n";
     for (const std::string& n : g->notes) notes.push_back(g->defect_type + ": " + n);
   }
   h << "</tbody>\n</table>\n";
@@ -477,10 +482,9 @@ std::string render_html_report(const ReportInput& in) {
 
   if (!in.images.empty()) {
     const Confusion c = confusion(in.images, thr);
-    h << "<p class=\"conf\"><span><b>Decision threshold:</b> " << score_str(thr)
-      << (std::isnan(in.threshold) ? " (F1-max)" : "") << "</span><span>true positives: " << c.tp
-      << "</span><span>false negatives: " << c.fn << "</span><span>true negatives: " << c.tn
-      << "</span><span>false positives: " << c.fp << "</span></p>\n";
+    h << "<p class=\"conf\"><span><b>Decision threshold:</b> " << score_str(thr) << (std::isnan(in.threshold) ? " (F1-max)" : "")
+      << "</span><span>true positives: " << c.tp << "</span><span>false negatives: " << c.fn
+      << "</span><span>true negatives: " << c.tn << "</span><span>false positives: " << c.fp << "</span></p>\n";
   }
 
   h << "<h2>Charts</h2>\n<div class=\"charts\">\n" << roc_svg(m);
@@ -503,8 +507,9 @@ std::string render_html_report(const ReportInput& in) {
       else
         h << "<div class=\"noimg\">no overlay</div>";
       h << "<div class=\"name\" title=\"" << html_escape(im.name) << "\">" << html_escape(im.name) << "</div>"
-        << "<div class=\"meta\">" << html_escape(im.defect_type.empty() ? (im.anomalous ? "anomalous" : "normal") : im.defect_type)
-        << " &middot; score " << score_str(im.score) << "</div>"
+        << "<div class=\"meta\">"
+        << html_escape(im.defect_type.empty() ? (im.anomalous ? "anomalous" : "normal") : im.defect_type) << " &middot; score "
+        << score_str(im.score) << "</div>"
         << "<div class=\"meta\"><span class=\"badge " << verdict_class(v) << "\">" << verdict_name(v) << "</span></div></div>\n";
     }
     h << "</div>\n";
@@ -542,10 +547,9 @@ std::string results_json(const ReportInput& in) {
   json out;
   out["title"] = in.title;
   if (!in.subtitle.empty()) out["subtitle"] = in.subtitle;
-  out["conventions"] = {
-      {"per_type", "anomalous images of the type vs all normal images"},
-      {"aupro", "MVTec AD: 8-connected regions, integrated to fpr_limit, divided by fpr_limit"},
-      {"prediction", "anomalous when score >= threshold"}};
+  out["conventions"] = {{"per_type", "anomalous images of the type vs all normal images"},
+                        {"aupro", "MVTec AD: 8-connected regions, integrated to fpr_limit, divided by fpr_limit"},
+                        {"prediction", "anomalous when score >= threshold"}};
   out["fpr_limit"] = m.fpr_limit;
   out["has_pixel_metrics"] = m.has_pixel_metrics;
   out["threshold"] = num(thr);
@@ -583,13 +587,9 @@ void write_file_atomic(const std::string& path, const std::string& content) {
   atomic_write_text(path, content);
 }
 
-void write_html_report(const std::string& path, const ReportInput& input) {
-  write_file_atomic(path, render_html_report(input));
-}
+void write_html_report(const std::string& path, const ReportInput& input) { write_file_atomic(path, render_html_report(input)); }
 
-void write_results_json(const std::string& path, const ReportInput& input) {
-  write_file_atomic(path, results_json(input));
-}
+void write_results_json(const std::string& path, const ReportInput& input) { write_file_atomic(path, results_json(input)); }
 
 void write_roc_svg(const std::string& path, const EvalResult& metrics) {
   write_file_atomic(path, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" + roc_svg(metrics));

@@ -32,12 +32,12 @@ struct ReportImage {
 
 struct ReportInput {
   std::string title = "Anomaly detection report";
-  std::string subtitle;             // one line under the title (model, data set, date, ...)
-  EvalResult metrics;               // from evaluate()
-  std::vector<ReportImage> images;  // every test image (the histogram and verdicts use their scores)
-  double threshold = kNaN;          // decision threshold; NaN = metrics.all.f1_threshold
-  int thumbnail_px = 192;           // longest side of an embedded thumbnail
-  std::size_t max_thumbnails = 300; // 0 = all; the worst come first, so they are the ones kept
+  std::string subtitle;              // one line under the title (model, data set, date, ...)
+  EvalResult metrics;                // from evaluate()
+  std::vector<ReportImage> images;   // every test image (the histogram and verdicts use their scores)
+  double threshold = kNaN;           // decision threshold; NaN = metrics.all.f1_threshold
+  int thumbnail_px = 192;            // longest side of an embedded thumbnail
+  std::size_t max_thumbnails = 300;  // 0 = all; the worst come first, so they are the ones kept
   int histogram_bins = 30;
 };
 

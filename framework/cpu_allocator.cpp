@@ -119,8 +119,8 @@ class CachingCpuAllocator final : public c10::Allocator {
 
  private:
   mutable std::mutex mu_;
-  mutable std::map<size_t, std::vector<void*>> free_;   // size -> free blocks
-  mutable std::unordered_map<void*, size_t> live_;       // large blocks in use -> size
+  mutable std::map<size_t, std::vector<void*>> free_;  // size -> free blocks
+  mutable std::unordered_map<void*, size_t> live_;     // large blocks in use -> size
   mutable CpuCacheStats stats_;
   size_t max_cached_ = 0;
 };

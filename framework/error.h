@@ -21,8 +21,7 @@ class Error : public std::runtime_error {
 class PortError : public Error {
  public:
   PortError(std::string kind, std::string port, const std::string& problem)
-      : Error(kind + " \"" + port + "\": " + problem), kind_(std::move(kind)),
-        port_(std::move(port)), problem_(problem) {}
+      : Error(kind + " \"" + port + "\": " + problem), kind_(std::move(kind)), port_(std::move(port)), problem_(problem) {}
   const std::string& kind() const { return kind_; }
   const std::string& port() const { return port_; }
   const std::string& problem() const { return problem_; }
@@ -34,8 +33,7 @@ class PortError : public Error {
 // All configuration problems of one graph, reported at once (one per line).
 class GraphError : public Error {
  public:
-  explicit GraphError(std::vector<std::string> problems)
-      : Error(join(problems)), problems_(std::move(problems)) {}
+  explicit GraphError(std::vector<std::string> problems) : Error(join(problems)), problems_(std::move(problems)) {}
   const std::vector<std::string>& problems() const { return problems_; }
 
  private:
@@ -50,10 +48,8 @@ class GraphError : public Error {
 // A node failed while running: carries node id, type and frame.
 class NodeError : public Error {
  public:
-  NodeError(const std::string& what, std::string node_id, std::string node_type, long long frame,
-            std::string source)
-      : Error(what), node_id_(std::move(node_id)), node_type_(std::move(node_type)),
-        frame_(frame), source_(std::move(source)) {}
+  NodeError(const std::string& what, std::string node_id, std::string node_type, long long frame, std::string source)
+      : Error(what), node_id_(std::move(node_id)), node_type_(std::move(node_type)), frame_(frame), source_(std::move(source)) {}
   const std::string& node_id() const { return node_id_; }
   const std::string& node_type() const { return node_type_; }
   long long frame() const { return frame_; }

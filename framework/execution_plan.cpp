@@ -120,8 +120,7 @@ std::vector<bool> cached_nodes(const ValidatedGraph& g, const std::vector<std::u
   return cached;
 }
 
-std::vector<bool> serial_nodes(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes,
-                                const RunOptions& o) {
+std::vector<bool> serial_nodes(const ValidatedGraph& g, const std::vector<std::unique_ptr<Node>>& nodes, const RunOptions& o) {
   std::vector<bool> serial(g.nodes.size());
   for (size_t i = 0; i < g.nodes.size(); ++i)
     serial[i] = g.nodes[i].type->contract.concurrency() == Concurrency::kSerial ||

@@ -16,7 +16,7 @@ struct ExecutionPlan {
   // preds[i]: producer vertices of node i (-1 = the source); preds[n] are the sink's (the nodes
   // no other node consumes; the source if none).
   std::vector<std::set<int>> preds;
-  std::vector<bool> in_tail;     // runs in the serial tail (training), not on the flow graph
+  std::vector<bool> in_tail;  // runs in the serial tail (training), not on the flow graph
   // serial[i]: node i takes one frame at a time, in input order: its contract says so, or it is
   // a Trainable node in a training run (autograd and BatchNorm's running statistics are not
   // for concurrent frames; a node's own lock would hide that from the plan). The tail is serial
@@ -27,8 +27,8 @@ struct ExecutionPlan {
   // Nodes whose outputs RunOptions::output_cache serves (all false without one): see
   // cached_nodes() in execution_plan.cpp.
   std::vector<bool> cached;
-  int batching_nodes = 0;        // batchable nodes that run batched (batch > 1)
-  int tokens = 0;                // frames in flight: max_in_flight, raised so every batcher can fill
+  int batching_nodes = 0;  // batchable nodes that run batched (batch > 1)
+  int tokens = 0;          // frames in flight: max_in_flight, raised so every batcher can fill
 
   // Throws Error naming the node for a batchable node whose port types cannot be batched (run
   // before the nodes are built: no weights load for a graph that cannot run).

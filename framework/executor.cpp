@@ -81,8 +81,17 @@ class FlowRun {
  public:
   FlowRun(const ValidatedGraph& g, const ExecutionPlan& plan, const RunOptions& o, NodeInvoker& invoker, SerialTail& tail,
           const Executor::Source& source, const Executor::Sink& sink, RunStats& stats)
-      : graph_(g), plan_(plan), options_(o), invoker_(invoker), tail_(tail), source_(source), sink_(sink), stats_(stats),
-        n_(g.nodes.size()), entry_(n_ + 1), exit_(n_) {}
+      : graph_(g),
+        plan_(plan),
+        options_(o),
+        invoker_(invoker),
+        tail_(tail),
+        source_(source),
+        sink_(sink),
+        stats_(stats),
+        n_(g.nodes.size()),
+        entry_(n_ + 1),
+        exit_(n_) {}
 
   void execute() {
     build_source();
@@ -126,7 +135,8 @@ class FlowRun {
     // int, not continue_msg: a continue_msg decrementer waits for a message from EVERY
     // predecessor (continue_receiver), and the sink and the filler both give tokens back.
     limiter_ = own(std::make_unique<flow::limiter_node<Msg, int>>(g_, size_t(plan_.tokens)));
-    fill_ = own(std::make_unique<Filler>(g_, flow::serial, [this](const Msg& m, Filler::output_ports_type& out) { fill(m, out); }));
+    fill_ =
+        own(std::make_unique<Filler>(g_, flow::serial, [this](const Msg& m, Filler::output_ports_type& out) { fill(m, out); }));
     flow::make_edge(*src_, *limiter_);
     flow::make_edge(*limiter_, *fill_);
     flow::make_edge(flow::output_port<1>(*fill_), limiter_->decrementer());
@@ -144,7 +154,8 @@ class FlowRun {
     }
     const int now = ++in_flight_;
     int p = peak_.load();
-    while (now > p && !peak_.compare_exchange_weak(p, now)) {}
+    while (now > p && !peak_.compare_exchange_weak(p, now)) {
+    }
     std::get<0>(out).try_put(m);
   }
 
@@ -183,27 +194,29 @@ class FlowRun {
     // partial batch and then travels alone.
     auto pending = std::make_shared<std::vector<Msg>>();
     const int batch = options_.batch;
-    Batcher* batcher = own(std::make_unique<Batcher>(g_, flow::serial, [pending, batch](const Msg& m, Batcher::output_ports_type& out) {
-      auto send = [&](std::vector<Msg> v) { std::get<0>(out).try_put(std::make_shared<std::vector<Msg>>(std::move(v))); };
-      if (m->eos) {
-        if (!pending->empty()) send(std::move(*pending));
-        pending->clear();
-        send({m});
-        return;
-      }
-      pending->push_back(m);
-      if (int(pending->size()) >= batch) {
-        send(std::move(*pending));
-        pending->clear();
-      }
-    }));
+    Batcher* batcher =
+        own(std::make_unique<Batcher>(g_, flow::serial, [pending, batch](const Msg& m, Batcher::output_ports_type& out) {
+          auto send = [&](std::vector<Msg> v) { std::get<0>(out).try_put(std::make_shared<std::vector<Msg>>(std::move(v))); };
+          if (m->eos) {
+            if (!pending->empty()) send(std::move(*pending));
+            pending->clear();
+            send({m});
+            return;
+          }
+          pending->push_back(m);
+          if (int(pending->size()) >= batch) {
+            send(std::move(*pending));
+            pending->clear();
+          }
+        }));
     BatchFn* fn = own(std::make_unique<BatchFn>(g_, conc, [this, i](const BatchMsg& b) {
       invoker_.body(i, *b);
       return b;
     }));
-    Splitter* split = own(std::make_unique<Splitter>(g_, flow::unlimited, [](const BatchMsg& b, Splitter::output_ports_type& out) {
-      for (const auto& m : *b) std::get<0>(out).try_put(m);
-    }));
+    Splitter* split =
+        own(std::make_unique<Splitter>(g_, flow::unlimited, [](const BatchMsg& b, Splitter::output_ports_type& out) {
+          for (const auto& m : *b) std::get<0>(out).try_put(m);
+        }));
     flow::make_edge(flow::output_port<0>(*batcher), *fn);
     flow::make_edge(*fn, *split);
     entry_[i] = front(i, true, *batcher);
@@ -232,8 +245,10 @@ class FlowRun {
     for (size_t i = 0; i <= n_; ++i) {
       if (i < n_ && plan_.in_tail[i]) continue;
       for (int p : plan_.preds[i]) {
-        if (p < 0) flow::make_edge(flow::output_port<0>(*fill_), *entry_[i]);
-        else flow::make_edge(*exit_[size_t(p)], *entry_[i]);
+        if (p < 0)
+          flow::make_edge(flow::output_port<0>(*fill_), *entry_[i]);
+        else
+          flow::make_edge(*exit_[size_t(p)], *entry_[i]);
       }
     }
   }

@@ -51,8 +51,8 @@ struct RunOptions {
   int batch = 1;          // frames stacked per call of a batchable node
   Device device = Device::kCpu;
   Precision precision = Precision::kFloat32;  // the networks' arithmetic (NodeEnv::precision)
-  int threads = 0;        // TBB worker threads; 0 = one per core
-  long long first_frame_id = 0;  // ids are first_frame_id, +1, ... (epochs of training differ)
+  int threads = 0;                            // TBB worker threads; 0 = one per core
+  long long first_frame_id = 0;               // ids are first_frame_id, +1, ... (epochs of training differ)
   // Training: these nodes and everything downstream of them run in input order on whole
   // batches of `batch` frames inside the serial sink, after which the batch sink runs
   // (backward + optimizer step). Weights change between batches, so batch k+1 must not enter
@@ -70,16 +70,16 @@ struct RunOptions {
 struct NodeStats {
   std::string id, type;
   long long calls = 0;
-  double total_ms = 0;            // time inside process()
-  std::vector<double> call_ms;    // per call, for medians
-  double flops = 0;               // of its convolutions and matrix products, while a FlopCounting is alive
+  double total_ms = 0;          // time inside process()
+  std::vector<double> call_ms;  // per call, for medians
+  double flops = 0;             // of its convolutions and matrix products, while a FlopCounting is alive
 };
 
 struct RunStats {
   long long frames = 0, dropped = 0;
   double wall_ms = 0;
   int peak_in_flight = 0;
-  std::vector<NodeStats> nodes;   // graph order
+  std::vector<NodeStats> nodes;  // graph order
   // [start, end) of every process() call per node, ms since run start (for overlap tests).
   std::vector<std::vector<std::pair<double, double>>> intervals;
 };
@@ -101,8 +101,7 @@ class Executor {
   using BatchSink = std::function<void(Frame& batch, const std::vector<const Frame*>& frames)>;
 
   // Streams frames from source through the graph into sink. Throws NodeError on failure.
-  RunStats run(const Source& source, const Sink& sink, bool record_intervals = false,
-               const BatchSink& batch_sink = {});
+  RunStats run(const Source& source, const Sink& sink, bool record_intervals = false, const BatchSink& batch_sink = {});
   // Nodes that run in the serial tail (RunOptions::tail_from and their descendants).
   const std::vector<bool>& in_tail() const;
   // Ids of the nodes whose outputs RunOptions::output_cache serves (execution_plan.h).
@@ -121,7 +120,7 @@ class Executor {
   ValidatedGraph graph_;
   RunOptions options_;
   std::vector<std::unique_ptr<Node>> nodes_;
-  std::unique_ptr<ExecutionPlan> plan_;  // compiled once (execution_plan.h)
+  std::unique_ptr<ExecutionPlan> plan_;                  // compiled once (execution_plan.h)
   std::map<std::string, std::shared_ptr<void>> shared_;  // NodeEnv::shared objects
 };
 

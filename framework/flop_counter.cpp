@@ -37,18 +37,19 @@ double matmul_flops(const at::RecordFunction& fn, int a_index) {
 
 void count(const at::RecordFunction& fn, at::ObserverContext*) {
   const std::string_view name = fn.name();
-  if (name == "aten::convolution") t_flops += convolution_flops(fn);
-  else if (name == "aten::mm" || name == "aten::bmm") t_flops += matmul_flops(fn, 0);
-  else if (name == "aten::addmm") t_flops += matmul_flops(fn, 1);
+  if (name == "aten::convolution")
+    t_flops += convolution_flops(fn);
+  else if (name == "aten::mm" || name == "aten::bmm")
+    t_flops += matmul_flops(fn, 0);
+  else if (name == "aten::addmm")
+    t_flops += matmul_flops(fn, 1);
 }
 
 }  // namespace
 
 FlopCounting::FlopCounting() {
-  handle_ = at::addGlobalCallback(at::RecordFunctionCallback(nullptr, &count)
-                                      .needsInputs(true)
-                                      .needsOutputs(true)
-                                      .scopes({at::RecordScope::FUNCTION}));
+  handle_ = at::addGlobalCallback(
+      at::RecordFunctionCallback(nullptr, &count).needsInputs(true).needsOutputs(true).scopes({at::RecordScope::FUNCTION}));
 }
 
 FlopCounting::~FlopCounting() { at::removeCallback(handle_); }

@@ -57,8 +57,7 @@ std::string line_col(const std::string& text, size_t offset) {
 }
 
 void read_string_map(const json& j, const std::string& where, const std::string& field,
-                     std::vector<std::pair<std::string, std::string>>& out,
-                     std::vector<std::string>& errors) {
+                     std::vector<std::pair<std::string, std::string>>& out, std::vector<std::string>& errors) {
   if (!j.contains(field)) return;
   const json& m = j.at(field);
   if (!m.is_object()) {
@@ -88,12 +87,13 @@ std::optional<NodeConfig> parse_node(const json& n, const std::string& file, int
   if (n.contains("type") && n["type"].is_string()) c.type = n["type"];
   if (!c.id.empty()) where += " \"" + c.id + "\"";
   if (n.contains("doc")) {
-    if (n["doc"].is_string()) c.doc = n["doc"];
-    else errors.push_back(where + ": field \"doc\" must be a string, got " + n["doc"].dump());
+    if (n["doc"].is_string())
+      c.doc = n["doc"];
+    else
+      errors.push_back(where + ": field \"doc\" must be a string, got " + n["doc"].dump());
   }
   for (const auto& [k, v] : n.items())
-    if (!kNode.count(k))
-      errors.push_back(where + ": unknown field \"" + k + "\"; known: " + join({kNode.begin(), kNode.end()}));
+    if (!kNode.count(k)) errors.push_back(where + ": unknown field \"" + k + "\"; known: " + join({kNode.begin(), kNode.end()}));
   // From here on a problem leaves the node unusable for validation (its id, type or wiring).
   const size_t errors_before = errors.size();
   if (!n.contains("id") || !n["id"].is_string() || c.id.empty())
@@ -128,8 +128,7 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
   try {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
-    throw GraphError({file + ":" + line_col(text, e.byte > 0 ? e.byte - 1 : 0) +
-                      ": not valid JSON: " + e.what()});
+    throw GraphError({file + ":" + line_col(text, e.byte > 0 ? e.byte - 1 : 0) + ": not valid JSON: " + e.what()});
   } catch (const json::exception& e) {  // e.g. a number too large for a double (found by fuzzing)
     throw GraphError({file + ": not valid JSON: " + e.what()});
   }
@@ -139,18 +138,21 @@ GraphConfig parse_graph(const std::string& text, const std::string& file) {
   if (!j.is_object()) throw GraphError({file + ": a graph must be a JSON object"});
   static const std::set<std::string> kTop = {"schema", "name", "doc", "inputs", "outputs", "nodes", "train"};
   for (const auto& [k, v] : j.items())
-    if (!kTop.count(k))
-      errors.push_back(file + ": unknown field \"" + k + "\"; known: " + join({kTop.begin(), kTop.end()}));
+    if (!kTop.count(k)) errors.push_back(file + ": unknown field \"" + k + "\"; known: " + join({kTop.begin(), kTop.end()}));
   if (j.contains("schema") && j["schema"] != 1)
     errors.push_back(file + ": field \"schema\": this fmam reads schema 1, got " + j["schema"].dump());
   for (const char* f : {"name", "doc"}) {
     if (!j.contains(f)) continue;
-    if (!j[f].is_string()) errors.push_back(file + ": field \"" + f + "\" must be a string, got " + j[f].dump());
-    else (std::string(f) == "name" ? g.name : g.doc) = j[f].get<std::string>();
+    if (!j[f].is_string())
+      errors.push_back(file + ": field \"" + f + "\" must be a string, got " + j[f].dump());
+    else
+      (std::string(f) == "name" ? g.name : g.doc) = j[f].get<std::string>();
   }
   if (j.contains("train")) {
-    if (!j["train"].is_object()) errors.push_back(file + ": field \"train\" must be an object");
-    else g.train_json = j["train"].dump();
+    if (!j["train"].is_object())
+      errors.push_back(file + ": field \"train\" must be an object");
+    else
+      g.train_json = j["train"].dump();
   }
   read_string_map(j, file, "inputs", g.inputs, errors);
   read_string_map(j, file, "outputs", g.outputs, errors);
@@ -199,8 +201,7 @@ void apply_overrides(GraphConfig& g, const std::vector<ParamOverride>& overrides
     if (it == g.nodes.end()) {
       std::vector<std::string> ids;
       for (const auto& n : g.nodes) ids.push_back(n.id);
-      errors.push_back(g.file + ": --set " + o.node_id + "." + o.param + ": no node \"" + o.node_id +
-                       "\"; nodes: " + join(ids));
+      errors.push_back(g.file + ": --set " + o.node_id + "." + o.param + ": no node \"" + o.node_id + "\"; nodes: " + join(ids));
       continue;
     }
     bool found = false;
@@ -309,16 +310,14 @@ std::string known_names(const std::vector<std::string>& names, const std::string
 void declare_graph_streams(Validation& v) {
   const std::string& file = v.g.file;
   for (const auto& [name, type] : v.g.inputs) {
-    if (!DataTypes::global().find(type))
-      v.errors.push_back(file + ": graph input \"" + name + "\": " + unknown_data_type(type));
+    if (!DataTypes::global().find(type)) v.errors.push_back(file + ": graph input \"" + name + "\": " + unknown_data_type(type));
     if (v.vg.stream_index.count(name))
       v.errors.push_back(file + ": graph input \"" + name + "\" is declared twice");
     else
       v.add_stream(name, type, -1);
   }
   for (const auto& [name, type] : v.g.outputs)
-    if (!DataTypes::global().find(type))
-      v.errors.push_back(file + ": graph output \"" + name + "\": " + unknown_data_type(type));
+    if (!DataTypes::global().find(type)) v.errors.push_back(file + ": graph output \"" + name + "\": " + unknown_data_type(type));
 }
 
 // Per node: stream names and the id are snake_case; ids are unique.
@@ -330,8 +329,7 @@ void check_names(Validation& v, const NodeConfig& c, const std::string& pre, std
   for (const auto& [port, stream] : c.out)
     if (!std::regex_match(stream, kSnake))
       v.errors.push_back(pre + ": output \"" + port + "\": stream name \"" + stream + "\"" + rule);
-  if (!std::regex_match(c.id, kSnake))
-    v.errors.push_back(pre + ": field \"id\":" + rule + ", got \"" + c.id + "\"");
+  if (!std::regex_match(c.id, kSnake)) v.errors.push_back(pre + ": field \"id\":" + rule + ", got \"" + c.id + "\"");
   if (!ids.insert(c.id).second) v.errors.push_back(pre + ": field \"id\": \"" + c.id + "\" is used by another node");
 }
 
@@ -340,8 +338,8 @@ const NodeType* resolve_type(Validation& v, const NodeConfig& c) {
   const NodeType* t = v.registry.find(c.type);
   if (t) return t;
   auto near = v.registry.closest(c.type);
-  std::string hint = near.empty() ? "; known types: " + join(v.registry.names())
-                                  : "; did you mean \"" + join(near, "\" or \"") + "\"?";
+  std::string hint =
+      near.empty() ? "; known types: " + join(v.registry.names()) : "; did you mean \"" + join(near, "\" or \"") + "\"?";
   v.errors.push_back(v.g.file + ": nodes[" + std::to_string(c.index) + "]: unknown type \"" + c.type + "\"" + hint);
   return nullptr;
 }
@@ -379,8 +377,7 @@ void check_input_ports(Validation& v, const ValidatedNode& vn, const std::string
   for (const auto& s : k.inputs()) {
     bool connected = std::any_of(in.begin(), in.end(), [&](auto& pr) { return pr.first == s.name; });
     if (!connected && !s.optional)
-      v.errors.push_back(pre + ": input \"" + s.name + "\" is not connected; it takes a " + s.type + " (" +
-                         s.description + ")");
+      v.errors.push_back(pre + ": input \"" + s.name + "\" is not connected; it takes a " + s.type + " (" + s.description + ")");
   }
 }
 
@@ -459,8 +456,8 @@ void connect_inputs(Validation& v) {
       s.consumers.push_back(int(i));
       if (s.type.empty() || s.type == p->type) continue;
       std::string from = s.producer < 0 ? "graph input" : "output of node \"" + v.nodes[s.producer].config.id + "\"";
-      v.errors.push_back(pre + ": input \"" + port + "\" reads stream \"" + stream + "\" of type " + s.type + " (" +
-                         from + "); expected " + p->type);
+      v.errors.push_back(pre + ": input \"" + port + "\" reads stream \"" + stream + "\" of type " + s.type + " (" + from +
+                         "); expected " + p->type);
     }
   }
 }
@@ -619,11 +616,12 @@ std::string to_dot(const ValidatedGraph& g) {
   o << "  rankdir=TB;\n  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n";
   if (!g.config.doc.empty()) o << "  label=" << q(g.config.doc) << "; labelloc=t;\n";
   for (int s : g.input_streams)
-    o << "  " << q("in:" + g.streams[s].name) << " [shape=ellipse, label=" << q(g.streams[s].name + "\\n" + g.streams[s].type) << "];\n";
+    o << "  " << q("in:" + g.streams[s].name) << " [shape=ellipse, label=" << q(g.streams[s].name + "\\n" + g.streams[s].type)
+      << "];\n";
   for (int s : g.output_streams)
-    o << "  " << q("out:" + g.streams[s].name) << " [shape=ellipse, label=" << q(g.streams[s].name + "\\n" + g.streams[s].type) << "];\n";
-  for (const auto& n : g.nodes)
-    o << "  " << q(n.config.id) << " [label=" << q(n.config.id + "\\n" + n.config.type) << "];\n";
+    o << "  " << q("out:" + g.streams[s].name) << " [shape=ellipse, label=" << q(g.streams[s].name + "\\n" + g.streams[s].type)
+      << "];\n";
+  for (const auto& n : g.nodes) o << "  " << q(n.config.id) << " [label=" << q(n.config.id + "\\n" + n.config.type) << "];\n";
   for (const auto& s : g.streams) {
     std::string from = s.producer < 0 ? "in:" + s.name : g.nodes[s.producer].config.id;
     std::string label = s.name + " : " + s.type + (s.shape.known ? " " + s.shape.str() : "");

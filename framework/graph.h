@@ -13,11 +13,11 @@
 namespace fmam {
 
 struct NodeConfig {
-  int index = 0;  // position in "nodes"
+  int index = 0;       // position in "nodes"
   bool parsed = true;  // false: its JSON was malformed (the problem is in GraphConfig::problems)
   std::string id, type, doc;
   std::vector<std::pair<std::string, std::string>> in, out;  // port -> stream, in file order
-  std::vector<std::pair<std::string, Value>> params;          // in file order
+  std::vector<std::pair<std::string, Value>> params;         // in file order
 };
 
 struct GraphConfig {

@@ -6,7 +6,8 @@
 #include <vector>
 
 #include <jpeglib.h>  // after <cstdio>: it needs FILE
-#include <jerror.h>   // the JWRN_ message codes
+
+#include <jerror.h>  // after <jpeglib.h>: the JWRN_ message codes need its definitions
 #include <zlib.h>
 
 namespace fmam {
@@ -24,7 +25,7 @@ struct JpegErr {
 // The warnings libjpeg gives when it fills pixels it could not read (grey rows, smeared blocks).
 bool loses_pixels(int code) {
   switch (code) {
-    case JWRN_HIT_MARKER:         // premature end of data segment
+    case JWRN_HIT_MARKER:  // premature end of data segment
     case JWRN_HUFF_BAD_CODE:
     case JWRN_JPEG_EOF:
     case JWRN_MUST_RESYNC:        // found marker instead of RSTn
@@ -34,8 +35,7 @@ bool loses_pixels(int code) {
     case JWRN_ARITH_BAD_CODE:
 #endif
       return true;
-    default:
-      return false;
+    default: return false;
   }
 }
 
@@ -103,7 +103,8 @@ std::string png_damage(const std::string& bytes, std::string* cleaned) {
     const std::string type(bytes, i + 4, 4);
     const std::string at = " at byte " + std::to_string(i);
     for (char c : type)
-      if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'))) return "no chunk" + at + " (the chunk before it has a wrong length)";
+      if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+        return "no chunk" + at + " (the chunk before it has a wrong length)";
     if (len > n - i - 12) return "chunk " + type + at + " claims " + std::to_string(len) + " bytes, past the end of the file";
     const bool critical = (type[0] & 0x20) == 0;  // an upper-case first letter
     const bool crc_ok = crc32(crc32(0L, Z_NULL, 0), u + i + 4, uInt(len) + 4) == be32(u + i + 8 + len);

@@ -84,7 +84,9 @@ uint32_t be32(const unsigned char* p) { return uint32_t(p[0]) << 24 | uint32_t(p
 uint32_t be16(const unsigned char* p) { return uint32_t(p[0]) << 8 | p[1]; }
 
 bool is_png(const std::string& b) { return b.size() >= 8 && b.compare(0, 8, "\x89PNG\r\n\x1a\n") == 0; }
-bool is_jpeg(const std::string& b) { return b.size() >= 3 && (unsigned char)b[0] == 0xFF && (unsigned char)b[1] == 0xD8 && (unsigned char)b[2] == 0xFF; }
+bool is_jpeg(const std::string& b) {
+  return b.size() >= 3 && (unsigned char)b[0] == 0xFF && (unsigned char)b[1] == 0xD8 && (unsigned char)b[2] == 0xFF;
+}
 
 // Whether the first bytes are those of a format fmam reads (the extensions of is_image_file).
 bool known_format(const std::string& b) {
@@ -162,7 +164,7 @@ std::string slurp_bytes(const std::string& path, size_t limit) {
 }  // namespace
 
 std::pair<int, int> image_header_size(const std::string& path) {
-  std::string b = slurp_bytes(path, 32);  // a PNG's IHDR is in its first 24 bytes
+  std::string b = slurp_bytes(path, 32);           // a PNG's IHDR is in its first 24 bytes
   if (is_jpeg(b)) b = slurp_bytes(path, 1 << 20);  // a JPEG's frame header follows its APP segments (<= 64 KB each)
   HeaderInfo h = is_png(b) ? png_info(b) : is_jpeg(b) ? jpeg_info(b) : HeaderInfo{};
   return {h.width, h.height};
@@ -203,13 +205,12 @@ cv::Mat decode_image(const std::string& b, const std::string& name, int flags, l
   if (png) h = png_info(b);
   if (jpeg) h = jpeg_info(b);
   if ((png || jpeg) && h.width >= 0 && (long long)h.width * h.height > max_pixels)
-    throw Error(q + "the header says " + std::to_string(h.width) + "x" + std::to_string(h.height) + " pixels, more than the bound of " +
-                std::to_string(max_pixels) + " pixels (ImageSource param max_pixels)");
+    throw Error(q + "the header says " + std::to_string(h.width) + "x" + std::to_string(h.height) +
+                " pixels, more than the bound of " + std::to_string(max_pixels) + " pixels (ImageSource param max_pixels)");
   // Only formats fmam lists are handed to OpenCV, chosen by their first bytes: cv::imdecode would
   // try every codec it was built with, and Debian's OpenCV includes GDCM (DICOM), which abort()s
   // the whole process on some malformed input (found by tests/fuzz/image_decode_fuzzer.cpp).
-  if (!known_format(b))
-    throw Error(q + "cannot decode: not a PNG, JPEG, BMP, TIFF, WebP or PNM image (by its first bytes)");
+  if (!known_format(b)) throw Error(q + "cannot decode: not a PNG, JPEG, BMP, TIFF, WebP or PNM image (by its first bytes)");
   if (png && !h.complete) throw Error(q + "truncated PNG (no IEND chunk: the file was cut short)");
   if (jpeg && !h.complete) throw Error(q + "truncated JPEG (no end-of-image marker after the last scan: the file was cut short)");
   const std::string cleaned = refuse_damage(b, q, png, jpeg);
@@ -256,10 +257,10 @@ cv::Mat read_mask(const std::string& mask_path, const std::string& image_path) {
     w = img.cols, h = img.rows;
   }
   if (m.cols != w || m.rows != h)
-    throw Error(mask_path + ": the ground-truth mask is " + std::to_string(m.cols) + "x" + std::to_string(m.rows) + ", its image " +
-                image_path + " is " + std::to_string(w) + "x" + std::to_string(h) + "; a mask must have its image's size");
+    throw Error(mask_path + ": the ground-truth mask is " + std::to_string(m.cols) + "x" + std::to_string(m.rows) +
+                ", its image " + image_path + " is " + std::to_string(w) + "x" + std::to_string(h) +
+                "; a mask must have its image's size");
   return m;
 }
-
 
 }  // namespace fmam

@@ -14,8 +14,10 @@ std::vector<ModelBinding> model_bindings(const Model& m, double threshold) {
     b.push_back({"map_lo", Value(*m.map_lo), false});
     b.push_back({"map_hi", Value(*m.map_hi), false});
   }
-  if (threshold >= 0) b.push_back({"threshold", Value(threshold), true});
-  else if (m.threshold) b.push_back({"threshold", Value(*m.threshold), false});
+  if (threshold >= 0)
+    b.push_back({"threshold", Value(threshold), true});
+  else if (m.threshold)
+    b.push_back({"threshold", Value(*m.threshold), false});
   return b;
 }
 

@@ -1,9 +1,9 @@
 #include "framework/model_file.h"
 
 #include <openssl/evp.h>
-#include <nlohmann/json.hpp>
 #include <torch/serialize.h>
 #include <zlib.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -87,9 +87,9 @@ uint16_t le16(const std::vector<char>& b, size_t at) {
 // Bytes per element of a torch storage type ("FloatStorage"), 0 if unknown.
 size_t storage_element_size(const std::string& type) {
   static const std::map<std::string, size_t> kSize = {
-      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2}, {"BFloat16Storage", 2}, {"LongStorage", 8},
-      {"IntStorage", 4},   {"ShortStorage", 2},  {"CharStorage", 1}, {"ByteStorage", 1},     {"BoolStorage", 1},
-      {"ComplexFloatStorage", 8}, {"ComplexDoubleStorage", 16}};
+      {"FloatStorage", 4}, {"DoubleStorage", 8}, {"HalfStorage", 2},         {"BFloat16Storage", 2},
+      {"LongStorage", 8},  {"IntStorage", 4},    {"ShortStorage", 2},        {"CharStorage", 1},
+      {"ByteStorage", 1},  {"BoolStorage", 1},   {"ComplexFloatStorage", 8}, {"ComplexDoubleStorage", 16}};
   auto it = kSize.find(type);
   return it == kSize.end() ? 0 : it->second;
 }
@@ -102,6 +102,8 @@ struct StackEffect {
   int below = 0;
 };
 
+// One opcode family per line reads like the pickle spec.
+// clang-format off
 StackEffect stack_effect(unsigned char op) {
   switch (op) {
     case '(': return {0, 0, false, true};
@@ -121,6 +123,7 @@ StackEffect stack_effect(unsigned char op) {
     default: return {0, 1};                                          // the rest push one value
   }
 }
+// clang-format on
 
 // Keeps the stack and MARK discipline Python's unpickler enforces and libtorch 1.13's does not:
 // TUPLE2 on a stack of one made it free memory it did not allocate
@@ -130,7 +133,10 @@ std::string check_stack(unsigned char op, size_t at, size_t& depth, std::vector<
   const size_t floor = marks.empty() ? 0 : marks.back();  // items under the last MARK are not this opcode's
   char where[48];
   std::snprintf(where, sizeof where, "opcode 0x%02x at byte %zu", op, at);
-  if (op == '.') return depth == 1 && marks.empty() ? "" : std::string(where) + " (STOP) leaves " + std::to_string(depth) + " item(s) and " + std::to_string(marks.size()) + " mark(s)";
+  if (op == '.')
+    return depth == 1 && marks.empty() ? ""
+                                       : std::string(where) + " (STOP) leaves " + std::to_string(depth) + " item(s) and " +
+                                             std::to_string(marks.size()) + " mark(s)";
   if (e.mark) {
     marks.push_back(depth);
     return "";
@@ -159,6 +165,8 @@ struct OpArgument {
 };
 
 // Which argument follows opcode `op` (STOP is handled apart, by the caller).
+// One argument kind per line, as the pickle spec lists them.
+// clang-format off
 OpArgument op_argument(unsigned char op) {
   OpArgument a;
   switch (op) {
@@ -180,6 +188,7 @@ OpArgument op_argument(unsigned char op) {
   }
   return a;
 }
+// clang-format on
 
 // One walk over a pickle's opcodes (check_pickle): where it is, the unpickler's stack depth and
 // marks, and the scalars seen since the last persistent id, which describe a tensor's storage.
@@ -220,9 +229,8 @@ struct PickleScan {
   std::string note_storage() {
     if (args.size() < 5) return "a tensor storage without its description";
     const auto* a = &args[args.size() - 5];
-    const size_t esize = a[1].first == 'g' && a[1].second.rfind("torch\n", 0) == 0
-                             ? storage_element_size(a[1].second.substr(6))
-                             : 0;
+    const size_t esize =
+        a[1].first == 'g' && a[1].second.rfind("torch\n", 0) == 0 ? storage_element_size(a[1].second.substr(6)) : 0;
     if (a[0] != std::make_pair('s', std::string("storage")) || !esize || a[2].first != 's' || a[3].first != 's' ||
         a[4].first != 'i' || a[4].second[0] == '-')
       return "a tensor storage fmam does not know";
@@ -242,8 +250,10 @@ struct PickleScan {
     // from 0, so an index beyond the pickle's length can only ask for memory.
     if (idx > n) return "memo index " + std::to_string(idx) + " in a pickle of " + std::to_string(n) + " bytes";
     memo_next = idx + 1;
-    if (after_scalar) memo[idx] = args.back();
-    else memo.erase(idx);
+    if (after_scalar)
+      memo[idx] = args.back();
+    else
+      memo.erase(idx);
     pushed_scalar = after_scalar;
     return "";
   }
@@ -273,8 +283,7 @@ struct PickleScan {
   std::string read_counted(unsigned char op, int len_bytes) {
     if (!need(uint64_t(len_bytes))) return "the pickle ends inside a length";
     const uint64_t len = uint_le(len_bytes);
-    if (!need(len))
-      return "a pickled string claims " + std::to_string(len) + " bytes, " + std::to_string(n - i) + " are left";
+    if (!need(len)) return "a pickled string claims " + std::to_string(len) + " bytes, " + std::to_string(n - i) + " are left";
     if (op == 0x8c || op == 'X') {
       args.emplace_back('s', std::string(p + i, size_t(len)));
       pushed_scalar = true;
@@ -319,7 +328,7 @@ struct PickleScan {
       }
       const bool after_scalar = pushed_scalar;
       pushed_scalar = false;
-      const std::string bad = a.fixed >= 0 ? read_fixed(op, a.fixed, after_scalar)
+      const std::string bad = a.fixed >= 0  ? read_fixed(op, a.fixed, after_scalar)
                               : a.len_bytes ? read_counted(op, a.len_bytes)
                                             : read_lines(op, a.lines);
       if (!bad.empty()) return bad;
@@ -439,7 +448,7 @@ std::string check_entry_data(const std::vector<char>& b, const ZipEntry& e, uint
 struct ArchiveScan {
   bool have_pickle = false;
   std::map<std::string, uint64_t> storages, records;  // storage key -> bytes; entry name -> bytes
-  std::string prefix;  // the folder of data.pkl ("archive/")
+  std::string prefix;                                 // the folder of data.pkl ("archive/")
 };
 
 // The entry's data.pkl, at `data_at`: a sound pickle with the right CRC-32.
@@ -478,7 +487,8 @@ std::string check_storage_records(const ArchiveScan& scan) {
     auto it = scan.records.find(scan.prefix + "data/" + key);
     if (it == scan.records.end()) return "tensor storage \"" + key + "\" has no record";
     if (it->second < bytes)
-      return "tensor storage \"" + key + "\" claims " + std::to_string(bytes) + " bytes, its record holds " + std::to_string(it->second);
+      return "tensor storage \"" + key + "\" claims " + std::to_string(bytes) + " bytes, its record holds " +
+             std::to_string(it->second);
   }
   return "";
 }
@@ -511,7 +521,6 @@ std::string checkpoint_position(const std::string& progress) {
     return "progress unreadable";
   }
 }
-
 
 // ---- reading a model file's fields -------------------------------------------------------------
 
@@ -616,7 +625,8 @@ struct ModelFields {
     // A typed int list from C++, a generic list from Python's torch.save: both hold ints.
     std::vector<int64_t> size;
     const c10::IValue sz = need("image_size");
-    if (sz.isIntList()) size = sz.toIntVector();
+    if (sz.isIntList())
+      size = sz.toIntVector();
     else if (sz.isList())
       for (const auto& e : sz.toListRef()) size.push_back(e.isInt() ? e.toInt() : -1);
     if (size.size() != 2 || size[0] < 1 || size[1] < 1)

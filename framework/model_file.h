@@ -17,14 +17,14 @@ namespace fmam {
 
 struct Model {
   static constexpr int kVersion = 1;
-  std::string graph_name;   // e.g. "fmam_rkd"
-  std::string graph_json;   // the inference graph the tensors belong to
+  std::string graph_name;                           // e.g. "fmam_rkd"
+  std::string graph_json;                           // the inference graph the tensors belong to
   std::map<std::string, std::string> fingerprints;  // node id -> Fingerprinted::fingerprint()
   int image_width = 256, image_height = 256;
   std::string normalize = "imagenet";
-  std::string train_config;  // JSON text: schedule, losses, seed, data, epochs done
-  std::optional<double> threshold;  // image score above which an image fails
-  std::optional<double> map_lo, map_hi;  // anomaly-map values drawn coldest / hottest
+  std::string train_config;                   // JSON text: schedule, losses, seed, data, epochs done
+  std::optional<double> threshold;            // image score above which an image fails
+  std::optional<double> map_lo, map_hi;       // anomaly-map values drawn coldest / hottest
   std::map<std::string, at::Tensor> tensors;  // "<node_id>/<name>"
   // Training checkpoint (empty in a finished model): where training stopped, as JSON text, and
   // the optimizer's state, so `fmam train --resume` continues bit-exactly.

@@ -48,8 +48,8 @@ struct In {
   const char* name;
   constexpr explicit In(const char* n) : name(n) {}
   InputRef<T> operator()(Context& ctx) const { return InputRef<T>(ctx, name); }
-  operator std::string() const { return name; }            // NOLINT: used as a Shapes key
-  operator std::string_view() const { return name; }       // NOLINT
+  operator std::string() const { return name; }       // NOLINT: used as a Shapes key
+  operator std::string_view() const { return name; }  // NOLINT
 };
 
 template <class T>
@@ -79,9 +79,9 @@ struct Choices {
 
 struct ParamSpec {
   std::string name;
-  std::string type;         // "float", "int", "bool", "string", "list<string>", "choice", ...
+  std::string type;  // "float", "int", "bool", "string", "list<string>", "choice", ...
   std::string description;
-  std::string constraint;   // "[0.5, 32]", "one of: add, multiply", or ""
+  std::string constraint;  // "[0.5, 32]", "one of: add, multiply", or ""
   Value default_value;
   // A value a trained model decides ("image_width", "image_height", "map_lo", "map_hi",
   // "threshold"; see framework/model_binding.h), or "". Declared with Contract::from_model().
@@ -112,8 +112,7 @@ struct ParamCodec<int> {
   static int decode(const Value& v) {
     // Out-of-int values are errors, not wrapped: "width": 4294967552 must not become 256.
     if (v.is_int() && v.as_int() >= INT32_MIN && v.as_int() <= INT32_MAX) return int(v.as_int());
-    if (v.is_double() && std::floor(v.as_number()) == v.as_number() && v.as_number() >= INT32_MIN &&
-        v.as_number() <= INT32_MAX)
+    if (v.is_double() && std::floor(v.as_number()) == v.as_number() && v.as_number() >= INT32_MIN && v.as_number() <= INT32_MAX)
       return int(v.as_number());
     if (v.is_int() || (v.is_double() && std::floor(v.as_number()) == v.as_number()))
       throw Error("must be an integer in [-2147483648, 2147483647], got " + v.str());
@@ -172,8 +171,8 @@ struct ParamCodec<std::vector<E>> {
 
 template <class T>
 std::string type_name() {
-  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, int> || std::is_same_v<T, float> ||
-                std::is_same_v<T, double> || std::is_same_v<T, std::string>)
+  if constexpr (std::is_same_v<T, bool> || std::is_same_v<T, int> || std::is_same_v<T, float> || std::is_same_v<T, double> ||
+                std::is_same_v<T, std::string>)
     return ParamCodec<T>::type;
   else
     return ParamCodec<T>::type_name();
@@ -229,23 +228,18 @@ class Contract {
   // A param with no constraint beyond its type.
   template <class P, class T>
   Contract& param(T P::*member, std::string name, std::string description) {
-    return add_param<P, T>(member, std::move(name), std::move(description), "",
-                           [](const T&) { return std::string(); });
+    return add_param<P, T>(member, std::move(name), std::move(description), "", [](const T&) { return std::string(); });
   }
   // A numeric param limited to [lo, hi].
   template <class P, class T, class R>
   Contract& param(T P::*member, std::string name, std::string description, Range<R> r) {
     static_assert(std::is_arithmetic_v<T>, "Range needs a numeric param");
     T lo = T(r.lo), hi = T(r.hi);
-    std::string c = "[" + detail::format_number(double(lo)) + ", " +
-                    detail::format_number(double(hi)) + "]";
-    return add_param<P, T>(member, std::move(name), std::move(description), c,
-                           [lo, hi, c](const T& v) -> std::string {
-                             if (v < lo || v > hi || v != v)
-                               return "must be in " + c + ", got " +
-                                      detail::format_number(double(v));
-                             return "";
-                           });
+    std::string c = "[" + detail::format_number(double(lo)) + ", " + detail::format_number(double(hi)) + "]";
+    return add_param<P, T>(member, std::move(name), std::move(description), c, [lo, hi, c](const T& v) -> std::string {
+      if (v < lo || v > hi || v != v) return "must be in " + c + ", got " + detail::format_number(double(v));
+      return "";
+    });
   }
   // A param chosen by name from a fixed set (enum or string values).
   template <class P, class T>
@@ -324,8 +318,7 @@ class Contract {
 
  private:
   template <class P, class T, class Check>
-  Contract& add_param(T P::*member, std::string name, std::string description,
-                      std::string constraint, Check check) {
+  Contract& add_param(T P::*member, std::string name, std::string description, std::string constraint, Check check) {
     using Codec = detail::ParamCodec<T>;
     ParamSpec s;
     s.name = std::move(name);
@@ -338,9 +331,7 @@ class Contract {
       if (!problem.empty()) throw Error(problem);
       static_cast<P*>(p)->*member = std::move(x);
     };
-    s.get = [member](const void* p) -> Value {
-      return Codec::encode(static_cast<const P*>(p)->*member);
-    };
+    s.get = [member](const void* p) -> Value { return Codec::encode(static_cast<const P*>(p)->*member); };
     P defaults{};
     s.default_value = s.get(&defaults);
     params_.push_back(std::move(s));
@@ -385,8 +376,7 @@ class Context {
     Packet packet;
   };
   Context(long long frame_id, std::string source, int batch_size, Device device)
-      : frame_id_(frame_id), source_(std::move(source)), batch_size_(batch_size),
-        device_(device) {}
+      : frame_id_(frame_id), source_(std::move(source)), batch_size_(batch_size), device_(device) {}
   std::vector<Slot>& inputs() { return inputs_; }
   std::vector<Slot>& outputs() { return outputs_; }
   std::vector<std::string>& mutable_sources() { return sources_; }
@@ -505,8 +495,7 @@ namespace detail {
 template <class N, class = void>
 struct HasInfer : std::false_type {};
 template <class N>
-struct HasInfer<N, std::void_t<decltype(N::infer(std::declval<const typename N::Params&>(),
-                                                 std::declval<const Shapes&>()))>>
+struct HasInfer<N, std::void_t<decltype(N::infer(std::declval<const typename N::Params&>(), std::declval<const Shapes&>()))>>
     : std::true_type {};
 }  // namespace detail
 
@@ -541,6 +530,5 @@ struct Registrar {
 #define FMAM_REGISTER_NODE_CONCAT2(a, b) a##b
 #define FMAM_REGISTER_NODE_CONCAT(a, b) FMAM_REGISTER_NODE_CONCAT2(a, b)
 // The last line of a node's .cpp (MediaPipe's REGISTER_CALCULATOR).
-#define FMAM_REGISTER_NODE(N)                                                    \
-  static ::fmam::plugin_local::Registrar FMAM_REGISTER_NODE_CONCAT(fmam_registrar_, __COUNTER__)( \
-      ::fmam::make_node_type<N>())
+#define FMAM_REGISTER_NODE(N) \
+  static ::fmam::plugin_local::Registrar FMAM_REGISTER_NODE_CONCAT(fmam_registrar_, __COUNTER__)(::fmam::make_node_type<N>())

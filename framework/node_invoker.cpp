@@ -46,9 +46,10 @@ Packet NodeInvoker::stack_batch(int s, const std::vector<Msg>& frames) const {
     }
     if (bad == parts.size()) bad = parts.size() - 1;
     const int prod = graph_.streams[s].producer;
-    const std::string who = prod >= 0 ? node_prefix(graph_.config.file, graph_.nodes[size_t(prod)].config.id,
-                                                    graph_.nodes[size_t(prod)].config.type) + ": "
-                                      : graph_.config.file + ": ";
+    const std::string who =
+        prod >= 0
+            ? node_prefix(graph_.config.file, graph_.nodes[size_t(prod)].config.id, graph_.nodes[size_t(prod)].config.type) + ": "
+            : graph_.config.file + ": ";
     auto frame_name = [&](size_t k) {
       return "frame " + std::to_string(frames[k]->frame.id()) +
              (frames[k]->frame.source.empty() ? std::string() : " (" + frames[k]->frame.source + ")");
@@ -85,7 +86,8 @@ void NodeInvoker::mark_dropped(size_t i, const std::vector<Msg>& frames, const s
   const auto& vn = graph_.nodes[i];
   for (const auto& m : frames) {
     std::lock_guard<std::mutex> lock(m->drop_mutex);
-    if (!m->dropped.exchange(true)) m->frame.drop_reason = node_prefix(graph_.config.file, vn.config.id, vn.config.type) + ": " + reason;
+    if (!m->dropped.exchange(true))
+      m->frame.drop_reason = node_prefix(graph_.config.file, vn.config.id, vn.config.type) + ": " + reason;
   }
 }
 
@@ -101,7 +103,8 @@ void NodeInvoker::store_outputs(size_t i, const std::vector<Msg>& frames, Contex
       throw PortError("output", k.outputs()[p].name, "process() returned without sending it");
     }
     if (std::string(pk.type_name()) != k.outputs()[p].type)
-      throw PortError("output", k.outputs()[p].name, std::string("sent a ") + pk.type_name() + ", declared " + k.outputs()[p].type);
+      throw PortError("output", k.outputs()[p].name,
+                      std::string("sent a ") + pk.type_name() + ", declared " + k.outputs()[p].type);
     if (frames.size() == 1) {
       frames[0]->frame.slot(s) = pk;
       continue;
@@ -171,8 +174,10 @@ void NodeInvoker::body(size_t i, const std::vector<Msg>& frames) {
   std::vector<Msg> live;
   const Msg* eos = nullptr;
   for (const auto& m : frames) {
-    if (m->eos) eos = &m;
-    else if (!m->dropped.load()) live.push_back(m);
+    if (m->eos)
+      eos = &m;
+    else if (!m->dropped.load())
+      live.push_back(m);
   }
   try {
     if (!live.empty() && cached_[i]) {

@@ -35,8 +35,7 @@ class NodeInvoker {
   void finish(size_t i);
 
  private:
-  void record(size_t i, std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point end,
-              double flops);
+  void record(size_t i, std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point end, double flops);
   void mark_dropped(size_t i, const std::vector<Msg>& frames, const std::string& reason);
   void store_outputs(size_t i, const std::vector<Msg>& frames, Context& ctx);
   // Fills node i's outputs of the frames the cache has; returns the others, with their keys.

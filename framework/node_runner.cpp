@@ -13,9 +13,8 @@ NodeRunner::NodeRunner(const std::string& node_json, RunOptions options) : optio
   } catch (const json::exception& e) {
     throw GraphError({std::string("NodeRunner: node snippet is not valid JSON: ") + e.what()});
   }
-  const NodeType* t = node.contains("type") && node["type"].is_string()
-                          ? Registry::global().find(node["type"].get<std::string>())
-                          : nullptr;
+  const NodeType* t =
+      node.contains("type") && node["type"].is_string() ? Registry::global().find(node["type"].get<std::string>()) : nullptr;
   json g = {{"schema", 1}, {"name", "node_runner"}, {"inputs", json::object()}, {"outputs", json::object()}};
   if (t && node.is_object()) {
     if (!node.contains("in")) {

@@ -15,10 +15,10 @@ namespace fmam {
 template <class T>
 struct DataTypeName;
 
-#define FMAM_DATA_TYPE(T, NAME)                    \
-  template <>                                      \
-  struct DataTypeName<T> {                         \
-    static constexpr const char* value = NAME;     \
+#define FMAM_DATA_TYPE(T, NAME)                \
+  template <>                                  \
+  struct DataTypeName<T> {                     \
+    static constexpr const char* value = NAME; \
   }
 
 // An immutable, cheaply copied value of any data type.
@@ -42,8 +42,7 @@ class Packet {
   template <class T>
   const T& get() const {
     if (!holds<T>())
-      throw Error(std::string("packet holds ") + (type_name_ ? type_name_ : "nothing") +
-                  ", asked for " + DataTypeName<T>::value);
+      throw Error(std::string("packet holds ") + (type_name_ ? type_name_ : "nothing") + ", asked for " + DataTypeName<T>::value);
     return *static_cast<const T*>(data_.get());
   }
 

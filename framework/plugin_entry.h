@@ -5,25 +5,23 @@
 
 #include "framework/registry.h"
 
-#define FMAM_PLUGIN_ENTRY()                                                                \
-  namespace fmam::plugin_local {                                                           \
-  __attribute__((visibility("hidden"))) std::vector<NodeType>& node_types() {              \
-    static std::vector<NodeType> types;                                                    \
-    return types;                                                                          \
-  }                                                                                        \
-  }                                                                                        \
-  extern "C" __attribute__((visibility("default"))) int fmam_register_plugin(              \
-      fmam::Registry* registry, const char* plugin_name) {                                 \
-    int n = 0;                                                                             \
-    for (auto t : fmam::plugin_local::node_types()) {                                      \
-      t.plugin = plugin_name ? plugin_name : "";                                           \
-      const fmam::NodeType* had = registry->find(t.contract.type());                       \
-      if (had && had->plugin == t.plugin) continue; /* the same plugin loaded twice */      \
-      registry->add(std::move(t));                                                         \
-      ++n;                                                                                 \
-    }                                                                                      \
-    return n;                                                                              \
-  }                                                                                        \
-  extern "C" __attribute__((visibility("default"))) int fmam_plugin_abi_version() {        \
-    return fmam::kPluginAbiVersion;                                                        \
-  }
+#define FMAM_PLUGIN_ENTRY()                                                                             \
+  namespace fmam::plugin_local {                                                                        \
+  __attribute__((visibility("hidden"))) std::vector<NodeType>& node_types() {                           \
+    static std::vector<NodeType> types;                                                                 \
+    return types;                                                                                       \
+  }                                                                                                     \
+  }                                                                                                     \
+  extern "C" __attribute__((visibility("default"))) int fmam_register_plugin(fmam::Registry* registry,  \
+                                                                             const char* plugin_name) { \
+    int n = 0;                                                                                          \
+    for (auto t : fmam::plugin_local::node_types()) {                                                   \
+      t.plugin = plugin_name ? plugin_name : "";                                                        \
+      const fmam::NodeType* had = registry->find(t.contract.type());                                    \
+      if (had && had->plugin == t.plugin) continue; /* the same plugin loaded twice */                  \
+      registry->add(std::move(t));                                                                      \
+      ++n;                                                                                              \
+    }                                                                                                   \
+    return n;                                                                                           \
+  }                                                                                                     \
+  extern "C" __attribute__((visibility("default"))) int fmam_plugin_abi_version() { return fmam::kPluginAbiVersion; }

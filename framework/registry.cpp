@@ -24,8 +24,7 @@ void Registry::add(NodeType t) {
   const std::string name = t.contract.type();
   auto it = types_.find(name);
   if (it != types_.end())
-    throw Error("node type \"" + name + "\" from " + t.plugin + " is already registered by " +
-                it->second.plugin);
+    throw Error("node type \"" + name + "\" from " + t.plugin + " is already registered by " + it->second.plugin);
   types_.emplace(name, std::move(t));
 }
 
@@ -75,8 +74,7 @@ int load_plugin(const std::string& path, Registry& registry) {
   auto abi = reinterpret_cast<int (*)()>(dlsym(h, "fmam_plugin_abi_version"));
   auto entry = reinterpret_cast<PluginEntry>(dlsym(h, kPluginEntrySymbol));
   if (!entry || !abi)
-    throw Error(path + ": not an fmam plugin (no " + std::string(kPluginEntrySymbol) +
-                "; define it with FMAM_PLUGIN_ENTRY())");
+    throw Error(path + ": not an fmam plugin (no " + std::string(kPluginEntrySymbol) + "; define it with FMAM_PLUGIN_ENTRY())");
   if (abi() != kPluginAbiVersion)
     throw Error(path + ": plugin ABI version " + std::to_string(abi()) + ", this fmam expects " +
                 std::to_string(kPluginAbiVersion) + "; rebuild the plugin");
@@ -99,8 +97,7 @@ static ResourceLocator builtin_plugin_places(const char* name) {
   // Set but empty still counts (the current folder), as it always has.
   if (const char* env = std::getenv("FMAM_PLUGIN_PATH")) loc.add(fs::path(env) / name);
   loc.add(d / name);
-  if (const fs::path core_dir = library_dir(reinterpret_cast<void*>(&load_builtin_plugin));
-      !core_dir.empty()) {
+  if (const fs::path core_dir = library_dir(reinterpret_cast<void*>(&load_builtin_plugin)); !core_dir.empty()) {
     loc.add(core_dir / name);
     loc.add(core_dir.parent_path() / "plugin" / name);
   }
@@ -120,8 +117,7 @@ int load_builtin_plugin(Registry& registry) {
     std::error_code ec;
     return fs::exists(p.path, ec);
   };
-  if (const ResourceLocator::Place* found = loc.find(exists))
-    return load_plugin(found->path.string(), registry);
+  if (const ResourceLocator::Place* found = loc.find(exists)) return load_plugin(found->path.string(), registry);
   std::string where;
   for (const auto& p : loc.places()) where += "\n  " + p.label;
   throw Error(std::string("cannot find the built-in node plugin ") + name + "; looked in:" + where +

@@ -52,8 +52,7 @@ ResourceLocator& ResourceLocator::add_exe_ancestors(const fs::path& rel) {
   return *this;
 }
 
-fs::path ResourceLocator::nearest_exe_ancestor(
-    const fs::path& rel, const std::function<bool(const fs::path&)>& accept) const {
+fs::path ResourceLocator::nearest_exe_ancestor(const fs::path& rel, const std::function<bool(const fs::path&)>& accept) const {
   for (const fs::path& d : exe_ancestors())
     if (accept(d / rel)) return d;
   return {};

@@ -46,14 +46,12 @@ class ResourceLocator {
   // The executable's folder and its ancestors, nearest first, up to the root.
   std::vector<std::filesystem::path> exe_ancestors() const;
   // The nearest d of exe_ancestors() where `accept(d / rel)` holds; empty if none.
-  std::filesystem::path nearest_exe_ancestor(
-      const std::filesystem::path& rel,
-      const std::function<bool(const std::filesystem::path&)>& accept) const;
+  std::filesystem::path nearest_exe_ancestor(const std::filesystem::path& rel,
+                                             const std::function<bool(const std::filesystem::path&)>& accept) const;
 
   // The first place (in the order added) for which `accept` holds, or null. The label of every
   // place looked at, the found one included, is appended to `looked` when given.
-  const Place* find(const std::function<bool(const Place&)>& accept,
-                    std::vector<std::string>* looked = nullptr) const;
+  const Place* find(const std::function<bool(const Place&)>& accept, std::vector<std::string>* looked = nullptr) const;
 
   const std::vector<Place>& places() const { return places_; }
 

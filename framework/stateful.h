@@ -25,7 +25,6 @@ class Stateful {
   virtual void load_state(const std::map<std::string, at::Tensor>& state) = 0;
 };
 
-
 // A Stateful node that training updates.
 class Trainable : public Stateful {
  public:

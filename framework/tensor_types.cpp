@@ -16,39 +16,37 @@ std::vector<Packet> split_tensor(const at::Tensor& t, size_t n) {
 }
 
 const bool registered = [] {
-  DataTypes::global().add(
-      {"Tensor", "float32 tensor, [1, C, H, W] per frame (a batch stacks frames on dim 0)",
-       [](const std::vector<Packet>& parts) {
-         std::vector<at::Tensor> ts;
-         for (const auto& p : parts) ts.push_back(p.get<Tensor>().t);
-         return Packet::make(Tensor{at::cat(ts, 0)});
-       },
-       [](const Packet& p, size_t n) { return split_tensor(p.get<Tensor>().t, n); }});
-  DataTypes::global().add(
-      {"FeaturePyramid", "list of feature maps, shallow to deep, each [1, C_j, H_j, W_j] per frame",
-       [](const std::vector<Packet>& parts) {
-         FeaturePyramid out;
-         const size_t levels = parts.front().get<FeaturePyramid>().levels.size();
-         for (size_t l = 0; l < levels; ++l) {
-           std::vector<at::Tensor> ts;
-           for (const auto& p : parts) ts.push_back(p.get<FeaturePyramid>().levels.at(l));
-           out.levels.push_back(at::cat(ts, 0));
-         }
-         return Packet::make(std::move(out));
-       },
-       [](const Packet& p, size_t n) {
-         const auto& fp = p.get<FeaturePyramid>();
-         std::vector<Packet> out;
-         for (size_t i = 0; i < n; ++i) {
-           FeaturePyramid one;
-           for (const auto& l : fp.levels) {
-             if (l.dim() == 0 || size_t(l.size(0)) != n) return std::vector<Packet>{};
-             one.levels.push_back(l.narrow(0, int64_t(i), 1));
-           }
-           out.push_back(Packet::make(std::move(one)));
-         }
-         return out;
-       }});
+  DataTypes::global().add({"Tensor", "float32 tensor, [1, C, H, W] per frame (a batch stacks frames on dim 0)",
+                           [](const std::vector<Packet>& parts) {
+                             std::vector<at::Tensor> ts;
+                             for (const auto& p : parts) ts.push_back(p.get<Tensor>().t);
+                             return Packet::make(Tensor{at::cat(ts, 0)});
+                           },
+                           [](const Packet& p, size_t n) { return split_tensor(p.get<Tensor>().t, n); }});
+  DataTypes::global().add({"FeaturePyramid", "list of feature maps, shallow to deep, each [1, C_j, H_j, W_j] per frame",
+                           [](const std::vector<Packet>& parts) {
+                             FeaturePyramid out;
+                             const size_t levels = parts.front().get<FeaturePyramid>().levels.size();
+                             for (size_t l = 0; l < levels; ++l) {
+                               std::vector<at::Tensor> ts;
+                               for (const auto& p : parts) ts.push_back(p.get<FeaturePyramid>().levels.at(l));
+                               out.levels.push_back(at::cat(ts, 0));
+                             }
+                             return Packet::make(std::move(out));
+                           },
+                           [](const Packet& p, size_t n) {
+                             const auto& fp = p.get<FeaturePyramid>();
+                             std::vector<Packet> out;
+                             for (size_t i = 0; i < n; ++i) {
+                               FeaturePyramid one;
+                               for (const auto& l : fp.levels) {
+                                 if (l.dim() == 0 || size_t(l.size(0)) != n) return std::vector<Packet>{};
+                                 one.levels.push_back(l.narrow(0, int64_t(i), 1));
+                               }
+                               out.push_back(Packet::make(std::move(one)));
+                             }
+                             return out;
+                           }});
   return true;
 }();
 

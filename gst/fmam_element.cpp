@@ -111,8 +111,7 @@ bool build_pipeline(GstFmam* self) {
                       ("graph=%s model=%s", graph.c_str(), o.model.empty() ? "(none)" : o.model.c_str()));
     return false;
   }
-  GST_INFO_OBJECT(self, "graph %s, model %s, threshold %g", graph.c_str(), o.model.c_str(),
-                  self->st->pipeline->threshold());
+  GST_INFO_OBJECT(self, "graph %s, model %s, threshold %g", graph.c_str(), o.model.c_str(), self->st->pipeline->threshold());
   return true;
 }
 
@@ -138,8 +137,8 @@ void deliver(GstFmam* self, const fmam::Detection& d) {
   GstBuffer* buf = item ? std::exchange(item->buffer, nullptr) : nullptr;
   if (!buf) return;
   if (d.skipped) {
-    GST_ELEMENT_WARNING(self, STREAM, FAILED, ("fmam: frame %" G_GUINT64_FORMAT " not scored: %s", item->frame,
-                                                 d.error.c_str()), (nullptr));
+    GST_ELEMENT_WARNING(self, STREAM, FAILED, ("fmam: frame %" G_GUINT64_FORMAT " not scored: %s", item->frame, d.error.c_str()),
+                        (nullptr));
   } else {
     buf = gst_buffer_make_writable(buf);
     const cv::Mat map = d.map.empty() || d.map.isContinuous() ? d.map : d.map.clone();
@@ -152,9 +151,8 @@ void deliver(GstFmam* self, const fmam::Detection& d) {
       meta->map_lo = lo;
       meta->map_hi = hi;
     }
-    GstStructure* s = gst_structure_new("fmam-result", "pts", G_TYPE_UINT64, guint64(GST_BUFFER_PTS(buf)), "frame",
-                                        G_TYPE_UINT64, item->frame, "score", G_TYPE_DOUBLE, d.score, "verdict",
-                                        G_TYPE_STRING, verdict, nullptr);
+    GstStructure* s = gst_structure_new("fmam-result", "pts", G_TYPE_UINT64, guint64(GST_BUFFER_PTS(buf)), "frame", G_TYPE_UINT64,
+                                        item->frame, "score", G_TYPE_DOUBLE, d.score, "verdict", G_TYPE_STRING, verdict, nullptr);
     gst_element_post_message(GST_ELEMENT(self), gst_message_new_element(GST_OBJECT(self), s));
   }
   if (st.flushing) {
@@ -270,13 +268,25 @@ void gst_fmam_set_property(GObject* object, guint id, const GValue* value, GPara
   GstFmam* self = GST_FMAM(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-    case PROP_GRAPH: g_free(self->graph); self->graph = g_value_dup_string(value); break;
-    case PROP_MODEL: g_free(self->model); self->model = g_value_dup_string(value); break;
-    case PROP_OVERRIDES: g_free(self->overrides); self->overrides = g_value_dup_string(value); break;
+    case PROP_GRAPH:
+      g_free(self->graph);
+      self->graph = g_value_dup_string(value);
+      break;
+    case PROP_MODEL:
+      g_free(self->model);
+      self->model = g_value_dup_string(value);
+      break;
+    case PROP_OVERRIDES:
+      g_free(self->overrides);
+      self->overrides = g_value_dup_string(value);
+      break;
     case PROP_THRESHOLD: self->threshold = g_value_get_double(value); break;
     case PROP_BATCH: self->batch = g_value_get_int(value); break;
     case PROP_THREADS: self->threads = g_value_get_int(value); break;
-    case PROP_PRECISION: g_free(self->precision); self->precision = g_value_dup_string(value); break;
+    case PROP_PRECISION:
+      g_free(self->precision);
+      self->precision = g_value_dup_string(value);
+      break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
   }
   GST_OBJECT_UNLOCK(self);
@@ -317,25 +327,42 @@ static void gst_fmam_class_init(GstFmamClass* klass) {
   oc->get_property = gst_fmam_get_property;
   oc->finalize = gst_fmam_finalize;
   const auto flags = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY);
-  g_object_class_install_property(oc, PROP_GRAPH, g_param_spec_string("graph", "Graph",
-      "Inspection graph JSON file, e.g. graphs/rkd.json (read when the element goes to READY)", nullptr, flags));
-  g_object_class_install_property(oc, PROP_MODEL, g_param_spec_string("model", "Model",
-      "Trained model file from `fmam train` (weights, image size, calibrated threshold); "
-      "empty runs untrained weights", nullptr, flags));
-  g_object_class_install_property(oc, PROP_THRESHOLD, g_param_spec_double("threshold", "Threshold",
-      "Score at or above which a frame FAILs; -1 uses the model's calibrated threshold "
-      "(verdict \"none\" if it has none)", -1, G_MAXDOUBLE, -1, flags));
-  g_object_class_install_property(oc, PROP_BATCH, g_param_spec_int("batch", "Batch",
-      "Frames stacked per network call (1: lowest latency; 4: ~25% more throughput)", 1, 256, 4, flags));
-  g_object_class_install_property(oc, PROP_THREADS, g_param_spec_int("threads", "Threads",
-      "Graph worker threads (0: one per core)", 0, 1024, 0, flags));
-  g_object_class_install_property(oc, PROP_PRECISION, g_param_spec_string("precision", "Precision",
-      "The networks' arithmetic: auto (bf16 on CPUs with AVX512-BF16, else fp32), fp32, or bf16 "
-      "(convolutions in bfloat16, about 2x faster)", "auto", flags));
-  g_object_class_install_property(oc, PROP_OVERRIDES, g_param_spec_string("overrides", "Overrides",
-      "Node parameter overrides as fmam run --set takes them, separated by ';', "
-      "e.g. \"blur.sigma=2;score.k=50\"", nullptr, flags));
-  gst_element_class_set_static_metadata(ec, "fmam anomaly detector", "Filter/Analyzer/Video",
+  g_object_class_install_property(
+      oc, PROP_GRAPH,
+      g_param_spec_string("graph", "Graph",
+                          "Inspection graph JSON file, e.g. graphs/rkd.json (read when the element goes to READY)", nullptr,
+                          flags));
+  g_object_class_install_property(
+      oc, PROP_MODEL,
+      g_param_spec_string("model", "Model",
+                          "Trained model file from `fmam train` (weights, image size, calibrated threshold); "
+                          "empty runs untrained weights",
+                          nullptr, flags));
+  g_object_class_install_property(
+      oc, PROP_THRESHOLD,
+      g_param_spec_double("threshold", "Threshold",
+                          "Score at or above which a frame FAILs; -1 uses the model's calibrated threshold "
+                          "(verdict \"none\" if it has none)",
+                          -1, G_MAXDOUBLE, -1, flags));
+  g_object_class_install_property(
+      oc, PROP_BATCH,
+      g_param_spec_int("batch", "Batch", "Frames stacked per network call (1: lowest latency; 4: ~25% more throughput)", 1, 256,
+                       4, flags));
+  g_object_class_install_property(
+      oc, PROP_THREADS, g_param_spec_int("threads", "Threads", "Graph worker threads (0: one per core)", 0, 1024, 0, flags));
+  g_object_class_install_property(
+      oc, PROP_PRECISION,
+      g_param_spec_string("precision", "Precision",
+                          "The networks' arithmetic: auto (bf16 on CPUs with AVX512-BF16, else fp32), fp32, or bf16 "
+                          "(convolutions in bfloat16, about 2x faster)",
+                          "auto", flags));
+  g_object_class_install_property(oc, PROP_OVERRIDES,
+                                  g_param_spec_string("overrides", "Overrides",
+                                                      "Node parameter overrides as fmam run --set takes them, separated by ';', "
+                                                      "e.g. \"blur.sigma=2;score.k=50\"",
+                                                      nullptr, flags));
+  gst_element_class_set_static_metadata(
+      ec, "fmam anomaly detector", "Filter/Analyzer/Video",
       "Scores each frame with an fmam graph and model; attaches GstFmamMeta (score, verdict, anomaly map) "
       "and posts an fmam-result element message; frames pass unchanged",
       "fmam");

@@ -49,15 +49,15 @@ GType gst_fmam_meta_api_get_type(void) {
 const GstMetaInfo* gst_fmam_meta_get_info(void) {
   static const GstMetaInfo* info = nullptr;
   if (g_once_init_enter(&info)) {
-    const GstMetaInfo* i = gst_meta_register(GST_FMAM_META_API_TYPE, "GstFmamMeta", sizeof(GstFmamMeta), meta_init,
-                                             meta_free, meta_transform);
+    const GstMetaInfo* i =
+        gst_meta_register(GST_FMAM_META_API_TYPE, "GstFmamMeta", sizeof(GstFmamMeta), meta_init, meta_free, meta_transform);
     g_once_init_leave(&info, i);
   }
   return info;
 }
 
-GstFmamMeta* gst_fmam_meta_add(GstBuffer* buffer, gdouble score, const gchar* verdict, guint64 frame,
-                               const gfloat* map, gint map_width, gint map_height) {
+GstFmamMeta* gst_fmam_meta_add(GstBuffer* buffer, gdouble score, const gchar* verdict, guint64 frame, const gfloat* map,
+                               gint map_width, gint map_height) {
   auto* m = reinterpret_cast<GstFmamMeta*>(gst_buffer_add_meta(buffer, gst_fmam_meta_get_info(), nullptr));
   if (!m) return nullptr;
   m->score = score;

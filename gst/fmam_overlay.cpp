@@ -88,8 +88,14 @@ void gst_fmam_overlay_set_property(GObject* object, guint id, const GValue* valu
   GstFmamOverlay* self = GST_FMAM_OVERLAY(object);
   GST_OBJECT_LOCK(self);
   switch (id) {
-    case PROP_LO: self->lo = g_value_get_double(value); self->lo_set = true; break;
-    case PROP_HI: self->hi = g_value_get_double(value); self->hi_set = true; break;
+    case PROP_LO:
+      self->lo = g_value_get_double(value);
+      self->lo_set = true;
+      break;
+    case PROP_HI:
+      self->hi = g_value_get_double(value);
+      self->hi_set = true;
+      break;
     case PROP_ALPHA: self->alpha = g_value_get_double(value); break;
     case PROP_SHOW_SCORE: self->show_score = g_value_get_boolean(value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID(object, id, pspec);
@@ -118,18 +124,24 @@ static void gst_fmam_overlay_class_init(GstFmamOverlayClass* klass) {
   oc->set_property = gst_fmam_overlay_set_property;
   oc->get_property = gst_fmam_overlay_get_property;
   const auto flags = GParamFlags(G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_CONTROLLABLE);
-  g_object_class_install_property(oc, PROP_LO, g_param_spec_double("lo", "Low",
-      "Map value drawn coldest and fully transparent; unset: the model's calibrated range from the fmam element's "
-      "meta (fmam eval --calibrate), else 0",
-      -G_MAXDOUBLE, G_MAXDOUBLE, 0.0, flags));
-  g_object_class_install_property(oc, PROP_HI, g_param_spec_double("hi", "High",
-      "Map value drawn hottest, at opacity alpha; unset: the model's calibrated range, else 1", -G_MAXDOUBLE,
-      G_MAXDOUBLE, 1.0, flags));
-  g_object_class_install_property(oc, PROP_ALPHA, g_param_spec_double("alpha", "Alpha",
-      "Heatmap opacity at hi (it fades to 0 at lo)", 0.0, 1.0, 0.6, flags));
-  g_object_class_install_property(oc, PROP_SHOW_SCORE, g_param_spec_boolean("show-score", "Show score",
-      "Write the score and verdict in the top-left corner", TRUE, flags));
-  gst_element_class_set_static_metadata(ec, "fmam anomaly overlay", "Filter/Effect/Video",
+  g_object_class_install_property(
+      oc, PROP_LO,
+      g_param_spec_double(
+          "lo", "Low",
+          "Map value drawn coldest and fully transparent; unset: the model's calibrated range from the fmam element's "
+          "meta (fmam eval --calibrate), else 0",
+          -G_MAXDOUBLE, G_MAXDOUBLE, 0.0, flags));
+  g_object_class_install_property(
+      oc, PROP_HI,
+      g_param_spec_double("hi", "High", "Map value drawn hottest, at opacity alpha; unset: the model's calibrated range, else 1",
+                          -G_MAXDOUBLE, G_MAXDOUBLE, 1.0, flags));
+  g_object_class_install_property(
+      oc, PROP_ALPHA, g_param_spec_double("alpha", "Alpha", "Heatmap opacity at hi (it fades to 0 at lo)", 0.0, 1.0, 0.6, flags));
+  g_object_class_install_property(
+      oc, PROP_SHOW_SCORE,
+      g_param_spec_boolean("show-score", "Show score", "Write the score and verdict in the top-left corner", TRUE, flags));
+  gst_element_class_set_static_metadata(
+      ec, "fmam anomaly overlay", "Filter/Effect/Video",
       "Draws the anomaly map of the fmam element's GstFmamMeta as a heatmap over the frame (in place)", "fmam");
   GstCaps* caps = gst_caps_from_string(OVERLAY_CAPS);
   gst_element_class_add_pad_template(ec, gst_pad_template_new("sink", GST_PAD_SINK, GST_PAD_ALWAYS, caps));

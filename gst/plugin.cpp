@@ -14,5 +14,5 @@ static gboolean plugin_init(GstPlugin* plugin) {
 }
 
 GST_PLUGIN_DEFINE(GST_VERSION_MAJOR, GST_VERSION_MINOR, fmam,
-                  "fmam defect detection: score video frames with a teacher-student graph, draw anomaly maps",
-                  plugin_init, "0.1", "Proprietary", "fmam", "https://github.com/fmam/fmam")
+                  "fmam defect detection: score video frames with a teacher-student graph, draw anomaly maps", plugin_init, "0.1",
+                  "Proprietary", "fmam", "https://github.com/fmam/fmam")

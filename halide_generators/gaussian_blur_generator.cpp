@@ -64,9 +64,7 @@ class GaussianBlur : public Halide::Generator<GaussianBlur> {
           .parallel(yo)
           .vectorize(x_, 4 * vec, TailStrategy::GuardWithIf);
       padded_.compute_at(blur_x_, yi).vectorize(x_, vec, TailStrategy::GuardWithIf);
-      output.split(y_, yo, yi, 16, TailStrategy::GuardWithIf)
-          .parallel(yo)
-          .vectorize(x_, 4 * vec, TailStrategy::GuardWithIf);
+      output.split(y_, yo, yi, 16, TailStrategy::GuardWithIf).parallel(yo).vectorize(x_, 4 * vec, TailStrategy::GuardWithIf);
     }
   }
 

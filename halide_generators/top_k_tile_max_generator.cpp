@@ -21,8 +21,7 @@ class TopKTileMax : public Halide::Generator<TopKTileMax> {
     input.dim(0).set_min(0);
     input.dim(1).set_min(0);
     Expr bits = reinterpret<uint32_t>(input(x_, y_));
-    key_(x_, y_) =
-        select((bits >> 31) != 0, ~bits, bits | Internal::make_const(UInt(32), 0x80000000u));
+    key_(x_, y_) = select((bits >> 31) != 0, ~bits, bits | Internal::make_const(UInt(32), 0x80000000u));
     // Rows past the last one repeat it, which leaves the maximum unchanged.
     Expr last = input.dim(1).extent() - 1;
     Expr m = key_(x_, min(ty_ * kTile, last));

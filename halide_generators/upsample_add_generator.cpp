@@ -63,9 +63,7 @@ class UpsampleAdd : public Halide::Generator<UpsampleAdd> {
       Var yo("yo"), yi("yi");
       const int vec = natural_vector_size<float>();
       for (Func f : {src_x_, i0x_, lx_}) f.compute_root();
-      output.split(y_, yo, yi, 32, TailStrategy::GuardWithIf)
-          .parallel(yo)
-          .vectorize(x_, vec, TailStrategy::GuardWithIf);
+      output.split(y_, yo, yi, 32, TailStrategy::GuardWithIf).parallel(yo).vectorize(x_, vec, TailStrategy::GuardWithIf);
       rows_.compute_at(output, yo).vectorize(x_, vec, TailStrategy::GuardWithIf);
     }
   }
@@ -76,8 +74,7 @@ class UpsampleAdd : public Halide::Generator<UpsampleAdd> {
   void coord(Func src, Func i0, Func l, Var d, Expr in, Expr out) {
     Expr scale_ac = select(out > 1, cast<float>(in - 1) / cast<float>(max(out - 1, 1)), 0.0f);
     Expr scale = cast<float>(in) / cast<float>(out);
-    src(d) = select(align_corners, cast<float>(d) * scale_ac,
-                    max((cast<float>(d) + 0.5f) * scale - 0.5f, 0.0f));
+    src(d) = select(align_corners, cast<float>(d) * scale_ac, max((cast<float>(d) + 0.5f) * scale - 0.5f, 0.0f));
     i0(d) = clamp(cast<int>(floor(src(d))), 0, in - 1);
     l(d) = src(d) - cast<float>(i0(d));
   }

@@ -28,18 +28,16 @@ LevelDims level_dims(const std::vector<at::Tensor>& levels);
 // e.g. `input "teacher"` or `param "channels"`), and the same channels per level (and, with
 // `spatial`, the same H x W). -1 dims, and levels that are not [C, H, W] (their producer's error),
 // match anything. Throws PortError on input `b_name`.
-void check_levels_match(const LevelDims& a, const std::string& a_what, const LevelDims& b,
-                        const char* b_name, bool spatial);
+void check_levels_match(const LevelDims& a, const std::string& a_what, const LevelDims& b, const char* b_name, bool spatial);
 
 // Load time: check_levels_match on two inputs' shapes, channels and H x W; passes when either
 // shape is unknown.
-void check_pyramid_shapes(const Shape& ref, const char* ref_name, const Shape& other,
-                          const char* other_name);
+void check_pyramid_shapes(const Shape& ref, const char* ref_name, const Shape& other, const char* other_name);
 
 // Run time, on [B, C_j, H_j, W_j] tensors: level count, that every level is 4-D, batch, then
 // channels and H x W (as check_levels_match), then device. Throws PortError on the input at
 // fault, e.g.   input "student": level 0 has batch 2, input "teacher" has 1
-void check_pyramid(const std::vector<at::Tensor>& ref, const char* ref_name,
-                   const std::vector<at::Tensor>& other, const char* other_name);
+void check_pyramid(const std::vector<at::Tensor>& ref, const char* ref_name, const std::vector<at::Tensor>& other,
+                   const char* other_name);
 
 }  // namespace fmam

@@ -33,49 +33,36 @@ Choices<Arch> arch_choices() {
 
 const char* arch_name(Arch a) {
   switch (a) {
-    case Arch::kResNet18:
-      return "resnet18";
-    case Arch::kResNet34:
-      return "resnet34";
-    case Arch::kResNet50:
-      return "resnet50";
-    case Arch::kWideResNet50_2:
-      return "wide_resnet50_2";
+    case Arch::kResNet18: return "resnet18";
+    case Arch::kResNet34: return "resnet34";
+    case Arch::kResNet50: return "resnet50";
+    case Arch::kWideResNet50_2: return "wide_resnet50_2";
   }
   return "?";
 }
 
 const ArchSpec& arch_spec(Arch a) {
-  static const ArchSpec k18{false, {2, 2, 2, 2}, 64}, k34{false, {3, 4, 6, 3}, 64},
-      k50{true, {3, 4, 6, 3}, 64}, kWide50{true, {3, 4, 6, 3}, 128};
+  static const ArchSpec k18{false, {2, 2, 2, 2}, 64}, k34{false, {3, 4, 6, 3}, 64}, k50{true, {3, 4, 6, 3}, 64},
+      kWide50{true, {3, 4, 6, 3}, 128};
   switch (a) {
-    case Arch::kResNet18:
-      return k18;
-    case Arch::kResNet34:
-      return k34;
-    case Arch::kResNet50:
-      return k50;
-    case Arch::kWideResNet50_2:
-      return kWide50;
+    case Arch::kResNet18: return k18;
+    case Arch::kResNet34: return k34;
+    case Arch::kResNet50: return k50;
+    case Arch::kWideResNet50_2: return kWide50;
   }
   return k18;
 }
 
-int64_t layer_channels(Arch a, int layer) {
-  return (int64_t(64) << (layer - 1)) * (arch_spec(a).bottleneck ? 4 : 1);
-}
+int64_t layer_channels(Arch a, int layer) { return (int64_t(64) << (layer - 1)) * (arch_spec(a).bottleneck ? 4 : 1); }
 
 int64_t layer_size(int64_t n, int layer) {
   for (int k = 0; k < layer + 1; ++k) n = (n + 1) / 2;
   return n;
 }
 
-std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h,
-                                               int64_t w) {
+std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h, int64_t w) {
   std::vector<std::vector<int64_t>> out;
-  for (int l : layers)
-    out.push_back(
-        {layer_channels(a, l), h < 0 ? -1 : layer_size(h, l), w < 0 ? -1 : layer_size(w, l)});
+  for (int l : layers) out.push_back({layer_channels(a, l), h < 0 ? -1 : layer_size(h, l), w < 0 ? -1 : layer_size(w, l)});
   return out;
 }
 
@@ -87,11 +74,9 @@ std::vector<int> parse_layers(const std::vector<std::string>& names) {
   FMAM_CHECK(!names.empty()) << "param \"layers\": needs at least one of layer1..layer4";
   for (const auto& n : names) {
     const int k = (n.size() == 6 && n.compare(0, 5, "layer") == 0) ? n[5] - '0' : -1;
-    FMAM_CHECK(k >= 1 && k <= 4) << "param \"layers\": unknown layer \"" << n
-                                 << "\"; known: layer1, layer2, layer3, layer4";
+    FMAM_CHECK(k >= 1 && k <= 4) << "param \"layers\": unknown layer \"" << n << "\"; known: layer1, layer2, layer3, layer4";
     FMAM_CHECK(out.empty() || k > out.back())
-        << "param \"layers\": must be in increasing order (shallow to deep) without repeats, "
-        << got;
+        << "param \"layers\": must be in increasing order (shallow to deep) without repeats, " << got;
     out.push_back(k);
   }
   return out;
@@ -112,8 +97,7 @@ nn::ConvTranspose2d deconv2x2(int64_t in, int64_t out) {
 
 at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias) {
   FMAM_CHECK(x.dim() == 4 && w.dim() == 4 && x.size(1) == w.size(0) && w.size(2) == 2 && w.size(3) == 2)
-      << "conv_transpose2x2: input " << shape_str(x.sizes()) << " and weight " << shape_str(w.sizes())
-      << " do not fit";
+      << "conv_transpose2x2: input " << shape_str(x.sizes()) << " and weight " << shape_str(w.sizes()) << " do not fit";
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w.size(1);
   // Kernel == stride: every input pixel writes its own 2x2 block of the output, with no overlap,
   // so the whole op is one product [pixels, cin] x [cin, cout * 2 * 2] and a reshuffle.
@@ -234,8 +218,8 @@ class BlockImpl : public nn::Module {
     }
     if (shortcut_) {
       auto* bn = shortcut_[1]->as<nn::BatchNorm2dImpl>();
-      f.shortcut = o_.up ? fuse(*shortcut_[0]->as<nn::ConvTranspose2dImpl>(), *bn, t)
-                         : fuse(*shortcut_[0]->as<nn::Conv2dImpl>(), *bn, t);
+      f.shortcut =
+          o_.up ? fuse(*shortcut_[0]->as<nn::ConvTranspose2dImpl>(), *bn, t) : fuse(*shortcut_[0]->as<nn::Conv2dImpl>(), *bn, t);
     }
     fused_ = std::move(f);
   }
@@ -260,9 +244,7 @@ class BlockImpl : public nn::Module {
     else
       conv_ = register_module(name, conv(in, out, 3, o_.stride));
   }
-  at::Tensor run_strided(const at::Tensor& x) {
-    return deconv_ ? conv_transpose2x2(x, deconv_->weight) : conv_->forward(x);
-  }
+  at::Tensor run_strided(const at::Tensor& x) { return deconv_ ? conv_transpose2x2(x, deconv_->weight) : conv_->forward(x); }
   // downsample (conv + BN) or upsample (transposed conv + BN).
   at::Tensor run_shortcut(const at::Tensor& x) {
     if (!o_.up) return shortcut_->forward(x);
@@ -280,8 +262,7 @@ class BlockImpl : public nn::Module {
 TORCH_MODULE(Block);
 
 // torchvision's _make_layer (and RD4AD's, with `up`; OCBE passes in_first = 3 * inplanes).
-nn::Sequential make_layer(const ArchSpec& s, int64_t in_first, int64_t planes, int blocks,
-                          int64_t stride, bool up) {
+nn::Sequential make_layer(const ArchSpec& s, int64_t in_first, int64_t planes, int blocks, int64_t stride, bool up) {
   nn::Sequential seq;
   const int64_t out = s.bottleneck ? planes * 4 : planes;
   for (int b = 0; b < blocks; ++b) {
@@ -301,8 +282,7 @@ nn::Sequential make_layer(const ArchSpec& s, int64_t in_first, int64_t planes, i
 // their pyramids against each other (networks/pyramid_check.h), so this guards direct callers.
 void check_network_inputs(const std::vector<at::Tensor>& in, size_t n, const char* what) {
   FMAM_CHECK(in.size() == n) << what << " takes " << n << " inputs, got " << in.size();
-  for (const auto& t : in)
-    FMAM_CHECK(t.dim() == 4) << what << " takes 4-D [B, C, H, W] tensors, got " << t.dim() << "-D";
+  for (const auto& t : in) FMAM_CHECK(t.dim() == 4) << what << " takes 4-D [B, C, H, W] tensors, got " << t.dim() << "-D";
 }
 
 class ResNetImpl : public nn::Module {
@@ -315,8 +295,7 @@ class ResNetImpl : public nn::Module {
     for (int l = 1; l <= out_layers.back(); ++l) {
       const int64_t planes = int64_t(64) << (l - 1);
       layers_.push_back(
-          register_module("layer" + std::to_string(l),
-                          make_layer(s, inplanes, planes, s.blocks[l - 1], l == 1 ? 1 : 2, false)));
+          register_module("layer" + std::to_string(l), make_layer(s, inplanes, planes, s.blocks[l - 1], l == 1 ? 1 : 2, false)));
       inplanes = layer_channels(a, l);
     }
   }
@@ -358,8 +337,7 @@ class OcbeImpl : public nn::Module {
   explicit OcbeImpl(Arch a) {
     const ArchSpec& s = arch_spec(a);
     const int64_t e = s.bottleneck ? 4 : 1;
-    const int blocks =
-        s.bottleneck ? 3 : 2;  // RD4AD: BN_layer(AttnBasicBlock, 2) / (AttnBottleneck, 3)
+    const int blocks = s.bottleneck ? 3 : 2;  // RD4AD: BN_layer(AttnBasicBlock, 2) / (AttnBottleneck, 3)
     bn_layer_ = register_module("bn_layer", make_layer(s, 3 * 256 * e, 512, blocks, 2, false));
     conv1_ = register_module("conv1", conv(64 * e, 128 * e, 3, 2));
     bn1_ = register_module("bn1", nn::BatchNorm2d(128 * e));
@@ -405,8 +383,7 @@ class DecoderImpl : public nn::Module {
     int64_t inplanes = 512 * (s.bottleneck ? 4 : 1);
     for (int l = 0; l < 3; ++l) {
       const int64_t planes = int64_t(256) >> l;
-      layers_.push_back(register_module("layer" + std::to_string(l + 1),
-                                        make_layer(s, inplanes, planes, s.blocks[l], 2, true)));
+      layers_.push_back(register_module("layer" + std::to_string(l + 1), make_layer(s, inplanes, planes, s.blocks[l], 2, true)));
       inplanes = planes * (s.bottleneck ? 4 : 1);
     }
   }
@@ -419,9 +396,8 @@ class DecoderImpl : public nn::Module {
       const int64_t h = sizes[l].size(2), w = sizes[l].size(3);
       if (x.size(2) != h || x.size(3) != w) {
         FMAM_CHECK(x.size(2) >= h && x.size(3) >= w && x.size(2) <= h + 1 && x.size(3) <= w + 1)
-            << "decoder layer" << l + 1 << " gives " << x.size(2) << "x" << x.size(3)
-            << ", the teacher level is " << h << "x" << w
-            << "; teacher levels must be layer1..3 of one image";
+            << "decoder layer" << l + 1 << " gives " << x.size(2) << "x" << x.size(3) << ", the teacher level is " << h << "x"
+            << w << "; teacher levels must be layer1..3 of one image";
         x = x.narrow(2, 0, h).narrow(3, 0, w);
       }
       out[2 - l] = x;
@@ -436,8 +412,7 @@ TORCH_MODULE(Decoder);
 
 class ReverseStudentImpl : public nn::Module {
  public:
-  explicit ReverseStudentImpl(Arch a)
-      : bn_(register_module("bn", Ocbe(a))), decoder_(register_module("decoder", Decoder(a))) {}
+  explicit ReverseStudentImpl(Arch a) : bn_(register_module("bn", Ocbe(a))), decoder_(register_module("decoder", Decoder(a))) {}
   std::vector<at::Tensor> forward(const std::vector<at::Tensor>& f) {
     check_network_inputs(f, 3, "an RD4AD student");
     return decoder_->forward(bn_->forward(f), {f[2], f[1], f[0]});
@@ -452,8 +427,7 @@ TORCH_MODULE(ReverseStudent);
 class MlpImpl : public nn::Module {
  public:
   MlpImpl(int64_t c, int64_t hidden)
-      : fc1_(register_module("fc1", conv(c, hidden, 1, 1, true))),
-        fc2_(register_module("fc2", conv(hidden, c, 1, 1, true))) {}
+      : fc1_(register_module("fc1", conv(c, hidden, 1, 1, true))), fc2_(register_module("fc2", conv(hidden, c, 1, 1, true))) {}
   at::Tensor forward(const at::Tensor& x) { return fc2_->forward(fc1_->forward(x).relu_()); }
 
  private:
@@ -528,8 +502,8 @@ struct Network::Impl {
   Precision precision = Precision::kFloat32;            // training's (set_precision)
   Precision inference_precision = Precision::kFloat32;  // eval mode's (set_inference_precision)
   bool fold_batchnorm = false;                          // set_batchnorm_folding
-  std::atomic<bool> folded{false};  // the modules hold folded weights of the current state
-  std::mutex fold_mutex;            // eval forwards run on several TBB workers at once
+  std::atomic<bool> folded{false};                      // the modules hold folded weights of the current state
+  std::mutex fold_mutex;                                // eval forwards run on several TBB workers at once
 };
 
 namespace {
@@ -538,8 +512,7 @@ namespace {
 // weights are cached inside the outermost scope and dropped when it ends (as Python does).
 class CpuBf16Autocast {
  public:
-  CpuBf16Autocast()
-      : was_enabled_(at::autocast::is_cpu_enabled()), was_dtype_(at::autocast::get_autocast_cpu_dtype()) {
+  CpuBf16Autocast() : was_enabled_(at::autocast::is_cpu_enabled()), was_dtype_(at::autocast::get_autocast_cpu_dtype()) {
     at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     at::autocast::set_cpu_enabled(true);
   }
@@ -599,10 +572,8 @@ void Network::set_batchnorm_folding(bool on) const {
 
 std::vector<at::Tensor> Network::forward(const std::vector<at::Tensor>& in) const {
   if (impl_->fold_batchnorm && !impl_->module->is_training()) ensure_folded();
-  if (impl_->inference_precision == Precision::kBFloat16Mixed && !impl_->module->is_training())
-    return forward_bf16_weights(in);
-  if (impl_->precision != Precision::kBFloat16Mixed || !impl_->module->is_training() ||
-      in.empty() || !in[0].device().is_cpu())
+  if (impl_->inference_precision == Precision::kBFloat16Mixed && !impl_->module->is_training()) return forward_bf16_weights(in);
+  if (impl_->precision != Precision::kBFloat16Mixed || !impl_->module->is_training() || in.empty() || !in[0].device().is_cpu())
     return impl_->forward(in);
   std::vector<at::Tensor> out;
   {
@@ -635,8 +606,7 @@ void Network::set_precision(Precision p) const { impl_->precision = p; }
 // parameters and takes bfloat16 inputs (libtorch's mixed-type BatchNorm).
 void Network::set_inference_precision(Precision p) const {
   if (p == impl_->inference_precision) return;
-  FMAM_CHECK(p == Precision::kFloat32 || !impl_->module->is_training())
-      << "bf16-mixed inference: the network is training";
+  FMAM_CHECK(p == Precision::kFloat32 || !impl_->module->is_training()) << "bf16-mixed inference: the network is training";
   drop_folded();
   impl_->inference_precision = p;
   if (impl_->fold_batchnorm) return;  // the folded weights are made in p from the float32 ones
@@ -660,10 +630,8 @@ std::vector<std::pair<std::string, at::Tensor>> Network::named_state() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& item : impl_->module->named_modules()) {
     const std::string prefix = item.key().empty() ? "" : item.key() + ".";
-    for (const auto& p : item.value()->named_parameters(false))
-      out.emplace_back(prefix + p.key(), p.value());
-    for (const auto& b : item.value()->named_buffers(false))
-      out.emplace_back(prefix + b.key(), b.value());
+    for (const auto& p : item.value()->named_parameters(false)) out.emplace_back(prefix + p.key(), p.value());
+    for (const auto& b : item.value()->named_buffers(false)) out.emplace_back(prefix + b.key(), b.value());
   }
   return out;
 }
@@ -746,10 +714,8 @@ Network make_reverse_student(Arch arch, uint64_t seed) {
   return Network(impl);
 }
 
-Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden,
-                         uint64_t seed) {
-  FMAM_CHECK(channels.size() == hidden.size() && !channels.empty())
-      << "make_feature_map: bad sizes";
+Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden, uint64_t seed) {
+  FMAM_CHECK(channels.size() == hidden.size() && !channels.empty()) << "make_feature_map: bad sizes";
   FeatureMap m(channels, hidden);
   init_module(*m, ConvInit::kTorchDefault, seed);
   auto impl = std::make_shared<Network::Impl>();

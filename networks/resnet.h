@@ -50,8 +50,7 @@ int64_t layer_channels(Arch a, int layer);
 int64_t layer_size(int64_t n, int layer);
 
 // Per-frame [C, H, W] of the given layers' outputs for an h x w input (-1: unknown).
-std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h,
-                                               int64_t w);
+std::vector<std::vector<int64_t>> pyramid_dims(Arch a, const std::vector<int>& layers, int64_t h, int64_t w);
 
 // Comparing two pyramids (level_dims, check_levels_match): networks/pyramid_check.h.
 
@@ -141,7 +140,6 @@ Network make_reverse_student(Arch arch, uint64_t seed);
 
 // FMAM's feature mapping: per level j, 1x1 conv C_j -> hidden_j, ReLU, 1x1 conv hidden_j -> C_j
 // (with biases; PyTorch's default Conv2d init). forward(levels) -> mapped levels.
-Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden,
-                         uint64_t seed);
+Network make_feature_map(const std::vector<int64_t>& channels, const std::vector<int64_t>& hidden, uint64_t seed);
 
 }  // namespace fmam

@@ -48,11 +48,10 @@ PyRef make(PyObj::Kind k) {
 
 at::ScalarType storage_dtype(const std::string& global) {
   static const std::map<std::string, at::ScalarType> kTypes = {
-      {"torch.FloatStorage", at::kFloat}, {"torch.DoubleStorage", at::kDouble},
-      {"torch.HalfStorage", at::kHalf},   {"torch.BFloat16Storage", at::kBFloat16},
-      {"torch.LongStorage", at::kLong},   {"torch.IntStorage", at::kInt},
-      {"torch.ShortStorage", at::kShort}, {"torch.CharStorage", at::kChar},
-      {"torch.ByteStorage", at::kByte},   {"torch.BoolStorage", at::kBool}};
+      {"torch.FloatStorage", at::kFloat},       {"torch.DoubleStorage", at::kDouble}, {"torch.HalfStorage", at::kHalf},
+      {"torch.BFloat16Storage", at::kBFloat16}, {"torch.LongStorage", at::kLong},     {"torch.IntStorage", at::kInt},
+      {"torch.ShortStorage", at::kShort},       {"torch.CharStorage", at::kChar},     {"torch.ByteStorage", at::kByte},
+      {"torch.BoolStorage", at::kBool}};
   auto it = kTypes.find(global);
   if (it == kTypes.end()) throw Error("unsupported tensor storage type " + global);
   return it->second;
@@ -230,8 +229,7 @@ class Unpickler {
     return it->second;
   }
   static const PyRef& arg(const PyRef& args, size_t k) {
-    if (args->kind != PyObj::Kind::kTuple || args->items.size() <= k)
-      throw Error("malformed pickle: too few arguments");
+    if (args->kind != PyObj::Kind::kTuple || args->items.size() <= k) throw Error("malformed pickle: too few arguments");
     return args->items[k];
   }
   static std::vector<int64_t> ints(const PyRef& tuple) {
@@ -243,8 +241,7 @@ class Unpickler {
   // The few callables a state dict uses.
   PyRef apply(const PyRef& callable, const PyRef& args) {
     const std::string& g = callable->s;
-    if (callable->kind != PyObj::Kind::kGlobal)
-      throw Error("malformed pickle: calling a non-global");
+    if (callable->kind != PyObj::Kind::kGlobal) throw Error("malformed pickle: calling a non-global");
     if (g == "collections.OrderedDict") return make(PyObj::Kind::kDict);  // items follow (SETITEMS)
     if (g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor") {
       // (storage, storage_offset, size, stride, ...)
@@ -254,8 +251,7 @@ class Unpickler {
       o->tensor = st->tensor.as_strided(ints(arg(args, 2)), ints(arg(args, 3)), arg(args, 1)->i);
       return o;
     }
-    if (g == "torch._utils._rebuild_parameter")
-      return arg(args, 0);  // (tensor, requires_grad, hooks)
+    if (g == "torch._utils._rebuild_parameter") return arg(args, 0);  // (tensor, requires_grad, hooks)
     // libtorch's pickle_save tags typed containers: restore_type_tag(dict, "Dict[str, Tensor]").
     if (g == "torch.jit._pickle.restore_type_tag") return arg(args, 0);
     if (g == "torch._tensor._rebuild_from_type_v2") return apply(arg(args, 0), arg(args, 2));
@@ -267,15 +263,13 @@ class Unpickler {
     const std::string& key = arg(pid, 2)->s;
     auto it = storages_.find(key);
     if (it == storages_.end()) {
-      if (arg(pid, 0)->s != "storage")
-        throw Error("malformed pickle: persistent id " + arg(pid, 0)->s);
+      if (arg(pid, 0)->s != "storage") throw Error("malformed pickle: persistent id " + arg(pid, 0)->s);
       const at::ScalarType dt = storage_dtype(arg(pid, 1)->s);
       const int64_t numel = arg(pid, 4)->i;
       auto record = zip_.getRecord("data/" + key);
       auto holder = std::make_shared<at::DataPtr>(std::move(std::get<0>(record)));
       if (int64_t(std::get<1>(record)) < numel * int64_t(c10::elementSize(dt)))
-        throw Error("tensor data data/" + key + " is shorter than its " + std::to_string(numel) +
-                    " elements");
+        throw Error("tensor data data/" + key + " is shorter than its " + std::to_string(numel) + " elements");
       auto o = make(PyObj::Kind::kTensor);
       o->tensor = at::from_blob(
           holder->get(), {numel}, [holder](void*) {}, at::TensorOptions().dtype(dt));
@@ -308,20 +302,17 @@ TensorMap read_state_dict(const std::string& path) {
           "not a zip-format torch.save file (the legacy pre-1.6 format cannot be read); re-save it "
           "with torch.save(dict(torch.load(f)), f)");
     }
-    if (!zip->hasRecord("data.pkl"))
-      throw Error("no data.pkl in the archive: not a torch.save file");
+    if (!zip->hasRecord("data.pkl")) throw Error("no data.pkl in the archive: not a torch.save file");
     auto record = zip->getRecord("data.pkl");
     Unpickler up(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record), *zip);
     PyRef root = up.run();
-    if (root->kind != PyObj::Kind::kDict)
-      throw Error("holds a Python object, not a dict of tensors");
+    if (root->kind != PyObj::Kind::kDict) throw Error("holds a Python object, not a dict of tensors");
     TensorMap out;
     for (size_t k = 0; k + 1 < root->items.size(); k += 2) {
       const PyRef& name = root->items[k];
       const PyRef& value = root->items[k + 1];
       if (name->kind != PyObj::Kind::kString || value->kind != PyObj::Kind::kTensor)
-        throw Error("holds a dict that is not string -> tensor (item " + std::to_string(k / 2) +
-                    ")");
+        throw Error("holds a dict that is not string -> tensor (item " + std::to_string(k / 2) + ")");
       out[name->s] = value->tensor;
     }
     return out;
@@ -348,13 +339,11 @@ std::string sha256_file(const std::string& path) {
   if (!f) throw Error(path + ": cannot open");
   // OpenSSL's digest, fed in 64 KiB reads: a 100 MB ResNet-50 file is never held whole.
   const std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw Error(path + ": OpenSSL SHA-256 is unavailable");
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error(path + ": OpenSSL SHA-256 is unavailable");
   std::vector<char> buf(1 << 16);
   while (f) {
     f.read(buf.data(), std::streamsize(buf.size()));
-    if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(f.gcount())) != 1)
-      throw Error(path + ": SHA-256 failed");
+    if (EVP_DigestUpdate(ctx.get(), buf.data(), size_t(f.gcount())) != 1) throw Error(path + ": SHA-256 failed");
   }
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -409,8 +398,7 @@ ResourceLocator weights_folders() {
 
 }  // namespace
 
-WeightsSearch find_weights(const std::string& requested,
-                           const std::vector<std::string>& default_names) {
+WeightsSearch find_weights(const std::string& requested, const std::vector<std::string>& default_names) {
   WeightsSearch s;
   // A path (or a name that exists here) is taken as given: a missing file is an error, not a
   // reason to load some other file.
@@ -420,8 +408,7 @@ WeightsSearch find_weights(const std::string& requested,
     if (is_file(requested)) s.path = requested;
     return s;
   }
-  const std::vector<std::string> names =
-      requested.empty() ? default_names : std::vector<std::string>{requested};
+  const std::vector<std::string> names = requested.empty() ? default_names : std::vector<std::string>{requested};
 
   if (const auto env = env_value("FMAM_WEIGHTS"); env && is_file(*env) && requested.empty()) {
     s.places.push_back("$FMAM_WEIGHTS (" + *env + ")");
@@ -440,8 +427,7 @@ WeightsSearch find_weights(const std::string& requested,
   };
   if (loc.find(holds_one, &s.places)) return s;
   if (loc.nearest_exe_ancestor(kRepoWeights, is_dir).empty())
-    s.places.push_back("shared/weights beside the executable's repo (none above " +
-                       loc.exe_dir().string() + ")");
+    s.places.push_back("shared/weights beside the executable's repo (none above " + loc.exe_dir().string() + ")");
   return s;
 }
 
@@ -453,8 +439,7 @@ std::string shape_str(at::IntArrayRef sizes) {
   return s + "]";
 }
 
-void StateProblems::mis_shaped(const std::string& name, at::IntArrayRef got,
-                               at::IntArrayRef expected) {
+void StateProblems::mis_shaped(const std::string& name, at::IntArrayRef got, at::IntArrayRef expected) {
   shaped_.push_back(name + " " + shape_str(got) + " (expected " + shape_str(expected) + ")");
 }
 

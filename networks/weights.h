@@ -46,8 +46,7 @@ struct WeightsSearch {
 //   ../shared/weights relative to the current directory,
 //   <d>/shared/weights for the nearest ancestor d of the executable's folder that has one (the
 //   repo's sibling). The places come from a ResourceLocator (framework/resource_locator.h).
-WeightsSearch find_weights(const std::string& requested,
-                           const std::vector<std::string>& default_names);
+WeightsSearch find_weights(const std::string& requested, const std::vector<std::string>& default_names);
 
 // Collects missing / mis-shaped / unexpected tensor names for one error message.
 class StateProblems {

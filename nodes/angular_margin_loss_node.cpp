@@ -17,8 +17,7 @@ constexpr const char* kNeedsMask =
     "region \"all\"";
 
 // The per-cell hinge of one level, [B, H, W].
-at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn,
-                 const P& p) {
+at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn, const P& p) {
   if (p.distance == AngularMarginLossNode::Distance::kAngular) {
     // Only theta_p goes through acos; cos theta_n is used as it is (Eq. 5 needs no angle of it).
     const at::Tensor cos_p = loss::cosine(t, s_syn);
@@ -49,16 +48,15 @@ Shapes AngularMarginLossNode::infer(const Params& p, const Shapes& in) {
   if (in.has(kMask)) {
     const Shape& m = in.at(kMask);
     if (m.known && m.dims.size() == 3 && m.dims[0] != -1 && m.dims[0] != 1)
-      throw PortError("input", kMask.name,
-                      "has " + std::to_string(m.dims[0]) + " channels; expected 1, [1, H, W]");
+      throw PortError("input", kMask.name, "has " + std::to_string(m.dims[0]) + " channels; expected 1, [1, H, W]");
   }
   return {{kLoss, Shape::of({})}};  // per frame a scalar: [B] per batch
 }
 
 at::Tensor AngularMarginLossNode::compute(const std::vector<at::Tensor>& teacher,
                                           const std::vector<at::Tensor>& student_synthetic,
-                                          const std::vector<at::Tensor>& teacher_synthetic,
-                                          const at::Tensor& mask, const Params& p) {
+                                          const std::vector<at::Tensor>& teacher_synthetic, const at::Tensor& mask,
+                                          const Params& p) {
   check_pyramid(teacher, kTeacher.name, student_synthetic, kStudentSynthetic.name);
   check_pyramid(teacher, kTeacher.name, teacher_synthetic, kTeacherSynthetic.name);
   const int64_t batch = teacher[0].size(0);
@@ -68,8 +66,7 @@ at::Tensor AngularMarginLossNode::compute(const std::vector<at::Tensor>& teacher
     if (mask.dim() != 4 || mask.size(1) != 1 || mask.size(0) != batch) {
       std::string got;
       for (int64_t i = 0; i < mask.dim(); ++i) got += (i ? ", " : "") + std::to_string(mask.size(i));
-      throw PortError("input", kMask.name,
-                      "must be [B, 1, H, W] with B = " + std::to_string(batch) + ", got [" + got + "]");
+      throw PortError("input", kMask.name, "must be [B, 1, H, W] with B = " + std::to_string(batch) + ", got [" + got + "]");
     }
     // The mask is data, never differentiated; binarised so 0/1, 0/255 and bool masks all work.
     defect = loss::autograd_safe(mask).detach().to(teacher[0].device()).gt(0.5);
@@ -85,11 +82,8 @@ at::Tensor AngularMarginLossNode::compute(const std::vector<at::Tensor>& teacher
     } else {
       // Area pooling: the fraction of each cell covered by the defect (exact when the image size
       // is a multiple of the level's, as 256 -> 64, 32, 16).
-      const at::Tensor cover =
-          at::adaptive_avg_pool2d(defect.to(d.scalar_type()), {d.size(1), d.size(2)}).squeeze(1);
-      const at::Tensor w = p.mask_pooling == MaskPooling::kThreshold
-                               ? cover.gt(0.5).to(d.scalar_type())
-                               : cover;
+      const at::Tensor cover = at::adaptive_avg_pool2d(defect.to(d.scalar_type()), {d.size(1), d.size(2)}).squeeze(1);
+      const at::Tensor w = p.mask_pooling == MaskPooling::kThreshold ? cover.gt(0.5).to(d.scalar_type()) : cover;
       // An empty mask gives 0 / floor = 0: no NaN, and a zero gradient (w carries no grad).
       level = (w * d).sum({1, 2}) / at::clamp_min(w.sum({1, 2}), 1e-6);
     }

@@ -40,28 +40,23 @@ class AngularMarginLossNode final : public Node {
         .in(kTeacher, "f(m_t(I)): mapped teacher features of the normal image, [B, C_j, H_j, W_j]")
         .in(kStudentSynthetic, "f(m_s(I')): mapped student features of the synthetic image")
         .in(kTeacherSynthetic, "f(m_t(I')): mapped teacher features of the synthetic image")
-        .in(kMask, "synthetic-defect mask [B, 1, H, W] at any resolution, set where > 0.5; "
-                   "needed by region \"mask\"",
+        .in(kMask,
+            "synthetic-defect mask [B, 1, H, W] at any resolution, set where > 0.5; "
+            "needed by region \"mask\"",
             /*optional=*/true)
         .out(kLoss, "per-image loss [B], differentiable")
-        .param(&Params::margin, "margin", "angular margin theta_m in degrees (distance angular)",
-               Range{0.0f, 180.0f})
-        .param(&Params::region, "region",
-               "mask: average over the defect cells of each level; all: over every cell",
+        .param(&Params::margin, "margin", "angular margin theta_m in degrees (distance angular)", Range{0.0f, 180.0f})
+        .param(&Params::region, "region", "mask: average over the defect cells of each level; all: over every cell",
                Choices<Region>{{"mask", Region::kMask}, {"all", Region::kAll}})
         .param(&Params::mask_pooling, "mask_pooling",
                "mask at each level's size by area pooling; threshold: cells more than half "
                "covered count 1; coverage: each cell weighted by its covered fraction",
-               Choices<MaskPooling>{{"threshold", MaskPooling::kThreshold},
-                                    {"coverage", MaskPooling::kCoverage}})
+               Choices<MaskPooling>{{"threshold", MaskPooling::kThreshold}, {"coverage", MaskPooling::kCoverage}})
         .param(&Params::distance, "distance",
                "angular: Eq. 5; l1 / l2: triplet hinge on L1 / L2 distances (Table 3's L1ML, "
                "L2ML) with margin l_margin",
-               Choices<Distance>{{"angular", Distance::kAngular},
-                                 {"l1", Distance::kL1},
-                                 {"l2", Distance::kL2}})
-        .param(&Params::l_margin, "l_margin", "margin of the l1 / l2 distances, in feature units",
-               Range{0.0f, 1e6f})
+               Choices<Distance>{{"angular", Distance::kAngular}, {"l1", Distance::kL1}, {"l2", Distance::kL2}})
+        .param(&Params::l_margin, "l_margin", "margin of the l1 / l2 distances, in feature units", Range{0.0f, 1e6f})
         .param(&Params::eps, "eps",
                "cos theta_p is clamped into [-1+eps, 1-eps] before acos (whose slope is infinite "
                "at +-1)",
@@ -75,10 +70,8 @@ class AngularMarginLossNode final : public Node {
 
   // The loss itself, [B], for the trainer and tests. `mask` may be undefined when region is
   // "all". Throws PortError on mismatched inputs.
-  static at::Tensor compute(const std::vector<at::Tensor>& teacher,
-                            const std::vector<at::Tensor>& student_synthetic,
-                            const std::vector<at::Tensor>& teacher_synthetic,
-                            const at::Tensor& mask, const Params& p);
+  static at::Tensor compute(const std::vector<at::Tensor>& teacher, const std::vector<at::Tensor>& student_synthetic,
+                            const std::vector<at::Tensor>& teacher_synthetic, const at::Tensor& mask, const Params& p);
 
  private:
   Params params_;

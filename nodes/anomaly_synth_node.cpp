@@ -43,11 +43,9 @@ double uniform01(Rng& rng) { return double(rng() >> 11) * 0x1.0p-53; }
 uint64_t below(Rng& rng, uint64_t n) { return rng() % n; }
 
 void check_params(const AnomalySynthNode::Params& p) {
-  FMAM_CHECK(p.perlin_min_scale < p.perlin_max_scale)
-      << "param \"perlin_max_scale\": must be greater than perlin_min_scale (" << p.perlin_min_scale
-      << "), got " << p.perlin_max_scale;
-  FMAM_CHECK(p.beta_min <= p.beta_max)
-      << "param \"beta_max\": must be >= beta_min (" << p.beta_min << "), got " << p.beta_max;
+  FMAM_CHECK(p.perlin_min_scale < p.perlin_max_scale) << "param \"perlin_max_scale\": must be greater than perlin_min_scale ("
+                                                      << p.perlin_min_scale << "), got " << p.perlin_max_scale;
+  FMAM_CHECK(p.beta_min <= p.beta_max) << "param \"beta_max\": must be >= beta_min (" << p.beta_min << "), got " << p.beta_max;
 }
 
 bool is_dir(const fs::path& p) {
@@ -86,8 +84,7 @@ std::string TextureBank::resolve(const std::string& folder, std::vector<std::str
     // $FMAM_SHARED stands for the repo's sibling shared/ folder, however the path names it.
     if (const auto shared = env_value("FMAM_SHARED")) {
       for (const std::string prefix : {"../shared/", "shared/"})
-        if (folder.rfind(prefix, 0) == 0)
-          loc.add(fs::path(*shared) / folder.substr(prefix.size()));
+        if (folder.rfind(prefix, 0) == 0) loc.add(fs::path(*shared) / folder.substr(prefix.size()));
     }
     loc.add_exe_ancestors(given);
   }
@@ -100,29 +97,24 @@ TextureBank::TextureBank(const std::string& folder) {
   folder_ = resolve(folder, &tried);
   if (folder_.empty()) {
     std::error_code ec;
-    FMAM_CHECK(!fs::exists(folder, ec))
-        << "\"" << folder << "\" is not a folder; expected a folder of .jpg/.png textures";
+    FMAM_CHECK(!fs::exists(folder, ec)) << "\"" << folder << "\" is not a folder; expected a folder of .jpg/.png textures";
     std::string where;
     for (const auto& t : tried) where += (where.empty() ? "" : ", ") + t;
     FMAM_CHECK(false) << "folder \"" << folder << "\" not found (tried " << where
                       << "); expected a folder of .jpg/.png textures, e.g. DTD's images/";
   }
   std::error_code ec;
-  for (fs::recursive_directory_iterator
-           it(folder_, fs::directory_options::skip_permission_denied, ec),
-       end;
-       !ec && it != end; it.increment(ec)) {
+  for (fs::recursive_directory_iterator it(folder_, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
+       it.increment(ec)) {
     if (!it->is_regular_file(ec)) continue;
     std::string ext = it->path().extension().string();
-    std::transform(ext.begin(), ext.end(), ext.begin(),
-                   [](unsigned char c) { return char(std::tolower(c)); });
+    std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return char(std::tolower(c)); });
     if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files_.push_back(it->path().string());
   }
   // Sorted, so a texture index means the same file on every machine.
   std::sort(files_.begin(), files_.end());
   FMAM_CHECK(!files_.empty()) << "folder \"" << folder << "\""
-                              << (folder_ != folder ? " (found at \"" + folder_ + "\")"
-                                                    : std::string())
+                              << (folder_ != folder ? " (found at \"" + folder_ + "\")" : std::string())
                               << " holds no .jpg/.jpeg/.png image (searched recursively)";
 }
 
@@ -135,8 +127,7 @@ cv::Mat TextureBank::load(size_t index, cv::Size size, int channels) const {
   } catch (const cv::Exception& e) {
     FMAM_CHECK(false) << "texture \"" << file << "\": cannot decode: " << e.what();
   }
-  FMAM_CHECK(!m.empty()) << "texture \"" << file
-                         << "\": cannot decode (not an image, or truncated)";
+  FMAM_CHECK(!m.empty()) << "texture \"" << file << "\": cannot decode (not an image, or truncated)";
   if (m.size() == size) return m;
   cv::Mat out;
   cv::resize(m, out, size, 0, 0, cv::INTER_LINEAR);
@@ -178,15 +169,13 @@ cv::Mat AnomalySynthNode::noise(cv::Size size, uint64_t seed, const Params& p) {
   cv::Mat field = perlin_2d(size, res_y, res_x, angles);
   if (p.noise_rotation <= 0.0f) return field;
   // As DRAEM's iaa.Affine(rotate=...): about the centre, bilinear, 0 outside (never masked).
-  const cv::Mat rot = cv::getRotationMatrix2D(
-      cv::Point2f((size.width - 1) * 0.5f, (size.height - 1) * 0.5f), degrees, 1.0);
+  const cv::Mat rot = cv::getRotationMatrix2D(cv::Point2f((size.width - 1) * 0.5f, (size.height - 1) * 0.5f), degrees, 1.0);
   cv::Mat rotated;
   cv::warpAffine(field, rotated, rot, size, cv::INTER_LINEAR, cv::BORDER_CONSTANT, cv::Scalar(0));
   return rotated;
 }
 
-cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool flips,
-                                          uint64_t seed) {
+cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool flips, uint64_t seed) {
   Rng rng(seed);
   const int h = image.rows, w = image.cols;
   // At most one patch per pixel row/column; boundaries at floor(i * size / g), so sizes that g
@@ -201,8 +190,7 @@ cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool f
   // A patch moves only to a slot of its own shape, so S stays a permutation of I's pixels.
   std::vector<std::pair<cv::Size, std::vector<int>>> groups;
   for (int i = 0; i < int(rects.size()); ++i) {
-    auto it = std::find_if(groups.begin(), groups.end(),
-                           [&](const auto& gr) { return gr.first == rects[i].size(); });
+    auto it = std::find_if(groups.begin(), groups.end(), [&](const auto& gr) { return gr.first == rects[i].size(); });
     if (it == groups.end())
       groups.push_back({rects[i].size(), {i}});
     else
@@ -211,8 +199,7 @@ cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool f
   std::vector<int> source(rects.size());
   for (auto& [size, slots] : groups) {
     std::vector<int> perm = slots;
-    for (size_t k = perm.size(); k > 1; --k)
-      std::swap(perm[k - 1], perm[below(rng, k)]);  // Fisher-Yates
+    for (size_t k = perm.size(); k > 1; --k) std::swap(perm[k - 1], perm[below(rng, k)]);  // Fisher-Yates
     for (size_t k = 0; k < slots.size(); ++k) source[slots[k]] = perm[k];
   }
   cv::Mat s(image.size(), image.type());
@@ -227,10 +214,7 @@ cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool f
     if (k == 0)
       turned = src;
     else
-      cv::rotate(src, turned,
-                 k == 1   ? cv::ROTATE_90_CLOCKWISE
-                 : k == 2 ? cv::ROTATE_180
-                          : cv::ROTATE_90_COUNTERCLOCKWISE);
+      cv::rotate(src, turned, k == 1 ? cv::ROTATE_90_CLOCKWISE : k == 2 ? cv::ROTATE_180 : cv::ROTATE_90_COUNTERCLOCKWISE);
     if (mirror) {
       cv::flip(turned, mirrored, 1);
       mirrored.copyTo(s(dst));
@@ -241,11 +225,10 @@ cv::Mat AnomalySynthNode::structure_image(const cv::Mat& image, int grid, bool f
   return s;
 }
 
-AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint64_t frame_seed,
-                                                      const Params& p, const TextureBank& bank) {
+AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint64_t frame_seed, const Params& p,
+                                                      const TextureBank& bank) {
   FMAM_CHECK(!image.empty()) << "input \"image\" is empty";
-  FMAM_CHECK(image.depth() == CV_8U)
-      << "input \"image\": expected 8-bit pixels, got OpenCV depth " << image.depth();
+  FMAM_CHECK(image.depth() == CV_8U) << "input \"image\": expected 8-bit pixels, got OpenCV depth " << image.depth();
   FMAM_CHECK(image.channels() == 1 || image.channels() == 3)
       << "input \"image\": expected 3 (BGR) or 1 (gray) channels, got " << image.channels();
   check_params(p);
@@ -262,8 +245,7 @@ AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint
     return r;
   }
   r.anomalous = true;
-  r.beta = p.opacity == Opacity::kNone ? 1.0f
-                                       : float(p.beta_min + (p.beta_max - p.beta_min) * beta_draw);
+  r.beta = p.opacity == Opacity::kNone ? 1.0f : float(p.beta_min + (p.beta_max - p.beta_min) * beta_draw);
 
   // Masks: fresh noise until M1 or M2 is non-empty; one of them alone is fine (the frame then has
   // only a structure or only a texture defect; the AML only needs the union).
@@ -314,8 +296,7 @@ at::Tensor AnomalySynthNode::mask_tensor(const Result& r) {
 }
 
 void AnomalySynthNode::process(Context& ctx) {
-  Result r =
-      synthesize(kIn(ctx).get().mat, frame_seed(params_.seed, ctx.frame_id()), params_, bank_);
+  Result r = synthesize(kIn(ctx).get().mat, frame_seed(params_.seed, ctx.frame_id()), params_, bank_);
   kMask(ctx).send(Tensor{mask_tensor(r)});
   kOut(ctx).send(Image{std::move(r.image)});
 }

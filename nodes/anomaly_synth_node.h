@@ -78,29 +78,22 @@ class AnomalySynthNode final : public Node {
                "structure image: grid x grid patches (clamped to the image size; uneven sizes "
                "shuffle among patches of equal shape)",
                Range{1, 64})
-        .param(&Params::flips, "flips",
-               "structure image: also mirror patches (8 square symmetries, not the 4 rotations)")
+        .param(&Params::flips, "flips", "structure image: also mirror patches (8 square symmetries, not the 4 rotations)")
         .param(&Params::textures, "textures",
                "folder of .jpg/.png textures, searched recursively; relative paths are also "
                "tried under $FMAM_SHARED and the executable's ancestors")
         .param(&Params::perlin_min_scale, "perlin_min_scale",
-               "noise cells per axis are 2^a, a uniform in [perlin_min_scale, perlin_max_scale)",
-               Range{0, 10})
-        .param(&Params::perlin_max_scale, "perlin_max_scale",
-               "exclusive upper bound of the cell exponent", Range{1, 11})
+               "noise cells per axis are 2^a, a uniform in [perlin_min_scale, perlin_max_scale)", Range{0, 10})
+        .param(&Params::perlin_max_scale, "perlin_max_scale", "exclusive upper bound of the cell exponent", Range{1, 11})
         .param(&Params::noise_rotation, "noise_rotation",
-               "the noise field is rotated by U(-r, r) degrees (0: axis-aligned blobs)",
-               Range{0.0f, 180.0f})
+               "the noise field is rotated by U(-r, r) degrees (0: axis-aligned blobs)", Range{0.0f, 180.0f})
         .param(&Params::opacity, "opacity",
                "none: paste S and T as they are (beta = 1, the paper's Fig. 3); uniform: beta "
                "~ U[beta_min, beta_max] blends them with I (DRAEM)",
                Choices<Opacity>{{"none", Opacity::kNone}, {"uniform", Opacity::kUniform}})
-        .param(&Params::beta_min, "beta_min",
-               "opacity uniform: lowest weight of the pasted content", Range{0.0f, 1.0f})
-        .param(&Params::beta_max, "beta_max",
-               "opacity uniform: highest weight of the pasted content", Range{0.0f, 1.0f})
-        .param(&Params::probability, "probability",
-               "chance that a frame gets an anomaly; otherwise I' = I and the mask is 0",
+        .param(&Params::beta_min, "beta_min", "opacity uniform: lowest weight of the pasted content", Range{0.0f, 1.0f})
+        .param(&Params::beta_max, "beta_max", "opacity uniform: highest weight of the pasted content", Range{0.0f, 1.0f})
+        .param(&Params::probability, "probability", "chance that a frame gets an anomaly; otherwise I' = I and the mask is 0",
                Range{0.0f, 1.0f})
         .param(&Params::seed, "seed", "with the frame id, seeds every random draw of a frame")
         // Pure function of (input, seed, frame id): frames run in parallel.
@@ -124,8 +117,7 @@ class AnomalySynthNode final : public Node {
   // The per-frame seed: splitmix64 of (seed, frame id), independent of thread scheduling.
   static uint64_t frame_seed(int seed, long long frame_id);
   // One synthetic anomaly. All randomness comes from `frame_seed`.
-  static Result synthesize(const cv::Mat& image, uint64_t frame_seed, const Params& p,
-                           const TextureBank& bank);
+  static Result synthesize(const cv::Mat& image, uint64_t frame_seed, const Params& p, const TextureBank& bank);
   // The Perlin field of one attempt (CV_32FC1, image size), rotated as the params say.
   static cv::Mat noise(cv::Size size, uint64_t seed, const Params& p);
   // The structure image S: grid x grid patches (row/col boundaries at floor(i*H/grid)), each

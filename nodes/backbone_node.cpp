@@ -65,20 +65,17 @@ class Folder {
  public:
   Folder(const TensorMap& sd, bool channels_last) : sd_(sd), channels_last_(channels_last) {}
 
-  FoldedConv fold(const std::string& conv, const std::string& bn, int64_t out, int64_t in,
-                  int64_t k, int64_t stride) {
+  FoldedConv fold(const std::string& conv, const std::string& bn, int64_t out, int64_t in, int64_t k, int64_t stride) {
     at::Tensor w = get(conv + ".weight", {out, in, k, k});
     at::Tensor gamma = get(bn + ".weight", {out}), beta = get(bn + ".bias", {out});
     at::Tensor mean = get(bn + ".running_mean", {out}), var = get(bn + ".running_var", {out});
     FoldedConv c;
     c.stride = stride;
     c.pad = k / 2;
-    if (!w.defined() || !gamma.defined() || !beta.defined() || !mean.defined() || !var.defined())
-      return c;
+    if (!w.defined() || !gamma.defined() || !beta.defined() || !mean.defined() || !var.defined()) return c;
     const at::Tensor s = gamma.to(at::kDouble).div(var.to(at::kDouble).add(1e-5).sqrt());
     c.w = w.to(at::kDouble).mul(s.view({out, 1, 1, 1})).to(at::kFloat);
-    c.w = c.w.contiguous(channels_last_ ? at::MemoryFormat::ChannelsLast
-                                        : at::MemoryFormat::Contiguous);
+    c.w = c.w.contiguous(channels_last_ ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
     c.b = beta.to(at::kDouble).sub(mean.to(at::kDouble).mul(s)).to(at::kFloat).contiguous();
     return c;
   }
@@ -138,8 +135,7 @@ Shapes BackboneNode::infer(const Params& p, const Shapes& in) {
 
 BackboneNode::BackboneNode(const Params& p, NodeEnv& env) : BackboneNode(p) {
   // bf16 on the CPU only: oneDNN's bfloat16 convolutions (AVX512-BF16); elsewhere float32.
-  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
-    fast_net_ = net_->cast(at::kBFloat16);
+  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu) fast_net_ = net_->cast(at::kBFloat16);
 }
 
 BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), arch_(p.arch) {
@@ -147,12 +143,11 @@ BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), a
   if (found.path.empty()) {
     if (found.explicit_path) throw Error("param \"weights\": " + p.weights + ": no such file");
     std::string names, places;
-    for (const auto& n :
-         p.weights.empty() ? default_weight_names(p.arch) : std::vector<std::string>{p.weights})
+    for (const auto& n : p.weights.empty() ? default_weight_names(p.arch) : std::vector<std::string>{p.weights})
       names += (names.empty() ? "" : ", ") + n;
     for (const auto& pl : found.places) places += "\n  " + pl;
-    throw Error("param \"weights\": no " + std::string(arch_name(p.arch)) +
-                " weights found; looked for " + names + " in:" + places +
+    throw Error("param \"weights\": no " + std::string(arch_name(p.arch)) + " weights found; looked for " + names +
+                " in:" + places +
                 "\nset param \"weights\" to a torchvision state dict, or $FMAM_WEIGHTS to it or "
                 "its folder");
   }
@@ -189,16 +184,14 @@ BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), a
         blk.c2 = f.fold(pre + "conv2", pre + "bn2", planes, planes, 3, 1);
       }
       blk.has_down = stride != 1 || bin != out;
-      if (blk.has_down)
-        blk.down = f.fold(pre + "downsample.0", pre + "downsample.1", out, bin, 1, stride);
+      if (blk.has_down) blk.down = f.fold(pre + "downsample.0", pre + "downsample.1", out, bin, 1, stride);
       blocks.push_back(std::move(blk));
     }
     net->layers.push_back(std::move(blocks));
     in = out;
   }
-  FMAM_CHECK(f.problems().empty())
-      << "param \"weights\": " << weights_path_ << " does not fit " << arch_name(p.arch)
-      << " up to layer" << layers_.back() << ": " << f.problems().str();
+  FMAM_CHECK(f.problems().empty()) << "param \"weights\": " << weights_path_ << " does not fit " << arch_name(p.arch)
+                                   << " up to layer" << layers_.back() << ": " << f.problems().str();
   net_ = net;
   fast_net_ = net_;
 }
@@ -213,15 +206,13 @@ std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const { r
 std::vector<at::Tensor> BackboneNode::run(const Net& net, const at::Tensor& image) const {
   // InferenceMode is per thread: set here, on whichever TBB worker runs this frame.
   c10::InferenceMode guard;
-  if (!image.defined() || image.dim() != 4 || image.size(1) != 3 ||
-      image.scalar_type() != at::kFloat)
+  if (!image.defined() || image.dim() != 4 || image.size(1) != 3 || image.scalar_type() != at::kFloat)
     throw PortError("input", kIn.name,
                     "expected float32 [B, 3, H, W], got " +
-                        (image.defined() ? std::string(c10::toString(image.scalar_type())) + " " +
-                                               shape_str(image.sizes())
+                        (image.defined() ? std::string(c10::toString(image.scalar_type())) + " " + shape_str(image.sizes())
                                          : std::string("an empty tensor")));
-  at::Tensor x = image.to(at::TensorOptions().dtype(net.dtype).memory_format(
-      net.channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
+  at::Tensor x = image.to(at::TensorOptions().dtype(net.dtype).memory_format(net.channels_last ? at::MemoryFormat::ChannelsLast
+                                                                                               : at::MemoryFormat::Contiguous));
   x = at::max_pool2d(net.stem(x).relu_(), {3, 3}, {2, 2}, {1, 1});
   std::vector<at::Tensor> out;
   size_t next = 0;

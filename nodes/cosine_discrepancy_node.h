@@ -32,8 +32,7 @@ class CosineDiscrepancyNode final : public Node {
   void process(Context& ctx) override;
 
   // The work itself: keeps autograd when an input requires grad, else runs under InferenceMode.
-  static std::vector<at::Tensor> compute(const std::vector<at::Tensor>& teacher,
-                                         const std::vector<at::Tensor>& student);
+  static std::vector<at::Tensor> compute(const std::vector<at::Tensor>& teacher, const std::vector<at::Tensor>& student);
 };
 
 }  // namespace fmam

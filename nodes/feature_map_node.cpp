@@ -46,8 +46,7 @@ void set_identity(const Network& net) {
 
 std::vector<int64_t> FeatureMapNode::hidden_widths(const Params& p) {
   std::vector<int64_t> h;
-  for (int c : p.channels)
-    h.push_back(std::max<int64_t>(1, std::llround(double(p.hidden_ratio) * c)));
+  for (int c : p.channels) h.push_back(std::max<int64_t>(1, std::llround(double(p.hidden_ratio) * c)));
   return h;
 }
 
@@ -56,12 +55,9 @@ Shapes FeatureMapNode::infer(const Params& p, const Shapes& in) {
   const Shape& t = in.at(kInTeacher);
   const Shape& s = in.at(kInStudent);
   // Teacher vs student first (the usual wiring mistake), then both against param "channels".
-  if (t.known && s.known)
-    check_levels_match(t.levels, "input \"teacher\"", s.levels, kInStudent.name, false);
-  if (t.known)
-    check_levels_match(param_levels(p), "param \"channels\"", t.levels, kInTeacher.name, false);
-  if (s.known)
-    check_levels_match(param_levels(p), "param \"channels\"", s.levels, kInStudent.name, false);
+  if (t.known && s.known) check_levels_match(t.levels, "input \"teacher\"", s.levels, kInStudent.name, false);
+  if (t.known) check_levels_match(param_levels(p), "param \"channels\"", t.levels, kInTeacher.name, false);
+  if (s.known) check_levels_match(param_levels(p), "param \"channels\"", s.levels, kInStudent.name, false);
   return Shapes{{kOutTeacher, t.known ? t : Shape::pyramid(param_levels(p))},
                 {kOutStudent, s.known ? s : Shape::pyramid(param_levels(p))}};
 }
@@ -70,8 +66,8 @@ namespace {
 
 Network build_network(const FeatureMapNode::Params& p) {
   check_channels_param(p);
-  Network net = make_feature_map(std::vector<int64_t>(p.channels.begin(), p.channels.end()),
-                                 FeatureMapNode::hidden_widths(p), uint64_t(p.seed));
+  Network net = make_feature_map(std::vector<int64_t>(p.channels.begin(), p.channels.end()), FeatureMapNode::hidden_widths(p),
+                                 uint64_t(p.seed));
   if (p.init == FeatureMapNode::Init::kIdentity) set_identity(net);
   net.train(false);
   return net;
@@ -85,9 +81,12 @@ struct SharedFeatureMap {
 
 Network shared_network(const FeatureMapNode::Params& p, NodeEnv& env) {
   if (p.share.empty())
-    return env.shared<SharedFeatureMap>(env.node_id(), [&] {
-      return std::make_shared<SharedFeatureMap>(SharedFeatureMap{p, build_network(p)});
-    })->net;
+    return env
+        .shared<SharedFeatureMap>(env.node_id(),
+                                  [&] {
+                                    return std::make_shared<SharedFeatureMap>(SharedFeatureMap{p, build_network(p)});
+                                  })
+        ->net;
   auto other = env.find<SharedFeatureMap>(p.share);
   FMAM_CHECK(other) << "param \"share\": no FeatureMap \"" << p.share
                     << "\" is declared before this node (declare the shared one first)";
@@ -125,8 +124,7 @@ void FeatureMapNode::process(Context& ctx) {
   const auto& t = kInTeacher(ctx).get().levels;
   const auto& s = kInStudent(ctx).get().levels;
   check_levels_match(level_dims(t), "input \"teacher\"", level_dims(s), kInStudent.name, false);
-  check_levels_match(param_levels(params_), "param \"channels\"", level_dims(t), kInTeacher.name,
-                     false);
+  check_levels_match(param_levels(params_), "param \"channels\"", level_dims(t), kInTeacher.name, false);
   kOutTeacher(ctx).send(FeaturePyramid{forward(t)});
   kOutStudent(ctx).send(FeaturePyramid{forward(s)});
 }

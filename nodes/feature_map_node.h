@@ -45,8 +45,7 @@ class FeatureMapNode final : public Node, public Trainable {
         .param(&Params::channels, "channels",
                "channels C_j per level, shallow to deep (resnet18/34 layer1..3: 64, 128, 256; "
                "resnet50, wide_resnet50_2: 256, 512, 1024)")
-        .param(&Params::hidden_ratio, "hidden_ratio", "hidden width per level as a multiple of C_j",
-               Range{0.0625f, 16.0f})
+        .param(&Params::hidden_ratio, "hidden_ratio", "hidden width per level as a multiple of C_j", Range{0.0625f, 16.0f})
         .param(&Params::seed, "seed", "random initialisation seed", Range{0, 2147483647})
         .param(&Params::init, "init",
                "random: PyTorch's default Conv2d init; identity: fc1 = fc2 = I, biases 0, so f(x) = "

@@ -10,17 +10,14 @@ namespace fmam {
 
 Shapes GaussianBlurNode::infer(const Params&, const Shapes& in) {
   const Shape& s = in.at(kIn);
-  if (s.known && s.dims.size() != 2)
-    throw PortError("input", kIn.name, "expected a 2-D map [H, W], got " + s.str());
+  if (s.known && s.dims.size() != 2) throw PortError("input", kIn.name, "expected a 2-D map [H, W], got " + s.str());
   return {{kOut, s}};
 }
 
 cv::Mat GaussianBlurNode::blur(const cv::Mat& map, float sigma, Device device) {
   if (map.empty()) throw PortError("input", kIn.name, "is empty");
   if (map.type() != CV_32FC1)
-    throw PortError(
-        "input", kIn.name,
-        "expected HxW float32 (CV_32FC1), got OpenCV type " + std::to_string(map.type()));
+    throw PortError("input", kIn.name, "expected HxW float32 (CV_32FC1), got OpenCV type " + std::to_string(map.type()));
   cv::Mat out(map.rows, map.cols, CV_32FC1);
   auto cpu = [&](void* uc) {
     auto in = hl::view(map);
@@ -42,9 +39,7 @@ cv::Mat GaussianBlurNode::blur(const cv::Mat& map, float sigma, Device device) {
   return out;
 }
 
-void GaussianBlurNode::process(Context& ctx) {
-  kOut(ctx).send(Map2D{blur(kIn(ctx).get().mat, params_.sigma, ctx.device())});
-}
+void GaussianBlurNode::process(Context& ctx) { kOut(ctx).send(Map2D{blur(kIn(ctx).get().mat, params_.sigma, ctx.device())}); }
 
 FMAM_REGISTER_NODE(GaussianBlurNode);
 

@@ -25,8 +25,7 @@ class GaussianBlurNode final : public Node {
         .doc("Gaussian smoothing of an anomaly map (scipy gaussian_filter, truncate 4, reflect)")
         .in(kIn, "anomaly map, HxW float32")
         .out(kOut, "smoothed map, same size")
-        .param(&Params::sigma, "sigma", "std-dev in pixels; radius int(4 sigma + 0.5)",
-               Range{0.5f, 32.f})
+        .param(&Params::sigma, "sigma", "std-dev in pixels; radius int(4 sigma + 0.5)", Range{0.5f, 32.f})
         .concurrency(Concurrency::kUnlimited);  // pure function of its input
   }
   static Shapes infer(const Params&, const Shapes& in);

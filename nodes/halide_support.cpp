@@ -118,9 +118,7 @@ Backend run(const char* name, Device device, const KernelCall& cpu, const Kernel
       }
     }
     g_cuda_failed.store(true);
-    if (first)
-      std::cerr << "fmam: CUDA Halide kernels unavailable (" << name << ": " << why
-                << "); running them on the CPU\n";
+    if (first) std::cerr << "fmam: CUDA Halide kernels unavailable (" << name << ": " << why << "); running them on the CPU\n";
   } else if (device == Device::kCuda && !cuda_kernels_built()) {
     static std::once_flag once;
     std::call_once(once, [] {
@@ -131,8 +129,7 @@ Backend run(const char* name, Device device, const KernelCall& cpu, const Kernel
   CallContext ctx;
   t_orphan_error.clear();
   int status = cpu(&ctx);
-  FMAM_CHECK(status == 0) << "Halide kernel " << name
-                          << " failed: " << describe_failure(ctx, status);
+  FMAM_CHECK(status == 0) << "Halide kernel " << name << " failed: " << describe_failure(ctx, status);
   return Backend::kCpu;
 }
 
@@ -140,8 +137,7 @@ Halide::Runtime::Buffer<float> view(cv::Mat& map) {
   FMAM_CHECK(map.type() == CV_32FC1) << "expected a CV_32FC1 map, got OpenCV type " << map.type();
   // Halide 14 treats an output it reads back like its own allocations (vector-aligned); cv::Mat
   // allocates 64-byte aligned, which is what AVX-512 needs.
-  FMAM_CHECK(reinterpret_cast<uintptr_t>(map.data) % 64 == 0)
-      << "output map memory is not 64-byte aligned";
+  FMAM_CHECK(reinterpret_cast<uintptr_t>(map.data) % 64 == 0) << "output map memory is not 64-byte aligned";
   halide_dimension_t dims[2] = {{0, map.cols, 1}, {0, map.rows, int32_t(map.step1())}};
   return Halide::Runtime::Buffer<float>(map.ptr<float>(), 2, dims);
 }
@@ -151,8 +147,7 @@ Halide::Runtime::Buffer<const float> view(const cv::Mat& map) {
   return view(map.ptr<float>(), map.cols, map.rows, int(map.step1()));
 }
 
-Halide::Runtime::Buffer<const float> view(const float* data, int width, int height,
-                                          int row_stride) {
+Halide::Runtime::Buffer<const float> view(const float* data, int width, int height, int row_stride) {
   halide_dimension_t dims[2] = {{0, width, 1}, {0, height, row_stride}};
   return Halide::Runtime::Buffer<const float>(data, 2, dims);
 }

@@ -26,14 +26,11 @@ class ImageSourceNode final : public Node {
         .param(&Params::color, "color", "decode as 3-channel BGR or 1-channel gray",
                Choices<Color>{{"bgr", Color::kBgr}, {"gray", Color::kGray}})
         .param(&Params::max_pixels, "max_pixels",
-               "an image whose header claims more pixels is skipped before decoding (64 MP: ~200 MB)",
-               Range{1, 1 << 30})
+               "an image whose header claims more pixels is skipped before decoding (64 MP: ~200 MB)", Range{1, 1 << 30})
         .concurrency(Concurrency::kUnlimited)  // files decode in parallel
-        .deterministic();  // the frame's file, read; training files do not change while it runs
+        .deterministic();                      // the frame's file, read; training files do not change while it runs
   }
-  static Shapes infer(const Params& p, const Shapes&) {
-    return {{kOut, Shape::of({-1, -1, p.color == Color::kBgr ? 3 : 1})}};
-  }
+  static Shapes infer(const Params& p, const Shapes&) { return {{kOut, Shape::of({-1, -1, p.color == Color::kBgr ? 3 : 1})}}; }
   explicit ImageSourceNode(const Params& p) : params_(p) {}
   void process(Context& ctx) override;
 

@@ -5,7 +5,8 @@
 namespace fmam {
 
 void ImageWriterNode::process(Context& ctx) {
-  const std::string path = params_.dir + "/" + output_key(ctx.source(), ctx.frame_id()) + "_" + params_.name + "." + params_.format;
+  const std::string path =
+      params_.dir + "/" + output_key(ctx.source(), ctx.frame_id()) + "_" + params_.name + "." + params_.format;
   atomic_write_image(path, kIn(ctx).get().mat);
 }
 

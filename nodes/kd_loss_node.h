@@ -33,10 +33,8 @@ class KDLossNode final : public Node {
                "cos: per-pixel 1 - cos over channels, mean over pixels; cos_flat: 1 - cos of each "
                "level flattened per image (RD4AD's code); l1 / l2: mean absolute / squared "
                "difference over channels and pixels",
-               Choices<Distance>{{"cos", Distance::kCos},
-                                 {"cos_flat", Distance::kCosFlat},
-                                 {"l1", Distance::kL1},
-                                 {"l2", Distance::kL2}})
+               Choices<Distance>{
+                   {"cos", Distance::kCos}, {"cos_flat", Distance::kCosFlat}, {"l1", Distance::kL1}, {"l2", Distance::kL2}})
         .concurrency(Concurrency::kUnlimited)  // pure function of its inputs
         .batchable();
   }
@@ -45,8 +43,7 @@ class KDLossNode final : public Node {
   void process(Context& ctx) override;
 
   // The loss itself, [B], for the trainer and tests. Throws PortError on mismatched pyramids.
-  static at::Tensor compute(const std::vector<at::Tensor>& teacher,
-                            const std::vector<at::Tensor>& student, const Params& p);
+  static at::Tensor compute(const std::vector<at::Tensor>& teacher, const std::vector<at::Tensor>& student, const Params& p);
 
  private:
   Params params_;

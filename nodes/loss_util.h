@@ -7,7 +7,6 @@
 
 #include <vector>
 
-
 namespace fmam::loss {
 
 // Tensors made under c10::InferenceMode (the frozen teacher) cannot be saved for backward; a

@@ -6,8 +6,8 @@
 namespace fmam {
 
 MapWriterNode::MapWriterNode(const Params& p) : params_(p) {
-  FMAM_CHECK(params_.hi > params_.lo) << "param \"hi\" (" << params_.hi << ") must be greater than param \"lo\" ("
-                                      << params_.lo << ")";
+  FMAM_CHECK(params_.hi > params_.lo) << "param \"hi\" (" << params_.hi << ") must be greater than param \"lo\" (" << params_.lo
+                                      << ")";
   FMAM_CHECK(!params_.dir.empty()) << "param \"dir\" is empty";
 }
 

@@ -10,8 +10,8 @@
 namespace fmam {
 
 OverlayNode::OverlayNode(const Params& p) : params_(p) {
-  FMAM_CHECK(params_.hi > params_.lo) << "param \"hi\" (" << params_.hi << ") must be greater than param \"lo\" ("
-                                      << params_.lo << ")";
+  FMAM_CHECK(params_.hi > params_.lo) << "param \"hi\" (" << params_.hi << ") must be greater than param \"lo\" (" << params_.lo
+                                      << ")";
 }
 
 void OverlayNode::process(Context& ctx) {

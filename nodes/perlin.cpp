@@ -28,8 +28,7 @@ struct Axis {
 
 cv::Mat perlin_2d(cv::Size size, int res_y, int res_x, const std::vector<double>& angles) {
   FMAM_CHECK(size.width > 0 && size.height > 0) << "perlin_2d: empty size";
-  FMAM_CHECK(res_y >= 1 && res_x >= 1)
-      << "perlin_2d: res must be >= 1, got " << res_y << "x" << res_x;
+  FMAM_CHECK(res_y >= 1 && res_x >= 1) << "perlin_2d: res must be >= 1, got " << res_y << "x" << res_x;
   const int gw = res_x + 1;
   FMAM_CHECK(angles.size() == size_t(res_y + 1) * gw)
       << "perlin_2d: expected " << (res_y + 1) * gw << " angles, got " << angles.size();

@@ -28,8 +28,10 @@ at::Tensor ResizeNode::to_tensor(const cv::Mat& image, const Params& p) {
   FMAM_CHECK(!image.empty()) << "input \"image\" is empty";
   FMAM_CHECK(image.depth() == CV_8U) << "input \"image\": expected 8-bit pixels, got OpenCV depth " << image.depth();
   cv::Mat bgr = image;
-  if (image.channels() == 1) cv::cvtColor(image, bgr, cv::COLOR_GRAY2BGR);
-  else if (image.channels() == 4) cv::cvtColor(image, bgr, cv::COLOR_BGRA2BGR);
+  if (image.channels() == 1)
+    cv::cvtColor(image, bgr, cv::COLOR_GRAY2BGR);
+  else if (image.channels() == 4)
+    cv::cvtColor(image, bgr, cv::COLOR_BGRA2BGR);
   FMAM_CHECK(bgr.channels() == 3) << "input \"image\": expected 1, 3 or 4 channels, got " << image.channels();
   cv::Mat resized;
   if (p.interpolation == kPilBilinear)

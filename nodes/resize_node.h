@@ -34,13 +34,8 @@ class ResizeNode final : public Node {
         .param(&Params::height, "height", "output height in pixels", Range{8, 4096})
         .from_model("image_height")
         .param(&Params::interpolation, "interpolation", "resampling filter",
-               Choices<int>{{"area", 3},
-                             {"linear", 1},
-                             {"cubic", 2},
-                             {"nearest", 0},
-                             {"pil_bilinear", kPilBilinear}})
-        .param(&Params::normalize, "normalize",
-               "imagenet: (x/255 - mean) / std with torchvision's ImageNet values; unit: x/255",
+               Choices<int>{{"area", 3}, {"linear", 1}, {"cubic", 2}, {"nearest", 0}, {"pil_bilinear", kPilBilinear}})
+        .param(&Params::normalize, "normalize", "imagenet: (x/255 - mean) / std with torchvision's ImageNet values; unit: x/255",
                Choices<Norm>{{"imagenet", Norm::kImageNet}, {"unit", Norm::kUnit}})
         .concurrency(Concurrency::kUnlimited)
         .deterministic();

@@ -8,9 +8,7 @@ namespace fmam {
 
 namespace {
 
-const char* kind_name(StudentNode::Kind k) {
-  return k == StudentNode::Kind::kReverse ? "reverse" : "symmetric";
-}
+const char* kind_name(StudentNode::Kind k) { return k == StudentNode::Kind::kReverse ? "reverse" : "symmetric"; }
 
 void check_reverse_layers(const std::vector<int>& layers) {
   FMAM_CHECK(layers == std::vector<int>({1, 2, 3}))
@@ -23,8 +21,7 @@ void check_teacher_pyramid(const std::vector<std::vector<int64_t>>& levels, Arch
   if (levels.size() != 3)
     throw PortError(
         "input", port,
-        "has " + std::to_string(levels.size()) +
-            " levels; a reverse student reads 3 (the teacher's layer1, layer2, layer3)");
+        "has " + std::to_string(levels.size()) + " levels; a reverse student reads 3 (the teacher's layer1, layer2, layer3)");
   std::string got, want;
   auto channels = [&](int j) { return levels[j].empty() ? int64_t(-1) : levels[j][0]; };
   for (int j = 0; j < 3; ++j) {
@@ -35,9 +32,8 @@ void check_teacher_pyramid(const std::vector<std::vector<int64_t>>& levels, Arch
     const int64_t c = channels(j), e = layer_channels(arch, j + 1);
     if (c >= 0 && c != e)
       throw PortError("input", port,
-                      "level " + std::to_string(j) + " has " + std::to_string(c) + " channels, a " +
-                          arch_name(arch) + " student expects " + std::to_string(e) +
-                          " (channels per level: [" + got + "], expected [" + want +
+                      "level " + std::to_string(j) + " has " + std::to_string(c) + " channels, a " + arch_name(arch) +
+                          " student expects " + std::to_string(e) + " (channels per level: [" + got + "], expected [" + want +
                           "]; set param \"arch\" to the teacher's)");
   }
 }
@@ -50,12 +46,10 @@ Shapes StudentNode::infer(const Params& p, const Shapes& in) {
   const char* reads = reverse ? kFeatures.name : kImage.name;
   const char* ignores = reverse ? kImage.name : kFeatures.name;
   if (!in.has(reads))
-    throw PortError("input", reads,
-                    std::string("is not connected; kind \"") + kind_name(p.kind) + "\" reads it");
+    throw PortError("input", reads, std::string("is not connected; kind \"") + kind_name(p.kind) + "\" reads it");
   if (in.has(ignores))
     throw PortError("input", ignores,
-                    std::string("is connected, but kind \"") + kind_name(p.kind) +
-                        "\" reads input \"" + reads + "\" only");
+                    std::string("is connected, but kind \"") + kind_name(p.kind) + "\" reads input \"" + reads + "\" only");
   if (reverse) {
     check_reverse_layers(layers);
     const Shape& s = in.at(kFeatures);
@@ -116,10 +110,7 @@ StudentNode::StudentNode(const Params& p, NodeEnv& env)
   }
 }
 
-StudentNode::StudentNode(const Params& p)
-    : params_(p),
-      layers_(parse_layers(p.layers)),
-      net_(make_network(p)) {
+StudentNode::StudentNode(const Params& p) : params_(p), layers_(parse_layers(p.layers)), net_(make_network(p)) {
   FMAM_CHECK(p.share.empty()) << "param \"share\" needs a graph (the node is built alone here)";
   if (p.kind == Kind::kReverse) check_reverse_layers(layers_);
   net_.train(false);

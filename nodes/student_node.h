@@ -43,8 +43,7 @@ class StudentNode final : public Node, public Trainable {
         .doc("trainable student: RD4AD decoder of the teacher's features, or a ResNet of the image")
         .in(kFeatures, "kind reverse: the teacher's layer1..layer3 pyramid", /*optional=*/true)
         .in(kImage, "kind symmetric: the normalised image, float32 [B, 3, H, W]", /*optional=*/true)
-        .out(kOut,
-             "the student's pyramid: the teacher's levels, channels and sizes, shallow to deep")
+        .out(kOut, "the student's pyramid: the teacher's levels, channels and sizes, shallow to deep")
         .param(&Params::kind, "kind",
                "reverse: RD4AD (reads input \"features\"); symmetric: ResNet like the teacher "
                "(reads input \"image\")",

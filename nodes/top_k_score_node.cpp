@@ -37,17 +37,14 @@ inline float value_of(uint32_t key) {
 
 Shapes TopKScoreNode::infer(const Params&, const Shapes& in) {
   const Shape& s = in.at(kIn);
-  if (s.known && s.dims.size() != 2)
-    throw PortError("input", kIn.name, "expected a 2-D map [H, W], got " + s.str());
+  if (s.known && s.dims.size() != 2) throw PortError("input", kIn.name, "expected a 2-D map [H, W], got " + s.str());
   return {{kOut, Shape::of({})}};
 }
 
 double TopKScoreNode::top_k_mean(const cv::Mat& map, int k, Device device) {
   if (map.empty()) throw PortError("input", kIn.name, "is empty");
   if (map.type() != CV_32FC1)
-    throw PortError(
-        "input", kIn.name,
-        "expected HxW float32 (CV_32FC1), got OpenCV type " + std::to_string(map.type()));
+    throw PortError("input", kIn.name, "expected HxW float32 (CV_32FC1), got OpenCV type " + std::to_string(map.type()));
   FMAM_CHECK(k >= 1) << "k must be at least 1, got " << k;
   const int w = map.cols, h = map.rows, tile_rows = (h + kTile - 1) / kTile;
   const int64_t kk = std::min<int64_t>(k, int64_t(w) * h);  // k > pixels: every pixel
@@ -76,24 +73,20 @@ double TopKScoreNode::top_k_mean(const cv::Mat& map, int k, Device device) {
   // top-kk multiset sits in a tile whose maximum is >= M: those tiles' pixels are the candidates.
   std::vector<uint32_t> maxima(tiles.data(), tiles.data() + tiles.number_of_elements());
   const size_t kt = size_t(std::min<int64_t>(kk, int64_t(maxima.size())));
-  std::nth_element(maxima.begin(), maxima.begin() + (kt - 1), maxima.end(),
-                   std::greater<uint32_t>());
+  std::nth_element(maxima.begin(), maxima.begin() + (kt - 1), maxima.end(), std::greater<uint32_t>());
   const uint32_t m = maxima[kt - 1];
   std::vector<uint32_t> candidates;
   candidates.reserve(size_t(kTile) * kt + kTile);
   for (int ty = 0; ty < tile_rows; ++ty)
     for (int x = 0; x < w; ++x) {
       if (tiles(x, ty) < m) continue;
-      for (int y = ty * kTile; y < std::min(h, (ty + 1) * kTile); ++y)
-        candidates.push_back(key_of(map.ptr<float>(y)[x]));
+      for (int y = ty * kTile; y < std::min(h, (ty + 1) * kTile); ++y) candidates.push_back(key_of(map.ptr<float>(y)[x]));
     }
-  FMAM_CHECK(candidates.size() >= size_t(kk))
-      << "top-k candidates lost: " << candidates.size() << " < " << kk;
+  FMAM_CHECK(candidates.size() >= size_t(kk)) << "top-k candidates lost: " << candidates.size() << " < " << kk;
 
   // The largest kk candidates are the top-kk multiset (equal values are taken as often as k
   // still needs; which of two equal keys is taken does not change the sum).
-  std::nth_element(candidates.begin(), candidates.begin() + (kk - 1), candidates.end(),
-                   std::greater<uint32_t>());
+  std::nth_element(candidates.begin(), candidates.begin() + (kk - 1), candidates.end(), std::greater<uint32_t>());
   double sum = 0.0;
   for (int64_t i = 0; i < kk; ++i) {
     const float v = value_of(candidates[size_t(i)]);
@@ -103,9 +96,7 @@ double TopKScoreNode::top_k_mean(const cv::Mat& map, int k, Device device) {
   return sum / double(kk);
 }
 
-void TopKScoreNode::process(Context& ctx) {
-  kOut(ctx).send(Scalar{top_k_mean(kIn(ctx).get().mat, params_.k, ctx.device())});
-}
+void TopKScoreNode::process(Context& ctx) { kOut(ctx).send(Scalar{top_k_mean(kIn(ctx).get().mat, params_.k, ctx.device())}); }
 
 FMAM_REGISTER_NODE(TopKScoreNode);
 

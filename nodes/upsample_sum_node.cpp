@@ -15,8 +15,7 @@ namespace fmam {
 namespace {
 
 std::string level_problem(size_t j, const std::string& what) {
-  return "level " + std::to_string(j) + " " + what +
-         "; UpsampleSum needs one 1-channel map per level, [1, 1, h, w]";
+  return "level " + std::to_string(j) + " " + what + "; UpsampleSum needs one 1-channel map per level, [1, 1, h, w]";
 }
 
 }  // namespace
@@ -27,19 +26,15 @@ Shapes UpsampleSumNode::infer(const Params& p, const Shapes& in) {
     if (s.levels.empty()) throw PortError("input", kIn.name, "has no levels");
     for (size_t j = 0; j < s.levels.size(); ++j) {
       const auto& l = s.levels[j];
-      if (l.size() != 3)
-        throw PortError("input", kIn.name,
-                        level_problem(j, "has " + std::to_string(l.size()) + " dims"));
+      if (l.size() != 3) throw PortError("input", kIn.name, level_problem(j, "has " + std::to_string(l.size()) + " dims"));
       if (l[0] != -1 && l[0] != 1)
-        throw PortError("input", kIn.name,
-                        level_problem(j, "has " + std::to_string(l[0]) + " channels"));
+        throw PortError("input", kIn.name, level_problem(j, "has " + std::to_string(l[0]) + " channels"));
     }
   }
   return {{kOut, Shape::of({p.height, p.width})}};
 }
 
-cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, const Params& p,
-                                      Device device) {
+cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, const Params& p, Device device) {
   if (levels.empty()) throw PortError("input", kIn.name, "has no levels");
   // Contiguous float32 host copies only where a level is not one already (no copy normally).
   std::vector<at::Tensor> maps;
@@ -49,12 +44,10 @@ cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, con
       std::ostringstream shape;
       shape << t.sizes();
       throw PortError("input", kIn.name,
-                      t.dim() == 4 && t.size(0) == 1
-                          ? level_problem(j, "has " + std::to_string(t.size(1)) + " channels")
-                          : level_problem(j, "has shape " + shape.str()));
+                      t.dim() == 4 && t.size(0) == 1 ? level_problem(j, "has " + std::to_string(t.size(1)) + " channels")
+                                                     : level_problem(j, "has shape " + shape.str()));
     }
-    if (t.size(2) < 1 || t.size(3) < 1)
-      throw PortError("input", kIn.name, level_problem(j, "is empty"));
+    if (t.size(2) < 1 || t.size(3) < 1) throw PortError("input", kIn.name, level_problem(j, "is empty"));
     maps.push_back(t.to(at::kCPU, at::kFloat).contiguous());
   }
   const bool multiply = p.mode == Mode::kMultiply;
@@ -99,9 +92,7 @@ cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, con
   return acc[maps.size() % 2];
 }
 
-void UpsampleSumNode::process(Context& ctx) {
-  kOut(ctx).send(Map2D{upsample_sum(kIn(ctx).get().levels, params_, ctx.device())});
-}
+void UpsampleSumNode::process(Context& ctx) { kOut(ctx).send(Map2D{upsample_sum(kIn(ctx).get().levels, params_, ctx.device())}); }
 
 FMAM_REGISTER_NODE(UpsampleSumNode);
 

@@ -47,8 +47,7 @@ class UpsampleSumNode final : public Node {
   void process(Context& ctx) override;
 
   // The work itself, for callers outside a graph.
-  static cv::Mat upsample_sum(const std::vector<at::Tensor>& levels, const Params& p,
-                              Device device = Device::kCpu);
+  static cv::Mat upsample_sum(const std::vector<at::Tensor>& levels, const Params& p, Device device = Device::kCpu);
 
  private:
   Params params_;

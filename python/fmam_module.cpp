@@ -31,10 +31,10 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "fmam/pipeline.h"
-#include "framework/error.h"
-#include "fmam/trainer.h"
 #include "fmam/evaluate.h"
+#include "fmam/pipeline.h"
+#include "fmam/trainer.h"
+#include "framework/error.h"
 
 namespace py = pybind11;
 
@@ -71,8 +71,8 @@ std::vector<std::string> to_overrides(const py::handle& obj) {
     for (auto item : py::reinterpret_borrow<py::dict>(obj)) {
       if (!py::isinstance<py::str>(item.first))
         throw py::value_error("overrides: keys must be \"node.param\" strings, got " + std::string(py::repr(item.first)));
-      std::string value = py::isinstance<py::str>(item.second) ? item.second.cast<std::string>()
-                                                                : dumps(item.second).cast<std::string>();
+      std::string value =
+          py::isinstance<py::str>(item.second) ? item.second.cast<std::string>() : dumps(item.second).cast<std::string>();
       out.push_back(item.first.cast<std::string>() + "=" + value);
     }
     return out;
@@ -127,16 +127,20 @@ cv::Mat to_mat(const py::handle& obj, bool bgr, const std::string& what) {
     throw py::value_error(what + ": " + expected + ", got dtype " + std::string(py::str(a.dtype())) + " of shape " + shape_of(a));
   const bool ok_shape = a.ndim() == 2 || (a.ndim() == 3 && (a.shape(2) == 1 || a.shape(2) == 3 || a.shape(2) == 4));
   if (!ok_shape) throw py::value_error(what + ": " + expected + " (or HxWx1, HxWx4), got shape " + shape_of(a));
-  if (a.shape(0) == 0 || a.shape(1) == 0) throw py::value_error(what + ": " + expected + ", got an empty image of shape " + shape_of(a));
+  if (a.shape(0) == 0 || a.shape(1) == 0)
+    throw py::value_error(what + ": " + expected + ", got an empty image of shape " + shape_of(a));
   // C-contiguous (a copy if it was a view with strides, e.g. img[:, ::-1] or img[..., ::-1]).
   auto c = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(a);
   if (!c) throw py::error_already_set();
   const int channels = a.ndim() == 2 ? 1 : int(a.shape(2));
   cv::Mat view(int(a.shape(0)), int(a.shape(1)), CV_8UC(channels), const_cast<uint8_t*>(c.data()));
   cv::Mat out;
-  if (channels == 3 && !bgr) cv::cvtColor(view, out, cv::COLOR_RGB2BGR);
-  else if (channels == 4 && !bgr) cv::cvtColor(view, out, cv::COLOR_RGBA2BGRA);
-  else out = view.clone();
+  if (channels == 3 && !bgr)
+    cv::cvtColor(view, out, cv::COLOR_RGB2BGR);
+  else if (channels == 4 && !bgr)
+    cv::cvtColor(view, out, cv::COLOR_RGBA2BGRA);
+  else
+    out = view.clone();
   return out;
 }
 
@@ -251,7 +255,8 @@ class Detector {
     }
     if (!threshold.is_none()) {
       o.threshold = threshold.cast<double>();
-      if (o.threshold < 0) throw py::value_error("threshold: must be >= 0 (None: the model's calibrated one), got " + std::to_string(o.threshold));
+      if (o.threshold < 0)
+        throw py::value_error("threshold: must be >= 0 (None: the model's calibrated one), got " + std::to_string(o.threshold));
     }
     if (batch < 1) throw py::value_error("batch: must be >= 1, got " + std::to_string(batch));
     if (threads < 0) throw py::value_error("threads: must be >= 0 (0: one per core), got " + std::to_string(threads));
@@ -379,8 +384,7 @@ std::string train(const py::object& graph, const py::object& data, const py::obj
   CallerLoop loop;
   fmam::TrainResult result;
   fmam::Trainer::ProgressCallback cb;
-  if (!progress.is_none())
-    cb = [&](const fmam::TrainProgress& p) { loop.post([&] { progress(progress_dict(p)); }); };
+  if (!progress.is_none()) cb = [&](const fmam::TrainProgress& p) { loop.post([&] { progress(progress_dict(p)); }); };
   loop.run([&] { result = trainer->train(cb); }, [&] { trainer->cancel(); });
   {
     py::gil_scoped_release nogil;
@@ -420,8 +424,7 @@ py::dict evaluate(const py::object& graph, const py::object& model, const py::ob
   o.threads = threads;
   if (!progress.is_none() && !PyCallable_Check(progress.ptr())) throw py::value_error("progress: expected a callable or None");
   CallerLoop loop;
-  if (!progress.is_none())
-    o.progress = [&](long long done, long long total) { loop.post([&] { progress(done, total); }); };
+  if (!progress.is_none()) o.progress = [&](long long done, long long total) { loop.post([&] { progress(done, total); }); };
   fmam::EvalResult r;
   loop.run([&] { r = fmam::evaluate(graph_file, o); }, {});  // no cancel: a raising callback stops being called
   py::dict d = group_dict(r.all);
@@ -439,8 +442,9 @@ py::dict evaluate(const py::object& graph, const py::object& model, const py::ob
 }  // namespace
 
 PYBIND11_MODULE(fmam, m) {
-  m.doc() = "fmam: teacher-student defect detection (graphs of nodes, libtorch networks). "
-            "Detector scores images, train() makes a model, evaluate() measures one.";
+  m.doc() =
+      "fmam: teacher-student defect detection (graphs of nodes, libtorch networks). "
+      "Detector scores images, train() makes a model, evaluate() measures one.";
   m.attr("__version__") = FMAM_VERSION;
 
   py::register_exception_translator([](std::exception_ptr p) {
@@ -475,8 +479,8 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
       .def(py::init<const py::object&, const py::object&, const py::object&, int, int, const py::object&, const py::object&,
                     const std::string&, const std::string&>(),
            py::arg("graph"), py::arg("model") = py::none(), py::arg("threshold") = py::none(), py::arg("batch") = 4,
-           py::arg("threads") = 0, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(),
-           py::arg("device") = "cpu", py::arg("precision") = "auto")
+           py::arg("threads") = 0, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(), py::arg("device") = "cpu",
+           py::arg("precision") = "auto")
       .def_property_readonly("precision", &Detector::precision, "what precision=\"auto\" became: \"fp32\" or \"bf16\"")
       .def("detect", &Detector::detect, py::arg("image"), py::arg("bgr") = false,
            "detect(image, bgr=False) -> (map, score, verdict)\n\n"
@@ -495,20 +499,22 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
         "read_image(path, bgr=False, gray=False) -> numpy uint8 HxWx3 RGB (BGR with bgr=True; HxW with gray=True), "
         "decoded with OpenCV");
 
-  m.def("train", &train, py::arg("graph"), py::arg("data"), py::arg("out"), py::arg("overrides") = py::none(),
-        py::arg("progress") = py::none(), py::arg("resume") = false, py::arg("max_images") = 0,
-        py::arg("plugins") = py::none(), py::arg("threads") = 0,
-        R"doc(train(graph, data, out, overrides=None, progress=None, resume=False, max_images=0, plugins=None, threads=0) -> model path
+  m.def(
+      "train", &train, py::arg("graph"), py::arg("data"), py::arg("out"), py::arg("overrides") = py::none(),
+      py::arg("progress") = py::none(), py::arg("resume") = false, py::arg("max_images") = 0, py::arg("plugins") = py::none(),
+      py::arg("threads") = 0,
+      R"doc(train(graph, data, out, overrides=None, progress=None, resume=False, max_images=0, plugins=None, threads=0) -> model path
 
 Trains on data/train/good (MVTec AD layout) with a training graph (graphs/rkd_train.json) and
 writes the model to `out` (atomically, after every epoch). progress(dict) is called on this
 thread after every batch with stage, stage_index, stages, epoch, epochs, batch, batches, losses,
 images_per_s and epoch_done. If it raises, or on Ctrl-C, training is cancelled (a resumable
 checkpoint is saved to `out`; resume=True continues it) and the exception is re-raised.)doc");
-  m.def("evaluate", &evaluate, py::arg("graph"), py::arg("model"), py::arg("data"), py::arg("report_dir") = py::none(),
-        py::arg("calibrate") = false, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(),
-        py::arg("batch") = 4, py::arg("threads") = 0, py::arg("progress") = py::none(),
-        R"doc(evaluate(graph, model, data, report_dir=None, calibrate=False, overrides=None, plugins=None, batch=4, threads=0, progress=None) -> dict
+  m.def(
+      "evaluate", &evaluate, py::arg("graph"), py::arg("model"), py::arg("data"), py::arg("report_dir") = py::none(),
+      py::arg("calibrate") = false, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(), py::arg("batch") = 4,
+      py::arg("threads") = 0, py::arg("progress") = py::none(),
+      R"doc(evaluate(graph, model, data, report_dir=None, calibrate=False, overrides=None, plugins=None, batch=4, threads=0, progress=None) -> dict
 
 Scores data/test/<type>/ against data/ground_truth/<type>/: image_auroc, pixel_auroc, aupro,
 f1_max, threshold, images (the whole split), per_type {type: {the same}}, skipped, seconds,

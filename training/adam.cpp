@@ -19,8 +19,7 @@ std::string sizes_str(at::IntArrayRef s) {
 
 void check_options(const AdamOptions& o) {
   auto bad = [](const char* name, double v, const char* want) {
-    throw Error(std::string("Adam: option \"") + name + "\" must be " + want + ", got " +
-                std::to_string(v));
+    throw Error(std::string("Adam: option \"") + name + "\" must be " + want + ", got " + std::to_string(v));
   };
   if (!(o.lr >= 0)) bad("lr", o.lr, ">= 0");
   if (!(o.beta1 >= 0 && o.beta1 < 1)) bad("beta1", o.beta1, "in [0, 1)");
@@ -32,8 +31,7 @@ void check_options(const AdamOptions& o) {
 
 }  // namespace
 
-Adam::Adam(std::vector<at::Tensor> params, AdamOptions options)
-    : params_(std::move(params)), options_(options) {
+Adam::Adam(std::vector<at::Tensor> params, AdamOptions options) : params_(std::move(params)), options_(options) {
   check_options(options_);
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i].defined()) throw Error("Adam: param " + std::to_string(i) + " is undefined");
@@ -83,8 +81,10 @@ void Adam::zero_grad(bool set_to_none) {
     if (set_to_none) {
       g = at::Tensor();
     } else {
-      if (g.grad_fn()) g = g.detach();
-      else g.requires_grad_(false);
+      if (g.grad_fn())
+        g = g.detach();
+      else
+        g.requires_grad_(false);
       g.zero_();
     }
   }
@@ -93,11 +93,10 @@ void Adam::zero_grad(bool set_to_none) {
 Adam::NamedTensors Adam::state() const {
   NamedTensors out;
   out.emplace_back("step", at::scalar_tensor(steps_, at::kLong));
-  out.emplace_back("param_step",
-                   at::tensor(std::vector<int64_t>(param_step_.begin(), param_step_.end()), at::kLong)
-                       .reshape({int64_t(param_step_.size())}));
-  for (size_t i = 0; i < params_.size(); ++i)
-    out.emplace_back("exp_avg." + std::to_string(i), exp_avg_[i].detach().clone());
+  out.emplace_back(
+      "param_step",
+      at::tensor(std::vector<int64_t>(param_step_.begin(), param_step_.end()), at::kLong).reshape({int64_t(param_step_.size())}));
+  for (size_t i = 0; i < params_.size(); ++i) out.emplace_back("exp_avg." + std::to_string(i), exp_avg_[i].detach().clone());
   for (size_t i = 0; i < params_.size(); ++i)
     out.emplace_back("exp_avg_sq." + std::to_string(i), exp_avg_sq_[i].detach().clone());
   return out;
@@ -121,7 +120,8 @@ void Adam::load_state(const std::map<std::string, at::Tensor>& state) {
   }
   for (const auto& [name, sizes] : want) {
     auto it = state.find(name);
-    if (it == state.end() || !it->second.defined()) missing.push_back(name);
+    if (it == state.end() || !it->second.defined())
+      missing.push_back(name);
     else if (it->second.sizes().vec() != sizes)
       shaped.push_back(name + " " + sizes_str(it->second.sizes()) + " (expected " + sizes_str(sizes) + ")");
   }

@@ -19,7 +19,7 @@ struct EvalOptions {
   std::vector<std::string> plugins;
   int batch = 4;
   int threads = 0;
-  std::string precision = "auto";      // auto | fp32 | bf16, as PipelineOptions::precision
+  std::string precision = "auto";  // auto | fp32 | bf16, as PipelineOptions::precision
   // When the precision is not fp32: also evaluate in fp32 and report both (EvalResult::fp32), so
   // the accuracy reduced precision costs is measured on this model and data. Doubles the time.
   bool fp32_delta = true;
@@ -35,14 +35,14 @@ struct EvalGroup {
 struct EvalResult {
   EvalGroup all;
   std::vector<EvalGroup> per_type;
-  long long skipped = 0;              // unreadable test images (each reported on stderr)
+  long long skipped = 0;  // unreadable test images (each reported on stderr)
   double seconds = 0;
-  double map_lo = 0, map_hi = 0;      // the calibrated heatmap range
-  std::vector<std::string> notes;     // e.g. a metric undefined for a type with one class
-  std::string precision;              // what ran: "fp32" or "bf16"
-  bool has_fp32 = false;              // fp32 below is set (precision bf16 with fp32_delta)
-  EvalGroup fp32;                     // the whole split's metrics in fp32
-  std::string results_json;           // the same as results.json
+  double map_lo = 0, map_hi = 0;   // the calibrated heatmap range
+  std::vector<std::string> notes;  // e.g. a metric undefined for a type with one class
+  std::string precision;           // what ran: "fp32" or "bf16"
+  bool has_fp32 = false;           // fp32 below is set (precision bf16 with fp32_delta)
+  EvalGroup fp32;                  // the whole split's metrics in fp32
+  std::string results_json;        // the same as results.json
 };
 
 // Throws Error naming the file or field on a bad graph, model or data folder.

@@ -31,14 +31,14 @@ struct PipelineOptions {
   // Threads inside one network op (libtorch's setting, process-wide). 1 by default: the graph
   // already runs several frames at once on every core; 0 leaves libtorch's setting alone.
   int intra_op_threads = 1;
-  int max_in_flight = 8;               // frames in the pipeline at once (bounds memory)
-  std::string device = "cpu";          // cpu | cuda
+  int max_in_flight = 8;       // frames in the pipeline at once (bounds memory)
+  std::string device = "cpu";  // cpu | cuda
   // The networks' arithmetic: fp32, bf16 (bf16-mixed: convolutions in bfloat16, everything between
   // nodes float32; CPU only) or auto: bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
   // fp32 elsewhere and on cuda. docs/PERFORMANCE.md has its speed and accuracy.
   std::string precision = "auto";
-  bool images = true;                  // compute the graph's Image outputs (overlays); false: map and score only
-  std::string output_dir;              // if set, every output is written here as fmam run -o does
+  bool images = true;      // compute the graph's Image outputs (overlays); false: map and score only
+  std::string output_dir;  // if set, every output is written here as fmam run -o does
 };
 
 enum class Verdict { kNone, kPass, kFail };  // kNone: no threshold (an uncalibrated model)
@@ -46,12 +46,12 @@ const char* verdict_name(Verdict v);         // "none", "PASS", "FAIL"
 
 // One frame's result.
 struct Detection {
-  long long index = 0;     // position in the stream (0, 1, ...)
-  std::string source;      // the file, or the tag given with the frame
-  bool skipped = false;    // the frame could not be scored (an unreadable file): `error` says why
+  long long index = 0;   // position in the stream (0, 1, ...)
+  std::string source;    // the file, or the tag given with the frame
+  bool skipped = false;  // the frame could not be scored (an unreadable file): `error` says why
   std::string error;
-  cv::Mat map;             // CV_32FC1 anomaly map at the model's resolution (the graph's first Map2D output)
-  double score = 0;        // the graph's first Scalar output
+  cv::Mat map;       // CV_32FC1 anomaly map at the model's resolution (the graph's first Map2D output)
+  double score = 0;  // the graph's first Scalar output
   Verdict verdict = Verdict::kNone;
   std::map<std::string, double> scalars;  // every Scalar output, by stream name
   std::map<std::string, cv::Mat> images;  // every Image output (e.g. "overlay", BGR at the frame's size)
@@ -104,9 +104,9 @@ class Pipeline {
   bool stream_open() const;
 
   // What the model bound, and what the graph offers.
-  double threshold() const;          // < 0 if none
-  std::string precision() const;     // what "auto" became: "fp32" or "bf16"
-  int model_width() const;           // the size frames are resized to
+  double threshold() const;       // < 0 if none
+  std::string precision() const;  // what "auto" became: "fp32" or "bf16"
+  int model_width() const;        // the size frames are resized to
   int model_height() const;
   // The model's calibrated heatmap range (fmam eval --calibrate): map values drawn coldest and
   // hottest. False for an uncalibrated model or none.

@@ -35,24 +35,24 @@ struct TrainOptions {
 
 // Reported after every batch and at the end of every epoch.
 struct TrainProgress {
-  std::string stage;                    // "stage1"
-  int stage_index = 0, stages = 0;      // 0-based
-  int epoch = 0, epochs = 0;            // 0-based epoch of the stage
-  long long batch = 0, batches = 0;     // batches done in this epoch, of
-  int batch_size = 0;                   // images per batch
-  long long images = 0;                 // images trained on in this epoch so far
-  double seconds = 0;                   // time in this epoch so far
+  std::string stage;                 // "stage1"
+  int stage_index = 0, stages = 0;   // 0-based
+  int epoch = 0, epochs = 0;         // 0-based epoch of the stage
+  long long batch = 0, batches = 0;  // batches done in this epoch, of
+  int batch_size = 0;                // images per batch
+  long long images = 0;              // images trained on in this epoch so far
+  double seconds = 0;                // time in this epoch so far
   double images_per_s = 0;
   std::map<std::string, double> losses;  // mean of each loss over the epoch so far
-  bool epoch_done = false;              // true once per epoch, after its checkpoint was written
+  bool epoch_done = false;               // true once per epoch, after its checkpoint was written
 };
 
 struct TrainResult {
-  std::string model;        // the model file
-  bool finished = false;    // false: cancelled; `model` is a checkpoint to resume
-  std::string stopped_at;   // when cancelled: "batch 2 of epoch 3 of stage1"
-  long long images = 0;     // images trained on (all epochs)
-  long long skipped = 0;    // training files skipped as unreadable (each named on stderr), counted once
+  std::string model;       // the model file
+  bool finished = false;   // false: cancelled; `model` is a checkpoint to resume
+  std::string stopped_at;  // when cancelled: "batch 2 of epoch 3 of stage1"
+  long long images = 0;    // images trained on (all epochs)
+  long long skipped = 0;   // training files skipped as unreadable (each named on stderr), counted once
   double seconds = 0;
   // The teacher cache (train.teacher_cache_mb): pyramids stored and their bytes, lookups it
   // served and missed, and pyramids not stored because the bound was reached.
@@ -77,8 +77,8 @@ class Trainer {
   std::string inference_graph() const;  // the graph the model runs with (a path)
   int image_width() const;
   int image_height() const;
-  long long images() const;             // training images found
-  std::string precision() const;        // what trainable nodes run: "fp32" or "bf16-mixed"
+  long long images() const;                 // training images found
+  std::string precision() const;            // what trainable nodes run: "fp32" or "bf16-mixed"
   std::string requested_precision() const;  // train.precision as set: "auto", "fp32", "bf16-mixed"
 
  private:

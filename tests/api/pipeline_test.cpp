@@ -15,8 +15,8 @@
 #include "framework/cpu_features.h"
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
-#include "tests/support/tiny_model.h"
 #include "tests/support/helpers.h"
+#include "tests/support/tiny_model.h"
 
 namespace fmam {
 namespace {
@@ -75,9 +75,7 @@ TEST_F(PipelineTest, OneFrameABatchAStreamAndFilesGiveTheSameScores) {
   const std::vector<Detection> batch = p.detect_batch(images);
   ASSERT_EQ(batch.size(), files.size());
   std::vector<std::pair<std::string, double>> streamed;
-  p.open_stream([&](const Detection& d) {
-    streamed.emplace_back(*std::static_pointer_cast<std::string>(d.user), d.score);
-  });
+  p.open_stream([&](const Detection& d) { streamed.emplace_back(*std::static_pointer_cast<std::string>(d.user), d.score); });
   for (size_t i = 0; i < images.size(); ++i) p.push(images[i], files[i], std::make_shared<std::string>(files[i]));
   const RunSummary s = p.close_stream();
   EXPECT_EQ(s.frames, (long long)files.size());

@@ -82,7 +82,8 @@ TEST(TrainConfigTest, StageFieldsAreCheckedAndOverriddenByName) {
   } catch (const std::exception& e) {
     EXPECT_THAT(e.what(), HasSubstr("--set stage1.lrate: stage \"stage1\" has no setting \"lrate\"; known: epochs, lr, betas"));
   }
-  const TrainConfig c = parse_train_config(g, {parse_override("stage1.betas=[0.5,0.999]"), parse_override("train.image_size=\"96x48\"")});
+  const TrainConfig c =
+      parse_train_config(g, {parse_override("stage1.betas=[0.5,0.999]"), parse_override("train.image_size=\"96x48\"")});
   EXPECT_EQ(c.stages[0].beta1, 0.5);
   EXPECT_EQ(c.image_width, 96);
   EXPECT_EQ(c.image_height, 48);
@@ -157,8 +158,8 @@ CacheRun train_cached(const std::string& cache_mb) {
   TrainOptions o;
   o.data = kBottle;
   o.out = (temp_dir() / ("cache_" + cache_mb + ".fmam")).string();
-  o.overrides = {"stage1.epochs=2", "stage2.epochs=2", "train.image_size=128", "train.batch_size=2",
-                 "train.precision=fp32", "train.teacher_cache_mb=" + cache_mb};
+  o.overrides = {"stage1.epochs=2",    "stage2.epochs=2",      "train.image_size=128",
+                 "train.batch_size=2", "train.precision=fp32", "train.teacher_cache_mb=" + cache_mb};
   o.max_images = 4;
   CacheRun run;
   run.result = Trainer(kSrc + "/graphs/fmam_rkd_train.json", o).train([&](const TrainProgress& p) {

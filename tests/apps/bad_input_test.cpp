@@ -61,7 +61,8 @@ TEST(BadInputTest, RunNamesEveryBadImageAndScoresTheRest) {
   Result r = fmam("run examples/graphs/edge_inspection.json" + kPlugin + " -q -i " + in.string() + " -o " +
                   (temp_dir() / "run_out").string());
   ASSERT_EQ(r.rc, 0) << r.err;
-  const std::string pre = "skipped: examples/graphs/edge_inspection.json: node \"read_image\" (ImageSource): \"" + in.string() + "/";
+  const std::string pre =
+      "skipped: examples/graphs/edge_inspection.json: node \"read_image\" (ImageSource): \"" + in.string() + "/";
   EXPECT_THAT(r.err, HasSubstr(pre + "cut_png.png\": truncated PNG"));
   EXPECT_THAT(r.err, HasSubstr(pre + "cut_jpeg.jpg\": truncated JPEG"));
   // Complete but damaged inside: libjpeg used to print "Corrupt JPEG data" without the file and
@@ -79,9 +80,11 @@ TEST(BadInputTest, RunNamesEveryBadImageAndScoresTheRest) {
   EXPECT_THAT(r.err, HasSubstr(pre + "dangling.png\": a broken symbolic link"));
   EXPECT_THAT(r.err, HasSubstr("15 image(s), 10 skipped"));
   // The readable ones are scored: 16-bit, RGBA, JPEG and a non-ASCII name among them.
-  for (const char* ok : {"good.png,", "gray16.png,", "rgba.png,", "photo.jpg,", "ünïcødé_画像.png,"}) EXPECT_THAT(r.out, HasSubstr(ok));
+  for (const char* ok : {"good.png,", "gray16.png,", "rgba.png,", "photo.jpg,", "ünïcødé_画像.png,"})
+    EXPECT_THAT(r.out, HasSubstr(ok));
   // No skipped file has a score (a truncated JPEG used to be scored, its missing half grey).
-  for (const char* bad : {"cut_jpeg", "cut_png", "damaged_jpeg", "damaged_png", "empty", "huge_header", "folder", "dangling", "dicom_like", "not_an_image"})
+  for (const char* bad : {"cut_jpeg", "cut_png", "damaged_jpeg", "damaged_png", "empty", "huge_header", "folder", "dangling",
+                          "dicom_like", "not_an_image"})
     EXPECT_THAT(r.out, Not(HasSubstr(bad)));
   EXPECT_FALSE(fs::exists(temp_dir() / "run_out" / "run_in_cut_jpeg_edge_map.png"));
 
@@ -191,7 +194,9 @@ TEST(BadInputTest, TheModelsImageSizeCannotBeOverriddenSilently) {
   const std::string run = "run graphs/rkd.json -q --model " + m + " -i " + kCorpus + "/good.png ";
   Result r = fmam(run + "--set resize.width=128");
   EXPECT_EQ(r.rc, 1);
-  EXPECT_THAT(r.err, HasSubstr("--set resize.width=128: node \"resize\" (Resize) takes \"width\" from the model's image_width (64, in " + m + ")"));
+  EXPECT_THAT(r.err,
+              HasSubstr("--set resize.width=128: node \"resize\" (Resize) takes \"width\" from the model's image_width (64, in " +
+                        m + ")"));
   Result u = fmam(run + "--set upsample.height=300");
   EXPECT_EQ(u.rc, 1);
   EXPECT_THAT(u.err, HasSubstr("node \"upsample\" (UpsampleSum)"));
@@ -204,7 +209,8 @@ TEST(BadInputTest, AStageOneCheckpointIsNamedAsOne) {
   const std::string p = saved_model("graphs/rkd.json", "stage1.fmam", ck);
   Result r = fmam("run graphs/fmam_rkd.json -q --model " + p + " -i " + kCorpus + "/good.png");
   EXPECT_EQ(r.rc, 1);
-  EXPECT_THAT(r.err, HasSubstr(p + ": an unfinished training checkpoint (stopped in stage 1 after 1 epoch(s)), not a finished model"));
+  EXPECT_THAT(r.err,
+              HasSubstr(p + ": an unfinished training checkpoint (stopped in stage 1 after 1 epoch(s)), not a finished model"));
   EXPECT_THAT(r.err, HasSubstr("finish it with fmam train --resume"));
 }
 
@@ -237,7 +243,8 @@ TEST(BadInputTest, AnalyzeStrictExitsThreeWhenAnImageWasSkippedAndNamesDefectsWi
   fs::copy_file(kCorpus + "/good.png", data / "test" / "good" / "000.png");
   fs::copy_file(kCorpus + "/cut_png.png", data / "test" / "good" / "001.png");
   fs::copy_file(kCorpus + "/good.png", data / "test" / "crack" / "000.png");  // no ground_truth/crack/000_mask.png
-  const std::string cmd = "analyze graphs/rkd.json:" + m + " -q -d " + data.string() + " -o " + (temp_dir() / "an_strict").string();
+  const std::string cmd =
+      "analyze graphs/rkd.json:" + m + " -q -d " + data.string() + " -o " + (temp_dir() / "an_strict").string();
   Result lax = fmam(cmd);
   ASSERT_EQ(lax.rc, 0) << lax.err;
   EXPECT_THAT(lax.err, HasSubstr("001.png"));
@@ -289,8 +296,8 @@ TEST(BadInputTest, TrainingOnNothingIsAnError) {
   Result r = fmam("train graphs/rkd_train.json -d " + d.string() + " -o " + model.string() + kTiny +
                   " --set stage1.epochs=1 --set stage2.epochs=0");
   EXPECT_EQ(r.rc, 1);
-  EXPECT_THAT(r.err, HasSubstr("fmam train: stage1 epoch 1 trained on no image: all 3 image(s) of " + (d / "train" / "good").string() +
-                               " were skipped (each named above); no model written"));
+  EXPECT_THAT(r.err, HasSubstr("fmam train: stage1 epoch 1 trained on no image: all 3 image(s) of " +
+                               (d / "train" / "good").string() + " were skipped (each named above); no model written"));
   EXPECT_THAT(r.err, HasSubstr("cut_jpeg.jpg\": truncated JPEG"));
   EXPECT_FALSE(fs::exists(model));
 
@@ -305,7 +312,10 @@ TEST(BadInputTest, TrainingOnNothingIsAnError) {
 TEST(BadInputTest, ResumeKeepsTheCheckpointsImageAndBatchSize) {
   const fs::path d = train_folder("train_resume", {96});
   const std::string model = (temp_dir() / "resume.fmam").string();
-  ASSERT_EQ(fmam("train graphs/rkd_train.json -d " + d.string() + " -o " + model + kTiny + " --set stage1.epochs=1 --set stage2.epochs=0").rc, 0);
+  ASSERT_EQ(fmam("train graphs/rkd_train.json -d " + d.string() + " -o " + model + kTiny +
+                 " --set stage1.epochs=1 --set stage2.epochs=0")
+                .rc,
+            0);
   const std::string base = "train graphs/rkd_train.json --resume -d " + d.string() + " -o " + model +
                            " -q --threads 2 --set stage1.epochs=2 --set stage2.epochs=0";
   Result size = fmam(base + " --set train.image_size=96 --set train.batch_size=2");
@@ -331,7 +341,8 @@ TEST(BadInputTest, EvalAndTrainExitThreeWithStrictWhenImagesWereSkipped) {
   fs::copy_file(kCorpus + "/damaged_jpeg.jpg", data / "test" / "good" / "001.jpg");
   fs::copy_file(kCorpus + "/photo.jpg", data / "test" / "crack" / "000.jpg");
   cv::imwrite((data / "ground_truth" / "crack" / "000_mask.png").string(), cv::Mat(48, 64, CV_8U, cv::Scalar(255)));
-  const std::string eval = "eval graphs/rkd.json -q --model " + m + " -d " + data.string() + " -o " + (temp_dir() / "strict_out").string();
+  const std::string eval =
+      "eval graphs/rkd.json -q --model " + m + " -d " + data.string() + " -o " + (temp_dir() / "strict_out").string();
   Result r = fmam(eval);
   EXPECT_EQ(r.rc, 0) << r.err;
   EXPECT_THAT(r.err, HasSubstr("001.jpg\": damaged JPEG"));
@@ -341,8 +352,8 @@ TEST(BadInputTest, EvalAndTrainExitThreeWithStrictWhenImagesWereSkipped) {
 
   const fs::path t = train_folder("train_strict", {64});
   fs::copy_file(kCorpus + "/cut_png.png", t / "train" / "good" / "cut.png");
-  const std::string train = "train graphs/rkd_train.json -d " + t.string() + " -o " + (temp_dir() / "strict_train.fmam").string() +
-                            kTiny + " --set stage1.epochs=2 --set stage2.epochs=0";
+  const std::string train = "train graphs/rkd_train.json -d " + t.string() + " -o " +
+                            (temp_dir() / "strict_train.fmam").string() + kTiny + " --set stage1.epochs=2 --set stage2.epochs=0";
   Result tr = fmam(train);
   EXPECT_EQ(tr.rc, 0) << tr.err;
   EXPECT_THAT(tr.err, HasSubstr("1 training image(s) skipped as unreadable"));  // once, though read in each epoch
@@ -359,9 +370,10 @@ TEST(BadInputTest, MixedImageSizesAreRefusedBeforeStageOneNamingTwoFiles) {
                   " --set stage1.epochs=1 --set stage2.epochs=1");
   EXPECT_EQ(r.rc, 1);
   const std::string good = (d / "train" / "good").string();
-  EXPECT_THAT(r.err, HasSubstr("fmam train: " + good + ": images of different sizes: " + good + "/0.png is 80x80, " + good +
-                               "/1.png is 96x96; graphs/fmam_rkd_train.json: stream \"syn_mask\" of node \"synth\" keeps the "
-                               "source size and is batched (train.batch_size=2): use images of one size, or --set train.batch_size=1"));
+  EXPECT_THAT(r.err,
+              HasSubstr("fmam train: " + good + ": images of different sizes: " + good + "/0.png is 80x80, " + good +
+                        "/1.png is 96x96; graphs/fmam_rkd_train.json: stream \"syn_mask\" of node \"synth\" keeps the "
+                        "source size and is batched (train.batch_size=2): use images of one size, or --set train.batch_size=1"));
   EXPECT_THAT(r.err, Not(HasSubstr("stage1 epoch")));  // before any work
   EXPECT_FALSE(fs::exists(model));
   // Where every batched stream is resized (no stage-2 masks), mixed sizes train.

@@ -64,11 +64,18 @@ TEST(CliTest, CheckReportsEveryMistakeWithFileNodeAndField) {
   EXPECT_EQ(r.rc, 1);
   const std::string f = "tests/testdata/graphs/many_mistakes.json: ";
   EXPECT_THAT(r.err, HasSubstr(f + R"(node "resize" (Resize): param "width": must be in [8, 4096], got 0)"));
-  EXPECT_THAT(r.err, HasSubstr(f + R"(node "resize" (Resize): unknown param "colour"; known: width, height, interpolation, normalize)"));
+  EXPECT_THAT(r.err,
+              HasSubstr(f + R"(node "resize" (Resize): unknown param "colour"; known: width, height, interpolation, normalize)"));
   EXPECT_THAT(r.err, HasSubstr(f + R"(nodes[1]: unknown type "GausianBlur"; did you mean "GaussianBlur"?)"));
-  EXPECT_THAT(r.err, HasSubstr(f + R"(node "writer" (MapWriter): input "map" reads stream "x" of type Tensor (output of node "resize"); expected Map2D)"));
-  EXPECT_THAT(r.err, HasSubstr(f + R"(node "writer2" (MapWriter): input "map" reads stream "no_such_stream", which no node produces)"));
-  EXPECT_THAT(r.err, HasSubstr(f + R"(node "again" (Resize): output "tensor" writes stream "x", but node "resize" writes it too)"));
+  EXPECT_THAT(
+      r.err,
+      HasSubstr(
+          f +
+          R"(node "writer" (MapWriter): input "map" reads stream "x" of type Tensor (output of node "resize"); expected Map2D)"));
+  EXPECT_THAT(r.err,
+              HasSubstr(f + R"(node "writer2" (MapWriter): input "map" reads stream "no_such_stream", which no node produces)"));
+  EXPECT_THAT(r.err,
+              HasSubstr(f + R"(node "again" (Resize): output "tensor" writes stream "x", but node "resize" writes it too)"));
   EXPECT_THAT(r.err, HasSubstr(f + R"(graph output "score": no node produces stream "score")"));
   EXPECT_THAT(r.err, HasSubstr("(7 problems)"));
 }
@@ -123,8 +130,9 @@ TEST(CliTest, ExamplePluginGraphRunsAndSkipsABadImage) {
 // bench names the precision and prints each network node's work and rate: the ResNet-18 teacher
 // to layer3 at 64x64 does 2 * 0.21 GMAC (a 16th of its 256x256 work), the post-processing none.
 TEST(CliTest, BenchPrintsPrecisionAndGflopsPerNode) {
-  Result r = fmam("bench graphs/rkd.json -i ../shared/data/mvtec_ad/bottle/test/good/000.png --frames 2 --warmup 2 "
-                  "--repeat 1 --batch 1 --precision fp32 --set resize.width=64 --set resize.height=64");
+  Result r = fmam(
+      "bench graphs/rkd.json -i ../shared/data/mvtec_ad/bottle/test/good/000.png --frames 2 --warmup 2 "
+      "--repeat 1 --batch 1 --precision fp32 --set resize.width=64 --set resize.height=64");
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("precision fp32"));
   EXPECT_THAT(r.out, HasSubstr("GFLOP/img"));

@@ -41,7 +41,8 @@ fs::path temp_dir() {
 
 // Runs fmam with `args` from the repo root (`env` prepended to the command line).
 Result fmam(const std::string& args, const std::string& env = "") {
-  return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_fleet_test_output"), env + " ");  // not temp_dir()'s parent: that would be emptied
+  return fmam::test::run_fmam(args, fmam::test::process_temp_dir("fmam_fleet_test_output"),
+                              env + " ");  // not temp_dir()'s parent: that would be emptied
 }
 
 const std::string kGraph = std::string(FMAM_SOURCE_DIR) + "/graphs/fmam_rkd_train.json";
@@ -67,7 +68,8 @@ TEST(FleetTest, HelpAnswersTheNextQuestion) {
                         "overrides  fmam train --set KEY=VALUE", "DONE", "resumes", "examples:"})
     EXPECT_THAT(s.out, HasSubstr(x));
   Result g = fmam("fleet gather --help");
-  EXPECT_THAT(g.out, HasSubstr("product,status,image_auroc,pixel_auroc,aupro,threshold,train_seconds,attempts,model,report,log,error"));
+  EXPECT_THAT(g.out,
+              HasSubstr("product,status,image_auroc,pixel_auroc,aupro,threshold,train_seconds,attempts,model,report,log,error"));
   Result t = fmam("fleet task --help");
   EXPECT_THAT(t.out, HasSubstr("SLURM_ARRAY_TASK_ID"));
   EXPECT_THAT(t.out, HasSubstr("exit status: 0 done"));
@@ -81,11 +83,19 @@ TEST(FleetTest, ManifestProblemsNameFileLineAndColumnAllAtOnce) {
   empty_category(d / "cat");
   write(d / "manifest.csv",
         "product,data,graph,overrides\n"
-        "a,cat," + kGraph + ",stage1.epochs=1\n"
-        "b,," + kGraph + ",\n"                                              // line 3: no data
-        "a,cat," + kGraph + ",epochs\n"                                     // line 4: duplicate, bad override
-        "c/d,nowhere," + std::string(FMAM_SOURCE_DIR) + "/graphs/fmam_rkd.json,\n"  // line 5
-        "\"e,f\",cat,missing.json\n");                                      // line 6
+        "a,cat," +
+            kGraph +
+            ",stage1.epochs=1\n"
+            "b,," +
+            kGraph +
+            ",\n"  // line 3: no data
+            "a,cat," +
+            kGraph +
+            ",epochs\n"  // line 4: duplicate, bad override
+            "c/d,nowhere," +
+            std::string(FMAM_SOURCE_DIR) +
+            "/graphs/fmam_rkd.json,\n"      // line 5
+            "\"e,f\",cat,missing.json\n");  // line 6
   Result r = fmam("fleet submit " + (d / "manifest.csv").string() + " --out " + (d / "out").string() + " --dry-run");
   EXPECT_EQ(r.rc, 1);
   const std::string m = (d / "manifest.csv").string();
@@ -95,7 +105,7 @@ TEST(FleetTest, ManifestProblemsNameFileLineAndColumnAllAtOnce) {
   EXPECT_THAT(r.err, HasSubstr(m + ":5: column \"product\": \"c/d\" is not a folder name"));
   EXPECT_THAT(r.err, HasSubstr(m + ":5: column \"data\": \"" + (d / "nowhere").string() + "\" is not a folder"));
   EXPECT_THAT(r.err, HasSubstr(m + ":5: column \"graph\": \"" + std::string(FMAM_SOURCE_DIR) +
-                                   "/graphs/fmam_rkd.json\" is not a training graph (no train.inference_graph)"));
+                               "/graphs/fmam_rkd.json\" is not a training graph (no train.inference_graph)"));
   EXPECT_THAT(r.err, HasSubstr(m + ":6: column \"product\": \"e,f\" is not a folder name"));  // quoted comma
   EXPECT_THAT(r.err, HasSubstr(m + ":6: column \"graph\": \"" + (d / "missing.json").string() + "\" does not exist"));
   EXPECT_THAT(r.err, HasSubstr("(8 problems)"));
@@ -131,9 +141,9 @@ TEST(FleetTest, DryRunLeavesDoneProductsOutOfTheArray) {
   EXPECT_THAT(r.out, testing::ContainsRegex("p3 +train"));
   EXPECT_THAT(r.out, HasSubstr("sbatch --array=1-3%2 --job-name=fmam-fleet --output=" + out.string() +
                                "/.fleet/slurm-%A_%a.out --export=ALL,FMAM="));
-  EXPECT_THAT(r.out, HasSubstr(" --partition=cpu --time=1:00:00 --cpus-per-task=4 --account=vision " +
-                               std::string(FMAM_SOURCE_DIR) + "/cluster/slurm/train_array.sbatch " + out.string() +
-                               "/.fleet/manifest-"));
+  EXPECT_THAT(r.out,
+              HasSubstr(" --partition=cpu --time=1:00:00 --cpus-per-task=4 --account=vision " + std::string(FMAM_SOURCE_DIR) +
+                        "/cluster/slurm/train_array.sbatch " + out.string() + "/.fleet/manifest-"));
   EXPECT_THAT(r.out, HasSubstr("dry run: nothing written, nothing submitted"));
   EXPECT_FALSE(fs::exists(out / "manifest.csv"));
   EXPECT_FALSE(fs::exists(out / ".fleet"));
@@ -196,18 +206,21 @@ TEST(FleetTest, TaskRecordsAFailureWithItsLogAndSkipsDoneProducts) {
 
   Result past = fmam("fleet task " + (d / "m.csv").string() + " --out " + out.string() + " --index 2");
   EXPECT_EQ(past.rc, 1);
-  EXPECT_THAT(past.err, HasSubstr("index 2 is past the last product of " + (d / "m.csv").string() + " (2 products, indices 0-1)"));
-  Result none = fmam("fleet task " + (d / "m.csv").string() + " --out " + out.string(), "env -u SLURM_ARRAY_TASK_ID -u JOB_COMPLETION_INDEX");
+  EXPECT_THAT(past.err,
+              HasSubstr("index 2 is past the last product of " + (d / "m.csv").string() + " (2 products, indices 0-1)"));
+  Result none = fmam("fleet task " + (d / "m.csv").string() + " --out " + out.string(),
+                     "env -u SLURM_ARRAY_TASK_ID -u JOB_COMPLETION_INDEX");
   EXPECT_THAT(none.err, HasSubstr("no product index: give --index I"));
 }
 
 TEST(FleetTest, GatherWritesOneRowPerProductAndAnIndex) {
   const fs::path d = temp_dir();
-  write(d / "manifest.csv", "product,data,graph,overrides\n"
-                            "done_one,/d1,/g.json,\n"
-                            "failed_one,/d2,/g.json,\n"
-                            "running_one,/d3,/g.json,\n"
-                            "pending_one,/d4,/g.json,\n");
+  write(d / "manifest.csv",
+        "product,data,graph,overrides\n"
+        "done_one,/d1,/g.json,\n"
+        "failed_one,/d2,/g.json,\n"
+        "running_one,/d3,/g.json,\n"
+        "pending_one,/d4,/g.json,\n");
   write(d / "done_one" / "results.json",
         R"({"image_auroc": 0.98765, "pixel_auroc": 0.9, "aupro": 0.75, "threshold": 0.123456789, "train_seconds": 61.25})");
   write(d / "done_one" / "status.json", R"({"status": "done", "attempts": 2, "train_seconds": 61.25})");

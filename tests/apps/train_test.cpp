@@ -44,8 +44,8 @@ Result fmam(const std::string& args) { return fmam::test::run_fmam(args, temp_di
 
 const std::string kData = "../shared/data/mvtec_ad/bottle";
 // Small and quick: 16 images, 128x128, batch 8, two threads.
-const std::string kQuick = " --data " + kData +
-                           " --max-images 16 --set train.image_size=128 --set train.batch_size=8 --threads 2 -q";
+const std::string kQuick =
+    " --data " + kData + " --max-images 16 --set train.image_size=128 --set train.batch_size=8 --threads 2 -q";
 
 void expect_same_tensors(const fmam::Model& a, const fmam::Model& b) {
   ASSERT_EQ(a.tensors.size(), b.tensors.size());
@@ -57,8 +57,7 @@ void expect_same_tensors(const fmam::Model& a, const fmam::Model& b) {
 
 TEST(TrainTest, TrainsThenRunsTheInferenceGraph) {
   const std::string model = (temp_dir() / "quick.fmam").string();
-  Result t = fmam("train graphs/fmam_rkd_train.json --out " + model + kQuick +
-                  " --set stage1.epochs=1 --set stage2.epochs=1");
+  Result t = fmam("train graphs/fmam_rkd_train.json --out " + model + kQuick + " --set stage1.epochs=1 --set stage2.epochs=1");
   ASSERT_EQ(t.rc, 0) << t.err;
   EXPECT_THAT(t.err, HasSubstr("stage1 epoch 1/1: 16 images"));
   EXPECT_THAT(t.err, HasSubstr("stage2 epoch 1/1: 16 images"));
@@ -76,8 +75,8 @@ TEST(TrainTest, TrainsThenRunsTheInferenceGraph) {
   EXPECT_THAT(m.train_config, HasSubstr("\"history\""));
 
   const fs::path out = temp_dir() / "run_out";
-  Result r = fmam("run graphs/fmam_rkd.json --model " + model + " -q -i " + kData + "/test/broken_large/000.png -o " +
-                  out.string());
+  Result r =
+      fmam("run graphs/fmam_rkd.json --model " + model + " -q -i " + kData + "/test/broken_large/000.png -o " + out.string());
   ASSERT_EQ(r.rc, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("source,score\n"));
   EXPECT_TRUE(fs::exists(out / "broken_large_000_anomaly_map.tiff"));
@@ -262,22 +261,22 @@ TEST(TrainTest, Rd4adRecipeHasTheOfficialSettings) {
   auto g = nlohmann::json::parse(slurp(fs::path(FMAM_SOURCE_DIR) / "graphs/rd4ad_train.json"));
   const auto& t = g["train"];
   EXPECT_EQ(t["inference_graph"], "rkd.json");
-  EXPECT_EQ(t["batch_size"], 16);                // batch_size = 16
-  EXPECT_EQ(t["image_size"], 256);               // image_size = 256
-  EXPECT_EQ(t["precision"], "fp32");             // no autocast
-  EXPECT_EQ(t["drop_last"], false);              // DataLoader(..., shuffle=True): drop_last=False
-  ASSERT_EQ(t["stages"].size(), 1u);             // one training loop
+  EXPECT_EQ(t["batch_size"], 16);     // batch_size = 16
+  EXPECT_EQ(t["image_size"], 256);    // image_size = 256
+  EXPECT_EQ(t["precision"], "fp32");  // no autocast
+  EXPECT_EQ(t["drop_last"], false);   // DataLoader(..., shuffle=True): drop_last=False
+  ASSERT_EQ(t["stages"].size(), 1u);  // one training loop
   const auto& st = t["stages"][0];
-  EXPECT_EQ(st["epochs"], 20);                   // the issue's comparison point (main.py: 200)
-  EXPECT_EQ(st["lr"], 0.005);                    // learning_rate = 0.005
+  EXPECT_EQ(st["epochs"], 20);                                  // the issue's comparison point (main.py: 200)
+  EXPECT_EQ(st["lr"], 0.005);                                   // learning_rate = 0.005
   EXPECT_EQ(st["betas"], nlohmann::json::array({0.5, 0.999}));  // betas=(0.5,0.999)
-  EXPECT_EQ(st["weight_decay"], 0);              // no weight_decay
+  EXPECT_EQ(st["weight_decay"], 0);                             // no weight_decay
   EXPECT_FALSE(st.contains("l1"));
   std::map<std::string, nlohmann::json> nodes;
   for (const auto& n : g["nodes"]) nodes[n["id"]] = n;
-  EXPECT_EQ(nodes["kd"]["params"]["distance"], "cos_flat");           // loss_fucntion: 1 - cos of views (B, -1)
+  EXPECT_EQ(nodes["kd"]["params"]["distance"], "cos_flat");               // loss_fucntion: 1 - cos of views (B, -1)
   EXPECT_EQ(nodes["resize"]["params"]["interpolation"], "pil_bilinear");  // transforms.Resize on PIL images
-  EXPECT_EQ(nodes["student"]["params"]["kind"], "reverse");           // BN_layer + de_resnet18
+  EXPECT_EQ(nodes["student"]["params"]["kind"], "reverse");               // BN_layer + de_resnet18
   EXPECT_EQ(nodes["teacher"]["params"]["arch"], "resnet18");
 }
 
@@ -305,8 +304,9 @@ TEST(TrainTest, NonSquareImagesTrainRunAndEvaluate) {
     squeeze(src / "ground_truth/broken_large" / name, data / "ground_truth/broken_large" / name, cv::IMREAD_GRAYSCALE);
   }
   const std::string model = (temp_dir() / "long.fmam").string();
-  Result t = fmam("train graphs/fmam_rkd_train.json --out " + model + " --data " + data.string() +
-                  " --set train.image_size=256x64 --set train.batch_size=4 --set stage1.epochs=1 --set stage2.epochs=1 --threads 2 -q");
+  Result t =
+      fmam("train graphs/fmam_rkd_train.json --out " + model + " --data " + data.string() +
+           " --set train.image_size=256x64 --set train.batch_size=4 --set stage1.epochs=1 --set stage2.epochs=1 --threads 2 -q");
   ASSERT_EQ(t.rc, 0) << t.err;
   const fmam::Model m = fmam::load_model(model);
   EXPECT_EQ(m.image_width, 256);
@@ -327,10 +327,14 @@ TEST(TrainTest, NonSquareImagesTrainRunAndEvaluate) {
   ASSERT_EQ(e.rc, 0) << e.err;
   auto results = nlohmann::json::parse(slurp(temp_dir() / "long_eval/results.json"));
   EXPECT_TRUE(results.dump().find("pixel") != std::string::npos) << results.dump();
-  Result bad = fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256y64");
+  Result bad =
+      fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256y64");
   EXPECT_EQ(bad.rc, 1);
-  EXPECT_THAT(bad.err, HasSubstr(R"(graphs/fmam_rkd_train.json: train.image_size: expected an integer (256) or "WxH" ("512x128"), got "256y64")"));
-  Result small = fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256x16");
+  EXPECT_THAT(
+      bad.err,
+      HasSubstr(R"(graphs/fmam_rkd_train.json: train.image_size: expected an integer (256) or "WxH" ("512x128"), got "256y64")"));
+  Result small =
+      fmam("train graphs/fmam_rkd_train.json --out /tmp/x.fmam --data " + data.string() + " --set train.image_size=256x16");
   EXPECT_THAT(small.err, HasSubstr("train.image_size: each side must be in [32, 2048], got 256x16"));
 }
 
@@ -381,7 +385,8 @@ TEST(TrainTest, UpdatesRoutesALossToItsNodesOnly) {
   };
   g["train"]["stages"][1]["losses"] = {{"loss_kd_fm", 1.0}};
   g["train"]["stages"][1].erase("updates");  // the recipe routes it; first, let it reach every node
-  EXPECT_FALSE(fm_unchanged(train(write(g, "kdfm_all.json"), "kdfm_all.fmam"))) << "KD on mapped features left the mappings as they were";
+  EXPECT_FALSE(fm_unchanged(train(write(g, "kdfm_all.json"), "kdfm_all.fmam")))
+      << "KD on mapped features left the mappings as they were";
   g["train"]["stages"][1]["updates"] = {{"loss_kd_fm", {"student"}}};
   const fmam::Model routed = train(write(g, "kdfm_student.json"), "kdfm_student.fmam");
   EXPECT_TRUE(fm_unchanged(routed)) << "a loss routed to the student changed the mappings";
@@ -408,10 +413,13 @@ TEST(TrainTest, ErrorsNameWhatIsWrong) {
   EXPECT_EQ(f.rc, 1);
   EXPECT_THAT(f.err, HasSubstr("graphs/fmam_rkd_train.json: train.precision: \"fp16\" is not one of auto, fp32, bf16-mixed"));
   Result g = fmam("train graphs/fmam_rkd_train.json --data " + kData + " --out /tmp/x.fmam --set train.amp=1");
-  EXPECT_THAT(g.err, HasSubstr("--set train.amp: no such train setting; known: batch_size, image_size, seed, precision, drop_last"));
+  EXPECT_THAT(g.err,
+              HasSubstr("--set train.amp: no such train setting; known: batch_size, image_size, seed, precision, drop_last"));
   Result h = fmam("train graphs/rd4ad_train.json --data " + kData + " --out /tmp/x.fmam --set stage1.betas=[0.5,1.5]");
   EXPECT_EQ(h.rc, 1);
-  EXPECT_THAT(h.err, HasSubstr("graphs/rd4ad_train.json: train.stages \"stage1\": betas must be [beta1, beta2], each in [0, 1), got [0.5,1.5]"));
+  EXPECT_THAT(
+      h.err,
+      HasSubstr("graphs/rd4ad_train.json: train.stages \"stage1\": betas must be [beta1, beta2], each in [0, 1), got [0.5,1.5]"));
   Result i = fmam("train graphs/rd4ad_train.json --data " + kData + " --out /tmp/x.fmam --set train.drop_last=2");
   EXPECT_THAT(i.err, HasSubstr("graphs/rd4ad_train.json: train.drop_last: expected true or false"));
   Result e = fmam("run graphs/fmam_rkd.json --model /no/model.fmam -i " + kData + "/test/good/000.png");

@@ -38,12 +38,18 @@ std::vector<uchar> base64_decode(const std::string& s) {
   int bits = 0;
   for (char c : s) {
     int v;
-    if (c >= 'A' && c <= 'Z') v = c - 'A';
-    else if (c >= 'a' && c <= 'z') v = c - 'a' + 26;
-    else if (c >= '0' && c <= '9') v = c - '0' + 52;
-    else if (c == '+') v = 62;
-    else if (c == '/') v = 63;
-    else break;  // '=' padding
+    if (c >= 'A' && c <= 'Z')
+      v = c - 'A';
+    else if (c >= 'a' && c <= 'z')
+      v = c - 'a' + 26;
+    else if (c >= '0' && c <= '9')
+      v = c - '0' + 52;
+    else if (c == '+')
+      v = 62;
+    else if (c == '/')
+      v = 63;
+    else
+      break;  // '=' padding
     buf = (buf << 6) | uint32_t(v);
     bits += 6;
     if (bits >= 8) {
@@ -186,15 +192,15 @@ TEST(ReportTest, WritesSelfContainedHtml) {
 }
 
 TEST(ReportTest, WorstFirstOrder) {
-  std::vector<ReportImage> im = {
-      {"tn_far", "good", 0.1, false, {}},  {"fp_small", "good", 0.6, false, {}}, {"fn_close", "hole", 0.45, true, {}},
-      {"tp_far", "hole", 0.95, true, {}},  {"fp_big", "good", 0.9, false, {}},   {"fn_far", "crack", 0.05, true, {}},
-      {"tn_close", "good", 0.49, false, {}}, {"tp_close", "crack", 0.5, true, {}}};
+  std::vector<ReportImage> im = {{"tn_far", "good", 0.1, false, {}},    {"fp_small", "good", 0.6, false, {}},
+                                 {"fn_close", "hole", 0.45, true, {}},  {"tp_far", "hole", 0.95, true, {}},
+                                 {"fp_big", "good", 0.9, false, {}},    {"fn_far", "crack", 0.05, true, {}},
+                                 {"tn_close", "good", 0.49, false, {}}, {"tp_close", "crack", 0.5, true, {}}};
   const std::vector<size_t> order = worst_first_order(im, 0.5);
   std::vector<std::string> names;
   for (size_t i : order) names.push_back(im[i].name);
-  EXPECT_EQ(names, (std::vector<std::string>{"fp_big", "fp_small", "fn_far", "fn_close", "tp_close", "tn_close",
-                                             "tn_far", "tp_far"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"fp_big", "fp_small", "fn_far", "fn_close", "tp_close", "tn_close", "tn_far", "tp_far"}));
   EXPECT_EQ(verdict_of(im[7], 0.5), Verdict::kTruePositive);  // score == threshold is anomalous
   EXPECT_STREQ(verdict_name(Verdict::kFalseNegative), "false negative");
 }

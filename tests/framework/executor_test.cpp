@@ -49,7 +49,8 @@ struct BlobPayload {
   BlobPayload(size_t n, uint8_t v) : bytes(n, v) {  // value-initialised: the pages are touched
     int now = ++g_live_blobs;
     int m = g_max_live_blobs.load();
-    while (now > m && !g_max_live_blobs.compare_exchange_weak(m, now)) {}
+    while (now > m && !g_max_live_blobs.compare_exchange_weak(m, now)) {
+    }
   }
   ~BlobPayload() { --g_live_blobs; }
   BlobPayload(const BlobPayload&) = delete;
@@ -89,7 +90,8 @@ struct Log {
     }
     int now = ++running;
     int mr = max_running.load();
-    while (now > mr && !max_running.compare_exchange_weak(mr, now)) {}
+    while (now > mr && !max_running.compare_exchange_weak(mr, now)) {
+    }
   }
   void end(long long id) {
     --running;
@@ -155,9 +157,7 @@ class TestSourceNode final : public Node {
  public:
   struct Params {};
   static constexpr Out<Scalar> kOut{"y"};
-  static Contract contract() {
-    return Contract("TestSource").out(kOut, "the frame id").concurrency(Concurrency::kSerial);
-  }
+  static Contract contract() { return Contract("TestSource").out(kOut, "the frame id").concurrency(Concurrency::kSerial); }
   explicit TestSourceNode(const Params&) {}
   void process(Context& ctx) override {
     log.begin(ctx.frame_id());
@@ -180,9 +180,7 @@ class TestJoinNode final : public Node {
   static constexpr In<Scalar> kA{"a"};
   static constexpr In<Scalar> kB{"b"};
   static constexpr Out<Scalar> kSum{"sum"};
-  static Contract contract() {
-    return Contract("TestJoin").in(kA, "a number").in(kB, "a number").out(kSum, "a + b");
-  }
+  static Contract contract() { return Contract("TestJoin").in(kA, "a number").in(kB, "a number").out(kSum, "a + b"); }
   explicit TestJoinNode(const Params&) {}
   void process(Context& ctx) override {
     log.begin(ctx.frame_id());
@@ -259,7 +257,10 @@ class TestNoSendNode final : public Node {
   static constexpr In<Scalar> kIn{"x"};
   static constexpr Out<Scalar> kOut{"y"};
   static Contract contract() {
-    return Contract("TestNoSend").in(kIn, "a number").out(kOut, "never sent").param(&Params::wrong_type, "wrong_type", "send a Mask");
+    return Contract("TestNoSend")
+        .in(kIn, "a number")
+        .out(kOut, "never sent")
+        .param(&Params::wrong_type, "wrong_type", "send a Mask");
   }
   explicit TestNoSendNode(const Params& p) : p_(p) {}
   void process(Context& ctx) override {
@@ -360,11 +361,7 @@ class TestBatchNode final : public Node {
   static constexpr In<Tensor> kIn{"t"};
   static constexpr Out<Tensor> kOut{"u"};
   static Contract contract() {
-    return Contract("TestBatch")
-        .in(kIn, "[B, 2, 3, 3]")
-        .out(kOut, "10 t + 1")
-        .batchable()
-        .concurrency(Concurrency::kSerial);
+    return Contract("TestBatch").in(kIn, "[B, 2, 3, 3]").out(kOut, "10 t + 1").batchable().concurrency(Concurrency::kSerial);
   }
   explicit TestBatchNode(const Params&) {}
   void process(Context& ctx) override {
@@ -596,7 +593,8 @@ TEST(ExecutorTest, FramesInFlightAndMemoryStayBounded) {
       [&](Frame& f) {
         if (!source(f)) return false;
         int now = ++outstanding, m = max_outstanding.load();
-        while (now > m && !max_outstanding.compare_exchange_weak(m, now)) {}
+        while (now > m && !max_outstanding.compare_exchange_weak(m, now)) {
+        }
         return true;
       },
       [&](const Frame& f) {
@@ -742,7 +740,10 @@ TEST(ExecutorTest, NodeFailureIsRethrownWithNodeFrameAndSource) {
     try {
       ex.run(scalar_source(60), collect(out));
     } catch (const NodeError& e) {
-      EXPECT_THAT(e.what(), HasSubstr(R"(test.json: node "x" (TestThrow): process() at frame 17 (imgs/frame_017.png) failed: cannot handle frame 17)"));
+      EXPECT_THAT(
+          e.what(),
+          HasSubstr(
+              R"(test.json: node "x" (TestThrow): process() at frame 17 (imgs/frame_017.png) failed: cannot handle frame 17)"));
       EXPECT_EQ(e.node_id(), "x");
       EXPECT_EQ(e.node_type(), "TestThrow");
       EXPECT_EQ(e.frame(), 17);
@@ -778,11 +779,12 @@ TEST(ExecutorTest, OutputNotSentOrOfTheWrongTypeIsANodeError) {
     std::vector<Sunk> out;
     within_seconds(30, [&] {
       // One frame: with more, whichever frame fails first is the one reported.
-      EXPECT_THAT([&] { ex.run(scalar_source(1), collect(out)); },
-                  testing::ThrowsMessage<NodeError>(AllOf(
-                      HasSubstr(R"(test.json: node "lazy" (TestNoSend): process() at frame 0 (imgs/frame_000.png) failed: output "y": )"),
-                      HasSubstr(std::string(wrong_type) == "true" ? "sent a Mask, declared Scalar"
-                                                                  : "process() returned without sending it"))));
+      EXPECT_THAT(
+          [&] { ex.run(scalar_source(1), collect(out)); },
+          testing::ThrowsMessage<NodeError>(AllOf(
+              HasSubstr(R"(test.json: node "lazy" (TestNoSend): process() at frame 0 (imgs/frame_000.png) failed: output "y": )"),
+              HasSubstr(std::string(wrong_type) == "true" ? "sent a Mask, declared Scalar"
+                                                          : "process() returned without sending it"))));
     });
   }
 }
@@ -811,15 +813,16 @@ TEST(ExecutorTest, SourceFailurePropagates) {
   auto ok = scalar_source(100);
   std::vector<Sunk> out;
   within_seconds(30, [&] {
-    EXPECT_THAT([&] {
-      ex.run(
-          [&](Frame& f) {
-            if (f.id() == 6) throw Error("list.txt: cannot read line 7");
-            return ok(f);
-          },
-          collect(out));
-    },
-                testing::ThrowsMessage<Error>(HasSubstr("list.txt: cannot read line 7")));
+    EXPECT_THAT(
+        [&] {
+          ex.run(
+              [&](Frame& f) {
+                if (f.id() == 6) throw Error("list.txt: cannot read line 7");
+                return ok(f);
+              },
+              collect(out));
+        },
+        testing::ThrowsMessage<Error>(HasSubstr("list.txt: cannot read line 7")));
   });
   EXPECT_LE(out.size(), 6u);
 }
@@ -828,7 +831,8 @@ TEST(ExecutorTest, OptionalInputMayStayUnconnected) {
   for (const bool connected : {false, true}) {
     const std::string extra = connected ? R"(, "extra": "x")" : "";
     Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "outputs": {"y": "Scalar"}, "nodes": [
-        {"id": "o", "type": "TestOptional", "in": {"x": "x")" + extra + R"(}, "out": {"y": "y"}}]})"),
+        {"id": "o", "type": "TestOptional", "in": {"x": "x")" +
+                      extra + R"(}, "out": {"y": "y"}}]})"),
                 options(4, 2));
     std::vector<Sunk> out;
     ex.run(scalar_source(4), collect(out));
@@ -857,11 +861,12 @@ TEST(ExecutorTest, FirstFrameIdOffsetsIdsAndKeepsOrder) {
 }
 
 TEST(ExecutorTest, ConstructorFailureNamesTheNode) {
-  EXPECT_THAT([] {
-    Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "nodes": [
+  EXPECT_THAT(
+      [] {
+        Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "nodes": [
         {"id": "net", "type": "TestCtorThrow", "in": {"x": "x"}}]})"));
-  },
-              testing::ThrowsMessage<Error>(HasSubstr(R"(test.json: node "net" (TestCtorThrow): cannot load weights)")));
+      },
+      testing::ThrowsMessage<Error>(HasSubstr(R"(test.json: node "net" (TestCtorThrow): cannot load weights)")));
 }
 
 // ---- dropped frames ------------------------------------------------------------------------
@@ -991,13 +996,14 @@ TEST(ExecutorTest, BatchOfOneCallsPerFrame) {
 }
 
 TEST(ExecutorTest, BatchingATypeThatCannotStackIsAnError) {
-  EXPECT_THAT([] {
-    Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "nodes": [
+  EXPECT_THAT(
+      [] {
+        Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "nodes": [
         {"id": "b", "type": "TestBatchScalar", "in": {"x": "x"}}]})"),
-                options(4, 2, /*batch=*/2));
-  },
-              testing::ThrowsMessage<Error>(
-                  HasSubstr(R"(test.json: node "b" (TestBatchScalar): input "x" of type Scalar cannot be batched)")));
+                    options(4, 2, /*batch=*/2));
+      },
+      testing::ThrowsMessage<Error>(
+          HasSubstr(R"(test.json: node "b" (TestBatchScalar): input "x" of type Scalar cannot be batched)")));
 }
 
 // ---- sources and empty graphs --------------------------------------------------------------
@@ -1027,8 +1033,7 @@ TEST(ExecutorTest, SourceNodeRunsOncePerFrame) {
 
 // No nodes at all: a graph output that is a graph input passes straight through.
 TEST(ExecutorTest, GraphWithoutNodesPassesInputsToOutputs) {
-  Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "outputs": {"x": "Scalar"}, "nodes": []})"),
-              options(2, 2));
+  Executor ex(graph(R"({"schema": 1, "inputs": {"x": "Scalar"}, "outputs": {"x": "Scalar"}, "nodes": []})"), options(2, 2));
   std::vector<Sunk> out;
   const RunStats s = within_seconds(30, [&] { return ex.run(scalar_source(6), collect(out, "x")); });
   ASSERT_EQ(out.size(), 6u);
@@ -1186,7 +1191,8 @@ TEST(NodeRunnerTest, MultiInputNodePushRunPop) {
 TEST(NodeRunnerTest, UnknownTypeOrBadJsonIsAGraphError) {
   register_test_nodes();  // ctest runs each test in its own process
   EXPECT_THAT([] { NodeRunner r(R"({"id": "j", "type": "TestJion"})"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr(R"(NodeRunner: nodes[0]: unknown type "TestJion"; did you mean "TestJoin"?)")));
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(NodeRunner: nodes[0]: unknown type "TestJion"; did you mean "TestJoin"?)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "j", )"); },
               testing::ThrowsMessage<GraphError>(HasSubstr("NodeRunner: node snippet is not valid JSON")));
 }

@@ -236,9 +236,11 @@ TEST(GraphLoaderTest, StreamNobodyProducesSuggestsACloseName) {
   const auto p = problems_of(R"({"schema": 1, "inputs": {"image": "Image"}, "nodes": [
       {"id": "w", "type": "ImageWriter", "in": {"image": "imaeg"}},
       {"id": "w2", "type": "ImageWriter", "in": {"image": "something_else"}}]})");
-  EXPECT_THAT(p, testing::UnorderedElementsAre(
-                     R"(bad.json: node "w" (ImageWriter): input "image" reads stream "imaeg", which no node produces; did you mean "image"?)",
-                     R"(bad.json: node "w2" (ImageWriter): input "image" reads stream "something_else", which no node produces)"));
+  EXPECT_THAT(
+      p,
+      testing::UnorderedElementsAre(
+          R"(bad.json: node "w" (ImageWriter): input "image" reads stream "imaeg", which no node produces; did you mean "image"?)",
+          R"(bad.json: node "w2" (ImageWriter): input "image" reads stream "something_else", which no node produces)"));
 }
 
 TEST(GraphLoaderTest, TwoProducersForOneStream) {
@@ -246,9 +248,11 @@ TEST(GraphLoaderTest, TwoProducersForOneStream) {
       {"id": "a", "type": "ImageSource", "out": {"image": "decoded"}},
       {"id": "b", "type": "ImageSource", "out": {"image": "decoded"}},
       {"id": "c", "type": "ImageSource", "out": {"image": "image"}}]})");
-  EXPECT_THAT(p, testing::UnorderedElementsAre(
-                     R"(bad.json: node "b" (ImageSource): output "image" writes stream "decoded", but node "a" writes it too; a stream has one producer)",
-                     R"(bad.json: node "c" (ImageSource): output "image" writes stream "image", but it is a graph input; a stream has one producer)"));
+  EXPECT_THAT(
+      p,
+      testing::UnorderedElementsAre(
+          R"(bad.json: node "b" (ImageSource): output "image" writes stream "decoded", but node "a" writes it too; a stream has one producer)",
+          R"(bad.json: node "c" (ImageSource): output "image" writes stream "image", but it is a graph input; a stream has one producer)"));
 }
 
 // The cycle message lists the nodes of the cycle in the order data flows, and only those: a node
@@ -271,8 +275,9 @@ TEST(GraphLoaderTest, ALongCycleIsShownByItsEnds) {
   std::string nodes;
   const int n = 5000;
   for (int i = 0; i < n; ++i)
-    nodes += std::string(i ? "," : "") + R"({"id": "n)" + std::to_string(i) + R"(", "type": "TestLoaderPass", "in": {"image": "s)" +
-             std::to_string((i + n - 1) % n) + R"("}, "out": {"image": "s)" + std::to_string(i) + R"("}})";
+    nodes += std::string(i ? "," : "") + R"({"id": "n)" + std::to_string(i) +
+             R"(", "type": "TestLoaderPass", "in": {"image": "s)" + std::to_string((i + n - 1) % n) +
+             R"("}, "out": {"image": "s)" + std::to_string(i) + R"("}})";
   const auto p = problems_of(R"({"schema": 1, "nodes": [)" + nodes + "]}");
   ASSERT_EQ(p.size(), 1u);
   EXPECT_LT(p[0].size(), 400u) << p[0].substr(0, 400);
@@ -288,23 +293,25 @@ TEST(GraphLoaderTest, NodeReadingItsOwnOutputIsACycle) {
 }
 
 TEST(GraphLoaderTest, TypeMismatchBetweenPortsNamesBothEnds) {
-  EXPECT_THAT(problems_of(R"({"schema": 1, "inputs": {"image": "Image", "map": "Map2D"}, "nodes": [
+  EXPECT_THAT(
+      problems_of(R"({"schema": 1, "inputs": {"image": "Image", "map": "Map2D"}, "nodes": [
       {"id": "r", "type": "Resize", "in": {"image": "map"}, "out": {"tensor": "t"}},
       {"id": "w", "type": "ScoreWriter", "in": {"score": "t"}}]})"),
-              testing::UnorderedElementsAre(
-                  R"(bad.json: node "r" (Resize): input "image" reads stream "map" of type Map2D (graph input); expected Image)",
-                  R"(bad.json: node "w" (ScoreWriter): input "score" reads stream "t" of type Tensor (output of node "r"); expected Scalar)"));
+      testing::UnorderedElementsAre(
+          R"(bad.json: node "r" (Resize): input "image" reads stream "map" of type Map2D (graph input); expected Image)",
+          R"(bad.json: node "w" (ScoreWriter): input "score" reads stream "t" of type Tensor (output of node "r"); expected Scalar)"));
 }
 
 TEST(GraphLoaderTest, UnconnectedRequiredInputAndUnknownPorts) {
-  EXPECT_THAT(problems_of(R"({"schema": 1, "inputs": {"image": "Image"}, "nodes": [
+  EXPECT_THAT(
+      problems_of(R"({"schema": 1, "inputs": {"image": "Image"}, "nodes": [
       {"id": "r", "type": "Resize", "in": {"img": "image"}, "out": {"tensr": "t"}},
       {"id": "s", "type": "ImageSource", "in": {"image": "image"}, "out": {"image": "i2"}}]})"),
-              testing::UnorderedElementsAre(
-                  R"(bad.json: node "r" (Resize): unknown input "img"; known: image)",
-                  R"(bad.json: node "r" (Resize): input "image" is not connected; it takes a Image (image, 8-bit BGR or gray, any size))",
-                  R"(bad.json: node "r" (Resize): unknown output "tensr"; known: tensor)",
-                  R"(bad.json: node "s" (ImageSource): unknown input "image"; known: (none: a source node))"));
+      testing::UnorderedElementsAre(
+          R"(bad.json: node "r" (Resize): unknown input "img"; known: image)",
+          R"(bad.json: node "r" (Resize): input "image" is not connected; it takes a Image (image, 8-bit BGR or gray, any size))",
+          R"(bad.json: node "r" (Resize): unknown output "tensr"; known: tensor)",
+          R"(bad.json: node "s" (ImageSource): unknown input "image"; known: (none: a source node))"));
 }
 
 TEST(GraphLoaderTest, IdsMustBeSnakeCaseAndUnique) {
@@ -436,13 +443,12 @@ TEST(GraphLoaderTest, ParseOverrideReadsJsonValuesOrBareStrings) {
   EXPECT_TRUE(o.value.is_int());
   EXPECT_EQ(parse_override("blur.sigma=2.5").value, Value(2.5));
   EXPECT_EQ(parse_override("w.png=false").value, Value(false));
-  EXPECT_EQ(parse_override("src.color=gray").value, Value("gray"));          // bare word
+  EXPECT_EQ(parse_override("src.color=gray").value, Value("gray"));         // bare word
   EXPECT_EQ(parse_override(R"(w.dir="out dir")").value, Value("out dir"));  // quoted JSON string
   EXPECT_EQ(parse_override("w.dir=out/x.y").value, Value("out/x.y"));       // dots after '='
   EXPECT_EQ(parse_override("w.name=a=b").value, Value("a=b"));              // first '=' splits
   EXPECT_EQ(parse_override("w.name=").value, Value(""));
-  EXPECT_EQ(parse_override(R"(t.layers=["layer1", "layer2"])").value,
-            Value(Value::List{Value("layer1"), Value("layer2")}));
+  EXPECT_EQ(parse_override(R"(t.layers=["layer1", "layer2"])").value, Value(Value::List{Value("layer1"), Value("layer2")}));
 }
 
 TEST(GraphLoaderTest, ParseOverrideRejectsBadSyntax) {
@@ -469,21 +475,20 @@ TEST(GraphLoaderTest, ApplyOverridesSetsOrAddsParamsBeforeValidation) {
   GraphConfig g2 = parse_graph(kGoodGraph, "good.json");
   apply_overrides(g2, {parse_override("resize.width=1"), parse_override("resize.widht=64")});
   EXPECT_THAT([&] { validate(g2); },
-              ThrowsMessage<GraphError>(AllOf(
-                  HasSubstr(R"(good.json: node "resize" (Resize): param "width": must be in [8, 4096], got 1)"),
-                  HasSubstr(R"(good.json: node "resize" (Resize): unknown param "widht"; known: width, height)"))));
+              ThrowsMessage<GraphError>(
+                  AllOf(HasSubstr(R"(good.json: node "resize" (Resize): param "width": must be in [8, 4096], got 1)"),
+                        HasSubstr(R"(good.json: node "resize" (Resize): unknown param "widht"; known: width, height)"))));
 }
 
 TEST(GraphLoaderTest, ApplyOverridesToAnUnknownNodeListsTheNodes) {
   GraphConfig g = parse_graph(kGoodGraph, "good.json");
   try {
-    apply_overrides(g, {parse_override("resise.width=64"), parse_override("resize.width=64"),
-                        parse_override("nope.x=1")});
+    apply_overrides(g, {parse_override("resise.width=64"), parse_override("resize.width=64"), parse_override("nope.x=1")});
     FAIL() << "no GraphError";
   } catch (const GraphError& e) {
-    EXPECT_THAT(e.problems(), testing::ElementsAre(
-                                  R"(good.json: --set resise.width: no node "resise"; nodes: writer, pass, resize)",
-                                  R"(good.json: --set nope.x: no node "nope"; nodes: writer, pass, resize)"));
+    EXPECT_THAT(e.problems(),
+                testing::ElementsAre(R"(good.json: --set resise.width: no node "resise"; nodes: writer, pass, resize)",
+                                     R"(good.json: --set nope.x: no node "nope"; nodes: writer, pass, resize)"));
   }
 }
 

@@ -144,7 +144,7 @@ TEST(IoTest, AtomicWriteRemovesTemporariesOfDeadWriters) {
   atomic_write_text(d / "model.fmam", "new");
   EXPECT_EQ(read_text(d / "model.fmam"), "new");
   EXPECT_THAT(entries(d.path), testing::UnorderedElementsAre(".model.tmp" + std::to_string(::getppid()) + "_7.fmam",
-                                                              ".other.tmp999999999_1.fmam", "model.fmam"));
+                                                             ".other.tmp999999999_1.fmam", "model.fmam"));
 }
 
 // ---- read_image ----------------------------------------------------------------------------
@@ -157,7 +157,8 @@ TEST(IoTest, ReadImageNamesEveryKindOfUnreadableFile) {
   EXPECT_EQ(read_image(corpus + "gray16.png", cv::IMREAD_COLOR).type(), CV_8UC3);
   EXPECT_EQ(read_image(corpus + "rgba.png", cv::IMREAD_COLOR).type(), CV_8UC3);
   auto fails = [&](const std::string& path, const std::string& message, long long bound = kMaxImagePixels) {
-    EXPECT_THAT([&] { read_image(path, cv::IMREAD_COLOR, bound); }, ThrowsMessage<Error>(HasSubstr("\"" + path + "\": " + message)));
+    EXPECT_THAT([&] { read_image(path, cv::IMREAD_COLOR, bound); },
+                ThrowsMessage<Error>(HasSubstr("\"" + path + "\": " + message)));
   };
   fails(corpus + "cut_png.png", "truncated PNG");
   fails(corpus + "cut_jpeg.jpg", "truncated JPEG");
@@ -201,7 +202,7 @@ TEST(IoTest, DamagedJpegAndPngAreRefusedByName) {
   ASSERT_TRUE(cv::imencode(".png", img, buf));
   std::string png(buf.begin(), buf.end());
   const std::string text = std::string("\0\0\0\x05tEXtab\0cd", 13) + "\xde\xad\xbe\xef";  // a wrong CRC
-  png.insert(33, text);  // after IHDR
+  png.insert(33, text);                                                                   // after IHDR
   testing::internal::CaptureStderr();
   EXPECT_EQ(cv::norm(decode_image(png, "text.png", cv::IMREAD_COLOR), img, cv::NORM_INF), 0);
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "");  // libpng used to warn "tEXt: CRC error", naming no file
@@ -209,7 +210,8 @@ TEST(IoTest, DamagedJpegAndPngAreRefusedByName) {
   ASSERT_TRUE(cv::imencode(".jpg", img, buf));
   std::string jpg(buf.begin(), buf.end());
   for (size_t i = jpg.size() / 2; i < jpg.size() / 2 + 100; ++i) jpg[i] = char(i * 37 % 255);  // no 0xFF: no marker
-  EXPECT_THAT([&] { decode_image(jpg, "sector.jpg", cv::IMREAD_COLOR); }, ThrowsMessage<Error>(HasSubstr("\"sector.jpg\": damaged JPEG: ")));
+  EXPECT_THAT([&] { decode_image(jpg, "sector.jpg", cv::IMREAD_COLOR); },
+              ThrowsMessage<Error>(HasSubstr("\"sector.jpg\": damaged JPEG: ")));
 }
 
 // Folders and broken links named like images are listed, so the reader names them.

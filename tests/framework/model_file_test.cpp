@@ -11,8 +11,8 @@
 
 #include "framework/error.h"
 #include "framework/model_file.h"
-#include "tests/support/tiny_model.h"
 #include "tests/support/helpers.h"
+#include "tests/support/tiny_model.h"
 
 namespace fmam {
 namespace {
@@ -110,7 +110,7 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
   test::write_bytes(p, b);
   EXPECT_THAT([&] { load_model(p); },
               ThrowsMessage<Error>(HasSubstr(p + ": not a model file (zip entry \"archive/data.pkl\": a pickled string claims "
-                                             "4294967280 bytes")));
+                                                 "4294967280 bytes")));
   const std::string d = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_models/";
   EXPECT_THAT([&] { load_model(d + "storage_past_record.fmam"); },
               ThrowsMessage<Error>(HasSubstr("storage_past_record.fmam: not a model file (tensor storage \"0\" claims 48 bytes, "
@@ -123,8 +123,9 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
   // A zip64 record at offset 2^64 - 1: the bound check wrapped around and read before the buffer.
   EXPECT_THAT([&] { load_model(d + "zip64_offset_wraps.fmam"); },
               ThrowsMessage<Error>(HasSubstr("zip64_offset_wraps.fmam: not a model file (a damaged zip64 record)")));
-  EXPECT_THAT([&] { load_model(d + "duplicate_entry.fmam"); },
-              ThrowsMessage<Error>(HasSubstr("duplicate_entry.fmam: not a model file (zip entry \"archive/data/0\" appears twice)")));
+  EXPECT_THAT(
+      [&] { load_model(d + "duplicate_entry.fmam"); },
+      ThrowsMessage<Error>(HasSubstr("duplicate_entry.fmam: not a model file (zip entry \"archive/data/0\" appears twice)")));
 }
 
 // libtorch 1.13's unpickler trusts the pickle's stack: TUPLE2 on a stack of one made it free
@@ -132,9 +133,10 @@ TEST(ModelFileTest, FuzzerFindingsAreErrorsNotCrashes) {
 TEST(ModelFileTest, UnbalancedOrDamagedPicklesNeverReachLibtorch) {
   const std::string d = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/bad_models/";
   for (const char* f : {"unpickler_bad_free.fmam", "unpickler_bad_free_crc_fixed.fmam"})
-    EXPECT_THAT([&] { load_model(d + f); },
-                ThrowsMessage<Error>(HasSubstr(std::string(f) + ": not a model file (zip entry \"archive/data.pkl\": the pickle's "
-                                                                "opcode 0x86 at byte 40 takes 2 item(s), the stack holds 1)")));
+    EXPECT_THAT(
+        [&] { load_model(d + f); },
+        ThrowsMessage<Error>(HasSubstr(std::string(f) + ": not a model file (zip entry \"archive/data.pkl\": the pickle's "
+                                                        "opcode 0x86 at byte 40 takes 2 item(s), the stack holds 1)")));
   // Damage that keeps the pickle's structure (a letter of a string) is caught by the zip's CRC-32.
   const std::string p = (dir() / "crc.fmam").string();
   save_model(p, rkd());
@@ -171,8 +173,10 @@ TEST(ModelFileTest, FieldsOfTheWrongTypeAreNamed) {
 }
 
 TEST(ModelFileTest, FoldersMissingEmptyAndTruncatedFilesAreNamed) {
-  EXPECT_THAT([&] { load_model(dir().string()); }, ThrowsMessage<Error>(HasSubstr(dir().string() + ": a folder, not a model file")));
-  EXPECT_THAT([&] { load_model((dir() / "none.fmam").string()); }, ThrowsMessage<Error>(HasSubstr("none.fmam: cannot open model file (no such file)")));
+  EXPECT_THAT([&] { load_model(dir().string()); },
+              ThrowsMessage<Error>(HasSubstr(dir().string() + ": a folder, not a model file")));
+  EXPECT_THAT([&] { load_model((dir() / "none.fmam").string()); },
+              ThrowsMessage<Error>(HasSubstr("none.fmam: cannot open model file (no such file)")));
   const std::string e = (dir() / "empty.fmam").string();
   test::write_bytes(e, "");
   EXPECT_THAT([&] { load_model(e); }, ThrowsMessage<Error>(HasSubstr(e + ": the model file is empty")));

@@ -28,16 +28,14 @@ std::vector<std::string> labels(const ResourceLocator& loc) {
 
 TEST(ResourceLocatorTest, ExeAncestorsGoFromTheExecutableUpToTheRoot) {
   const ResourceLocator loc(fs::path("/a/b/c"));
-  EXPECT_THAT(loc.exe_ancestors(),
-              ElementsAre(fs::path("/a/b/c"), fs::path("/a/b"), fs::path("/a"), fs::path("/")));
+  EXPECT_THAT(loc.exe_ancestors(), ElementsAre(fs::path("/a/b/c"), fs::path("/a/b"), fs::path("/a"), fs::path("/")));
   EXPECT_TRUE(ResourceLocator(fs::path()).exe_ancestors().empty());
 }
 
 TEST(ResourceLocatorTest, AddExeAncestorsNormalisesEachCandidateNearestFirst) {
   ResourceLocator loc(fs::path("/r/build/tests"));
   loc.add_exe_ancestors("../shared/x");
-  EXPECT_THAT(labels(loc),
-              ElementsAre("/r/build/shared/x", "/r/shared/x", "/shared/x", "/shared/x"));
+  EXPECT_THAT(labels(loc), ElementsAre("/r/build/shared/x", "/r/shared/x", "/shared/x", "/shared/x"));
 }
 
 TEST(ResourceLocatorTest, FindTakesTheFirstPlaceInOrderAndListsWhatItLookedAt) {
@@ -67,7 +65,7 @@ TEST(ResourceLocatorTest, NearestExeAncestorPrefersTheClosestRepo) {
   TempDir t;
   const fs::path exe = t.path / "outer" / "repo" / "build" / "tests";
   fs::create_directories(exe);
-  fs::create_directories(t.path / "shared" / "weights");           // farther
+  fs::create_directories(t.path / "shared" / "weights");            // farther
   fs::create_directories(t.path / "outer" / "shared" / "weights");  // nearer
   const ResourceLocator loc(exe);
   const auto dir = [](const fs::path& p) { return fs::is_directory(p); };

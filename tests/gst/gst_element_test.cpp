@@ -69,8 +69,8 @@ void drain_bus(GstElement* pipeline, Outcome& run, int timeout_s) {
       run.timed_out = true;
       break;
     }
-    GstMessage* msg = gst_bus_timed_pop_filtered(
-        bus, left * GST_USECOND, GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ELEMENT));
+    GstMessage* msg = gst_bus_timed_pop_filtered(bus, left * GST_USECOND,
+                                                 GstMessageType(GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ELEMENT));
     if (!msg) continue;
     const GstMessageType type = GST_MESSAGE_TYPE(msg);
     if (type == GST_MESSAGE_ELEMENT && gst_message_has_name(msg, "fmam-result")) {
@@ -119,9 +119,9 @@ Outcome play(const std::string& desc, int timeout_s = 60, const std::function<vo
 
 class GstElementTest : public testing::Test {
  protected:
-  static inline fs::path dir_;        // temp: model, images
-  static inline std::string model_;   // trained by the CLI
-  static inline std::string skip_;    // why the suite cannot run, or ""
+  static inline fs::path dir_;                   // temp: model, images
+  static inline std::string model_;              // trained by the CLI
+  static inline std::string skip_;               // why the suite cannot run, or ""
   static inline std::vector<double> reference_;  // fmam run's scores for 000.png ... 005.png
 
   static void SetUpTestSuite() {
@@ -133,8 +133,8 @@ class GstElementTest : public testing::Test {
     dir_ = fs::temp_directory_path() / ("fmam_gst_test_" + std::to_string(getpid()));
     fs::create_directories(dir_ / "imgs");
     model_ = (dir_ / "m.fmam").string();
-    const std::string train = kBin + "/apps/fmam train graphs/rkd_train.json --data " + images.string() + " --out " +
-                              model_ + " --set stage1.epochs=1 --set stage2.epochs=0 --set train.image_size=64" +
+    const std::string train = kBin + "/apps/fmam train graphs/rkd_train.json --data " + images.string() + " --out " + model_ +
+                              " --set stage1.epochs=1 --set stage2.epochs=0 --set train.image_size=64" +
                               " --max-images 8 -q 2>&1";
     std::string log;
     if (sh(train, &log) != 0 || !fs::exists(model_)) {
@@ -163,9 +163,7 @@ class GstElementTest : public testing::Test {
     if (!skip_.empty()) GTEST_SKIP() << skip_;
   }
 
-  static std::string fmam_el(const std::string& extra = "") {
-    return "fmam graph=graphs/rkd.json model=" + model_ + " " + extra;
-  }
+  static std::string fmam_el(const std::string& extra = "") { return "fmam graph=graphs/rkd.json model=" + model_ + " " + extra; }
   static std::string png_src(int last) {
     return "multifilesrc location=" + (dir_ / "imgs").string() + "/%03d.png index=0 stop-index=" + std::to_string(last) +
            " caps=image/png,framerate=1/1 ! pngdec ! videoconvert";
@@ -210,7 +208,8 @@ TEST_F(GstElementTest, ThresholdGivesVerdicts) {
 
 TEST_F(GstElementTest, OverridesReachTheGraph) {
   Outcome base = play(png_src(0) + " ! video/x-raw,format=BGR ! " + fmam_el() + " ! fakesink");
-  Outcome k1 = play(png_src(0) + " ! video/x-raw,format=BGR ! " + fmam_el("overrides=\"score.k=1; blur.sigma=1\"") + " ! fakesink");
+  Outcome k1 =
+      play(png_src(0) + " ! video/x-raw,format=BGR ! " + fmam_el("overrides=\"score.k=1; blur.sigma=1\"") + " ! fakesink");
   ASSERT_EQ(base.results.size(), 1u) << base.error;
   ASSERT_EQ(k1.results.size(), 1u) << k1.error;
   EXPECT_GT(k1.results[0].score, base.results[0].score);  // the single largest value >= the mean of the top 100
@@ -298,16 +297,18 @@ TEST_F(GstElementTest, CalibratedRangeTravelsInTheMeta) {
       << log;
   auto ranges = [&](const std::string& model) {
     std::vector<std::pair<double, double>> out;  // (lo, hi) per frame, (nan, nan) without a range
-    GstElement* pipeline = gst_parse_launch((png_src(2) + " ! video/x-raw,format=BGR ! fmam graph=graphs/rkd.json model=" +
-                                             model + " ! appsink name=sink sync=false").c_str(), nullptr);
+    GstElement* pipeline = gst_parse_launch(
+        (png_src(2) + " ! video/x-raw,format=BGR ! fmam graph=graphs/rkd.json model=" + model + " ! appsink name=sink sync=false")
+            .c_str(),
+        nullptr);
     GstElement* sink = gst_bin_get_by_name(GST_BIN(pipeline), "sink");
     gst_element_set_state(pipeline, GST_STATE_PLAYING);
     const GType api = g_type_from_name("GstFmamMetaAPI");
     while (GstSample* sample = [&] {
-             GstSample* x = nullptr;
-             g_signal_emit_by_name(sink, "try-pull-sample", GstClockTime(30 * GST_SECOND), &x);
-             return x;
-           }()) {
+      GstSample* x = nullptr;
+      g_signal_emit_by_name(sink, "try-pull-sample", GstClockTime(30 * GST_SECOND), &x);
+      return x;
+    }()) {
       auto* m = reinterpret_cast<GstFmamMeta*>(gst_buffer_get_meta(gst_sample_get_buffer(sample), api));
       out.emplace_back(m && m->has_range ? m->map_lo : NAN, m && m->has_range ? m->map_hi : NAN);
       gst_sample_unref(sample);
@@ -353,10 +354,11 @@ TEST_F(GstElementTest, PlayNullPlayGivesResultsBothTimes) {
 // Stopping mid-stream (PLAYING -> NULL with frames in flight) neither hangs nor crashes, and a
 // seek (flush) while playing still ends in EOS.
 TEST_F(GstElementTest, StopAndFlushMidStream) {
-  GstElement* pipeline = gst_parse_launch(
-      ("videotestsrc num-buffers=200 ! video/x-raw,format=BGR,width=160,height=120,framerate=30/1 ! " + fmam_el("batch=4") +
-       " ! fakesink sync=false").c_str(),
-      nullptr);
+  GstElement* pipeline =
+      gst_parse_launch(("videotestsrc num-buffers=200 ! video/x-raw,format=BGR,width=160,height=120,framerate=30/1 ! " +
+                        fmam_el("batch=4") + " ! fakesink sync=false")
+                           .c_str(),
+                       nullptr);
   ASSERT_NE(pipeline, nullptr);
   gst_element_set_state(pipeline, GST_STATE_PLAYING);
   gst_element_get_state(pipeline, nullptr, nullptr, 30 * GST_SECOND);

@@ -20,9 +20,7 @@ using testing::HasSubstr;
 
 using test::RandomMap;
 
-bool Identical(const cv::Mat& a, const cv::Mat& b) {
-  return a.size() == b.size() && cv::norm(a, b, cv::NORM_INF) == 0.0;
-}
+bool Identical(const cv::Mat& a, const cv::Mat& b) { return a.size() == b.size() && cv::norm(a, b, cv::NORM_INF) == 0.0; }
 
 TEST(HalideRuntimeTest, ParallelLoopsRunOnTbb) {
   const long long before = hl::tbb_par_for_calls();
@@ -48,8 +46,7 @@ TEST(HalideRuntimeTest, KernelErrorsBecomeFmamErrors) {
     return -1;
   };
   EXPECT_THAT([&] { hl::run("test_kernel", Device::kCpu, failing, nullptr); },
-              testing::ThrowsMessage<Error>(
-                  HasSubstr("Halide kernel test_kernel failed: something broke")));
+              testing::ThrowsMessage<Error>(HasSubstr("Halide kernel test_kernel failed: something broke")));
   auto silent = [](void*) { return -7; };
   EXPECT_THAT([&] { hl::run("test_kernel", Device::kCpu, silent, nullptr); },
               testing::ThrowsMessage<Error>(HasSubstr("Halide error code -7")));
@@ -70,10 +67,9 @@ TEST(HalideRuntimeTest, CudaRequestWithoutGpuFallsBackToCpuIdentically) {
   UpsampleSumNode::Params p;
   p.width = 128;
   p.height = 96;
-  EXPECT_TRUE(Identical(UpsampleSumNode::upsample_sum(levels, p, Device::kCuda),
-                        UpsampleSumNode::upsample_sum(levels, p, Device::kCpu)));
-  EXPECT_EQ(TopKScoreNode::top_k_mean(map, 100, Device::kCuda),
-            TopKScoreNode::top_k_mean(map, 100, Device::kCpu));
+  EXPECT_TRUE(
+      Identical(UpsampleSumNode::upsample_sum(levels, p, Device::kCuda), UpsampleSumNode::upsample_sum(levels, p, Device::kCpu)));
+  EXPECT_EQ(TopKScoreNode::top_k_mean(map, 100, Device::kCuda), TopKScoreNode::top_k_mean(map, 100, Device::kCpu));
 
   if (hl::cuda_kernels_built()) {
     // The reason names the kernel that tried and what Halide's CUDA runtime said.

@@ -22,7 +22,9 @@ std::map<std::string, at::Tensor> TrainedLikeState(const Network& net, uint64_t 
   std::map<std::string, at::Tensor> state;
   for (const auto& [name, t] : net.named_state()) {
     at::Tensor v = t.detach().clone();
-    const auto ends = [&](const std::string& s) { return name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0; };
+    const auto ends = [&](const std::string& s) {
+      return name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+    };
     if (ends("running_var"))
       v = at::rand_like(v) + 0.5;
     else if (ends("running_mean"))
@@ -40,8 +42,7 @@ std::map<std::string, at::Tensor> TrainedLikeState(const Network& net, uint64_t 
 
 std::vector<at::Tensor> TeacherLikePyramid(int64_t batch) {
   at::manual_seed(3);
-  return {at::randn({batch, 64, 32, 32}).relu(), at::randn({batch, 128, 16, 16}).relu(),
-          at::randn({batch, 256, 8, 8}).relu()};
+  return {at::randn({batch, 64, 32, 32}).relu(), at::randn({batch, 128, 16, 16}).relu(), at::randn({batch, 256, 8, 8}).relu()};
 }
 
 std::vector<at::Tensor> Forward(const Network& net, const std::vector<at::Tensor>& in) {

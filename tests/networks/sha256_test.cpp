@@ -35,12 +35,9 @@ std::string sha256sum(const std::string& path) {
 
 TEST(Sha256Test, KnownVectors) {
   TempDir dir;
-  EXPECT_EQ(sha256_file(write(dir, "empty", "")),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(sha256_file(write(dir, "abc", "abc")),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256_file(write(dir, "two_blocks",
-                              "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
+  EXPECT_EQ(sha256_file(write(dir, "empty", "")), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256_file(write(dir, "abc", "abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(sha256_file(write(dir, "two_blocks", "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   // A million 'a's: sixteen 64 KiB reads, the last one short.
   EXPECT_EQ(sha256_file(write(dir, "million_a", std::string(1000000, 'a'))),
@@ -61,8 +58,7 @@ TEST(Sha256Test, ChunkBoundariesMatchSha256sum) {
 
 TEST(Sha256Test, MissingFileIsNamed) {
   EXPECT_THAT([] { sha256_file("/nonexistent/fmam/weights.pth"); },
-              testing::ThrowsMessage<Error>(
-                  testing::HasSubstr("/nonexistent/fmam/weights.pth: cannot open")));
+              testing::ThrowsMessage<Error>(testing::HasSubstr("/nonexistent/fmam/weights.pth: cannot open")));
 }
 
 }  // namespace

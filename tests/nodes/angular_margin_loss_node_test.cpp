@@ -56,8 +56,8 @@ Params all_region(float margin = 15.0f) {
   return p;
 }
 
-at::Tensor aml(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn,
-               const Params& p, const at::Tensor& mask = {}) {
+at::Tensor aml(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn, const Params& p,
+               const at::Tensor& mask = {}) {
   return Node::compute({t}, {s_syn}, {t_syn}, mask, p);
 }
 
@@ -75,12 +75,8 @@ at::Tensor aml(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t
 TEST(AngularMarginLossNodeTest, MatchesTrigonometryAtKnownAngles) {
   const double alpha[] = {45, 90, 0, 90, 0, 180};
   const double beta[] = {45, 90, 90, 180, 0, 0};
-  const double expect[] = {std::cos(45 * kDeg) - std::cos(60 * kDeg),
-                           -std::cos(105 * kDeg),
-                           0.0,
-                           0.0,
-                           1 - std::cos(15 * kDeg + kThetaEps),
-                           2.0};
+  const double expect[] = {
+      std::cos(45 * kDeg) - std::cos(60 * kDeg), -std::cos(105 * kDeg), 0.0, 0.0, 1 - std::cos(15 * kDeg + kThetaEps), 2.0};
   std::vector<std::vector<float>> t, s, ts;
   for (int i = 0; i < 6; ++i) {
     t.push_back(polar(0, 1 + i));
@@ -89,8 +85,7 @@ TEST(AngularMarginLossNodeTest, MatchesTrigonometryAtKnownAngles) {
   }
   const at::Tensor l = aml(frames(t), frames(s), frames(ts), all_region());
   ASSERT_EQ(l.sizes(), (at::IntArrayRef{6}));
-  for (int i = 0; i < 6; ++i)
-    EXPECT_NEAR(l[i].item<float>(), expect[i], 2e-6) << "alpha " << alpha[i] << " beta " << beta[i];
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(l[i].item<float>(), expect[i], 2e-6) << "alpha " << alpha[i] << " beta " << beta[i];
 }
 
 // Table 5's margins: a larger theta_m asks for more, so the loss never falls as it grows; on
@@ -107,8 +102,7 @@ TEST(AngularMarginLossNodeTest, LargerMarginNeverLowersTheLoss) {
     }
     prev = l;
   }
-  const at::Tensor l0 = aml(t, s, ts, all_region(0)), l15 = aml(t, s, ts, all_region(15)),
-                   l90 = aml(t, s, ts, all_region(90));
+  const at::Tensor l0 = aml(t, s, ts, all_region(0)), l15 = aml(t, s, ts, all_region(15)), l90 = aml(t, s, ts, all_region(90));
   EXPECT_TRUE((l0 < l15).all().item<bool>());
   EXPECT_TRUE((l15 < l90).all().item<bool>());
   const at::Tensor cos_n = (t * ts).sum(1) / (t.norm(2, {1}) * ts.norm(2, {1}));
@@ -154,8 +148,7 @@ TEST(AngularMarginLossNodeTest, RegionMaskAveragesOverDefectCellsOnly) {
   Params p;  // defaults: region mask, threshold pooling, margin 15
   const at::Tensor lm = Node::compute({sc.t0, sc.t1}, {sc.s0, sc.s1}, {sc.ts0, sc.ts1}, mask, p);
   EXPECT_NEAR(lm.item<float>(), kA, 2e-6);
-  const at::Tensor la =
-      Node::compute({sc.t0, sc.t1}, {sc.s0, sc.s1}, {sc.ts0, sc.ts1}, mask, all_region());
+  const at::Tensor la = Node::compute({sc.t0, sc.t1}, {sc.s0, sc.s1}, {sc.ts0, sc.ts1}, mask, all_region());
   EXPECT_NEAR(la.item<float>(), ((4 * kA + 12 * kB) / 16 + (kA + 3 * kB) / 4) / 2, 2e-6);
 }
 
@@ -192,8 +185,8 @@ TEST(AngularMarginLossNodeTest, EmptyMaskGivesZeroAndNoNaN) {
     EXPECT_EQ(x.grad()[0].abs().sum().item<float>(), 0.0f);
   }
   // A single frame with nothing in its mask.
-  EXPECT_EQ(aml(t.detach()[0].unsqueeze(0), s.detach()[0].unsqueeze(0), ts.detach()[0].unsqueeze(0),
-                Params(), at::zeros({1, 1, 16, 16}))
+  EXPECT_EQ(aml(t.detach()[0].unsqueeze(0), s.detach()[0].unsqueeze(0), ts.detach()[0].unsqueeze(0), Params(),
+                at::zeros({1, 1, 16, 16}))
                 .item<float>(),
             0.0f);
 }
@@ -227,15 +220,13 @@ TEST(AngularMarginLossNodeTest, GradientsAreFiniteAtSingularPoints) {
   const std::vector<std::vector<float>> ts = {{1, 2}, {1, 2}, {-1, -2}, {2, 4}, {0, 1}, {1, 2}, {0, 0}, {0, 0}};
   for (auto d : {Node::Distance::kAngular, Node::Distance::kL1, Node::Distance::kL2})
     for (float m : {0.f, 15.f, 180.f}) {
-      at::Tensor a = frames(t).requires_grad_(true), b = frames(s).requires_grad_(true),
-                 c = frames(ts).requires_grad_(true);
+      at::Tensor a = frames(t).requires_grad_(true), b = frames(s).requires_grad_(true), c = frames(ts).requires_grad_(true);
       Params p = all_region(m);
       p.distance = d;
       const at::Tensor l = aml(a, b, c, p);
       ASSERT_TRUE(at::isfinite(l).all().item<bool>()) << int(d) << " " << m;
       l.sum().backward();
-      for (const at::Tensor& x : {a, b, c})
-        EXPECT_TRUE(at::isfinite(x.grad()).all().item<bool>()) << int(d) << " margin " << m;
+      for (const at::Tensor& x : {a, b, c}) EXPECT_TRUE(at::isfinite(x.grad()).all().item<bool>()) << int(d) << " margin " << m;
     }
 }
 
@@ -326,13 +317,15 @@ TEST(AngularMarginLossNodeTest, BatchedNodeMatchesPerFrameCompute) {
 TEST(AngularMarginLossNodeTest, RegionMaskNeedsTheMaskInput) {
   const char* no_mask = R"("in": {"teacher": "t", "student_synthetic": "s", "teacher_synthetic": "ts"})";
   EXPECT_THAT([&] { NodeRunner r(std::string(R"({"id": "aml", "type": "AngularMarginLoss", )") + no_mask + "}"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr(
-                  R"(node "aml" (AngularMarginLoss): input "mask": is not connected, and region "mask" needs it)")));
-  EXPECT_THAT([] { Node::compute({at::zeros({1, 2, 2, 2})}, {at::zeros({1, 2, 2, 2})}, {at::zeros({1, 2, 2, 2})}, {}, Params()); },
-              testing::ThrowsMessage<PortError>(HasSubstr(R"(input "mask": is not connected)")));
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(node "aml" (AngularMarginLoss): input "mask": is not connected, and region "mask" needs it)")));
+  EXPECT_THAT(
+      [] {
+        Node::compute({at::zeros({1, 2, 2, 2})}, {at::zeros({1, 2, 2, 2})}, {at::zeros({1, 2, 2, 2})}, {}, Params());
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "mask": is not connected)")));
   // region "all" runs without it.
-  NodeRunner r(std::string(R"({"id": "aml", "type": "AngularMarginLoss", "params": {"region": "all"}, )") +
-               no_mask + "}");
+  NodeRunner r(std::string(R"({"id": "aml", "type": "AngularMarginLoss", "params": {"region": "all"}, )") + no_mask + "}");
   r.push(Node::kTeacher, FeaturePyramid{{frames({polar(0)})}});
   r.push(Node::kStudentSynthetic, FeaturePyramid{{frames({polar(45)})}});
   r.push(Node::kTeacherSynthetic, FeaturePyramid{{frames({polar(45)})}});
@@ -342,23 +335,30 @@ TEST(AngularMarginLossNodeTest, RegionMaskNeedsTheMaskInput) {
 
 TEST(AngularMarginLossNodeTest, MismatchesAreNamed) {
   const at::Tensor a = at::zeros({2, 2, 4, 4}), b = at::zeros({2, 2, 2, 2});
-  EXPECT_THAT([&] { Node::compute({a, b}, {a, b}, {a, at::zeros({2, 3, 2, 2})}, {}, all_region()); },
-              testing::ThrowsMessage<PortError>(HasSubstr(
-                  R"(input "teacher_synthetic": level 1 has 3 channels, input "teacher" has 2)")));
-  EXPECT_THAT([&] { Node::compute({a, b}, {a}, {a, b}, {}, all_region()); },
-              testing::ThrowsMessage<PortError>(HasSubstr(
-                  R"(input "student_synthetic": has 1 levels, input "teacher" has 2)")));
-  EXPECT_THAT([&] { Node::compute({a}, {a}, {a}, at::zeros({2, 3, 8, 8}), Params()); },
-              testing::ThrowsMessage<PortError>(HasSubstr(
-                  R"(input "mask": must be [B, 1, H, W] with B = 2, got [2, 3, 8, 8])")));
+  EXPECT_THAT(
+      [&] {
+        Node::compute({a, b}, {a, b}, {a, at::zeros({2, 3, 2, 2})}, {}, all_region());
+      },
+      testing::ThrowsMessage<PortError>(
+          HasSubstr(R"(input "teacher_synthetic": level 1 has 3 channels, input "teacher" has 2)")));
+  EXPECT_THAT(
+      [&] {
+        Node::compute({a, b}, {a}, {a, b}, {}, all_region());
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student_synthetic": has 1 levels, input "teacher" has 2)")));
+  EXPECT_THAT(
+      [&] {
+        Node::compute({a}, {a}, {a}, at::zeros({2, 3, 8, 8}), Params());
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "mask": must be [B, 1, H, W] with B = 2, got [2, 3, 8, 8])")));
   Shapes in;
   in.set(Node::kTeacher, Shape::pyramid({{64, 64, 64}, {128, 32, 32}}));
   in.set(Node::kStudentSynthetic, Shape::pyramid({{64, 64, 64}, {128, 32, 32}}));
   in.set(Node::kTeacherSynthetic, Shape::pyramid({{64, 64, 64}, {128, 16, 16}}));
   in.set(Node::kMask, Shape::of({1, 256, 256}));
   EXPECT_THAT([&] { Node::infer(Params(), in); },
-              testing::ThrowsMessage<PortError>(HasSubstr(
-                  R"(input "teacher_synthetic": level 1 is 16x16 (HxW), input "teacher" is 32x32)")));
+              testing::ThrowsMessage<PortError>(
+                  HasSubstr(R"(input "teacher_synthetic": level 1 is 16x16 (HxW), input "teacher" is 32x32)")));
   in.set(Node::kTeacherSynthetic, Shape::pyramid({{64, 64, 64}, {128, 32, 32}}));
   EXPECT_TRUE(Node::infer(Params(), in).at(Node::kLoss).dims.empty());
   in.set(Node::kMask, Shape::of({3, 256, 256}));
@@ -371,16 +371,14 @@ TEST(AngularMarginLossNodeTest, BadParamsAreNamed) {
     NodeRunner r(R"({"id": "aml", "type": "AngularMarginLoss", "params": )" + params + "}");
   };
   EXPECT_THAT([&] { make(R"({"margin": 200})"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr(
-                  R"(node "aml" (AngularMarginLoss): param "margin": must be in [0, 180], got 200)")));
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(node "aml" (AngularMarginLoss): param "margin": must be in [0, 180], got 200)")));
   EXPECT_THAT([&] { make(R"({"region": "pixels"})"); },
               testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "region": must be one of: mask, all)")));
-  EXPECT_THAT([&] { make(R"({"distance": "cos"})"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr("one of: angular, l1, l2")));
+  EXPECT_THAT([&] { make(R"({"distance": "cos"})"); }, testing::ThrowsMessage<GraphError>(HasSubstr("one of: angular, l1, l2")));
   EXPECT_THAT([&] { make(R"({"mask_pooling": "max"})"); },
               testing::ThrowsMessage<GraphError>(HasSubstr("one of: threshold, coverage")));
-  EXPECT_THAT([&] { make(R"({"eps": 0})"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "eps": must be in)")));
+  EXPECT_THAT([&] { make(R"({"eps": 0})"); }, testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "eps": must be in)")));
   EXPECT_THAT([&] { make(R"({"l_margin": -1})"); },
               testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "l_margin": must be in)")));
 }

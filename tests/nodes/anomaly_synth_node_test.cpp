@@ -80,8 +80,7 @@ bool equal_mats(const cv::Mat& a, const cv::Mat& b) {
 
 std::vector<uchar> sorted_bytes(const cv::Mat& m) {
   std::vector<uchar> v;
-  for (int y = 0; y < m.rows; ++y)
-    v.insert(v.end(), m.ptr<uchar>(y), m.ptr<uchar>(y) + m.cols * m.elemSize());
+  for (int y = 0; y < m.rows; ++y) v.insert(v.end(), m.ptr<uchar>(y), m.ptr<uchar>(y) + m.cols * m.elemSize());
   std::sort(v.begin(), v.end());
   return v;
 }
@@ -89,8 +88,7 @@ std::vector<uchar> sorted_bytes(const cv::Mat& m) {
 // dst equals src turned by k * 90 deg clockwise, written with index loops (not cv::rotate).
 bool is_rotation(const cv::Mat& src, const cv::Mat& dst, int k) {
   const int h = src.rows, w = src.cols, e = int(src.elemSize());
-  if ((k % 2 == 0 && dst.size() != src.size()) || (k % 2 == 1 && (dst.rows != w || dst.cols != h)))
-    return false;
+  if ((k % 2 == 0 && dst.size() != src.size()) || (k % 2 == 1 && (dst.rows != w || dst.cols != h))) return false;
   for (int y = 0; y < dst.rows; ++y)
     for (int x = 0; x < dst.cols; ++x) {
       int sy = y, sx = x;
@@ -108,8 +106,7 @@ void expect_patch_permutation(const cv::Mat& image, const cv::Mat& s, int grid) 
   std::vector<cv::Rect> rects;
   for (int r = 0; r < g; ++r)
     for (int c = 0; c < g; ++c)
-      rects.emplace_back(c * image.cols / g, r * image.rows / g,
-                         (c + 1) * image.cols / g - c * image.cols / g,
+      rects.emplace_back(c * image.cols / g, r * image.rows / g, (c + 1) * image.cols / g - c * image.cols / g,
                          (r + 1) * image.rows / g - r * image.rows / g);
   std::vector<int> used(rects.size(), 0);
   int moved = 0;
@@ -127,13 +124,10 @@ void expect_patch_permutation(const cv::Mat& image, const cv::Mat& s, int grid) 
   EXPECT_GT(moved, int(rects.size()) / 2) << "S barely differs from I";
 }
 
-at::Tensor expected_mask(const AnomalySynthNode::Result& r) {
-  return AnomalySynthNode::mask_tensor(r);
-}
+at::Tensor expected_mask(const AnomalySynthNode::Result& r) { return AnomalySynthNode::mask_tensor(r); }
 
 bool equal_tensors(const at::Tensor& a, const at::Tensor& b) {
-  return a.sizes() == b.sizes() &&
-         std::memcmp(a.data_ptr<float>(), b.data_ptr<float>(), a.numel() * sizeof(float)) == 0;
+  return a.sizes() == b.sizes() && std::memcmp(a.data_ptr<float>(), b.data_ptr<float>(), a.numel() * sizeof(float)) == 0;
 }
 
 std::string node_json(const std::string& params) {
@@ -147,8 +141,7 @@ TEST(AnomalySynthNodeTest, PerlinMatchesDraemReference) {
     int h, w, ry, rx;
   };
   std::mt19937_64 rng(3);
-  for (Case c :
-       {Case{64, 64, 4, 8}, Case{256, 256, 1, 32}, Case{32, 128, 2, 4}, Case{256, 256, 32, 1}}) {
+  for (Case c : {Case{64, 64, 4, 8}, Case{256, 256, 1, 32}, Case{32, 128, 2, 4}, Case{256, 256, 32, 1}}) {
     std::vector<double> angles(size_t(c.ry + 1) * (c.rx + 1));
     for (double& a : angles) a = 2 * M_PI * std::uniform_real_distribution<double>(0, 1)(rng);
     cv::Mat ours = perlin_2d(cv::Size(c.w, c.h), c.ry, c.rx, angles);
@@ -157,8 +150,7 @@ TEST(AnomalySynthNodeTest, PerlinMatchesDraemReference) {
     ASSERT_EQ(ours.size(), ref.size());
     cv::Mat ours64;
     ours.convertTo(ours64, CV_64F);
-    EXPECT_LT(cv::norm(ours64, ref, cv::NORM_INF), 1e-6)
-        << c.h << "x" << c.w << " res " << c.ry << "x" << c.rx;
+    EXPECT_LT(cv::norm(ours64, ref, cv::NORM_INF), 1e-6) << c.h << "x" << c.w << " res " << c.ry << "x" << c.rx;
   }
 }
 
@@ -271,8 +263,7 @@ TEST(AnomalySynthNodeTest, StructureImageIsShuffledTurnedPatches) {
       bool turned = false;
       for (int sr = 0; sr < 8 && !turned; ++sr)
         for (int sc = 0; sc < 8 && !turned; ++sc)
-          for (int k = 0; k < 4 && !turned; ++k)
-            turned = is_rotation(img(cv::Rect(sc * 32, sr * 32, 32, 32)), cell, k);
+          for (int k = 0; k < 4 && !turned; ++k) turned = is_rotation(img(cv::Rect(sc * 32, sr * 32, 32, 32)), cell, k);
       mirrored += !turned;
     }
   EXPECT_GT(mirrored, 16);  // about half of 64
@@ -400,13 +391,10 @@ TEST(AnomalySynthNodeTest, DeterministicPerSeedAndFrameUnderParallelRuns) {
   TextureBank bank(tex.dir.path());
   Params p = solid_params(tex);
   p.seed = 3;
-  EXPECT_TRUE(equal_mats(
-      c[0],
-      AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(3, 100), p, bank).image));
+  EXPECT_TRUE(equal_mats(c[0], AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(3, 100), p, bank).image));
   // Another seed, same frames: different.
   p.seed = 4;
-  EXPECT_FALSE(equal_mats(
-      a[0], AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(4, 0), p, bank).image));
+  EXPECT_FALSE(equal_mats(a[0], AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(4, 0), p, bank).image));
 }
 
 TEST(AnomalySynthNodeTest, ProbabilityZeroLeavesImageAndZeroMask) {
@@ -430,9 +418,7 @@ TEST(AnomalySynthNodeTest, ProbabilityHalfGivesAboutHalf) {
   p.probability = 0.5f;
   int n = 0;
   for (int f = 0; f < 200; ++f)
-    n += AnomalySynthNode::synthesize(random_image(16, 16), AnomalySynthNode::frame_seed(0, f), p,
-                                      bank)
-             .anomalous;
+    n += AnomalySynthNode::synthesize(random_image(16, 16), AnomalySynthNode::frame_seed(0, f), p, bank).anomalous;
   EXPECT_GT(n, 70);
   EXPECT_LT(n, 130);
 }
@@ -442,37 +428,31 @@ TEST(AnomalySynthNodeTest, TexturesFolderErrorsNameFolderAndParam) {
   const std::string missing = tmp.path() + "/no_such_folder";
   EXPECT_THAT([&] { NodeRunner r(node_json(R"("textures": ")" + missing + "\"")); },
               testing::ThrowsMessage<Error>(testing::AllOf(
-                  HasSubstr(R"(node "synth" (AnomalySynth): param "textures": folder ")" + missing +
-                            "\" not found"))));
+                  HasSubstr(R"(node "synth" (AnomalySynth): param "textures": folder ")" + missing + "\" not found"))));
   const std::string empty = tmp.path() + "/empty";
   fs::create_directories(empty + "/deeper");
   std::ofstream(empty + "/notes.txt") << "not an image";
   EXPECT_THAT([&] { NodeRunner r(node_json(R"("textures": ")" + empty + "\"")); },
-              testing::ThrowsMessage<Error>(
-                  testing::AllOf(HasSubstr(R"(param "textures")"), HasSubstr("\"" + empty + "\""),
-                                 HasSubstr("holds no .jpg/.jpeg/.png image"))));
-  EXPECT_THAT([&] { NodeRunner r(node_json(R"("textures": ")" + empty + "/notes.txt\"")); },
-              testing::ThrowsMessage<Error>(testing::AllOf(
-                  HasSubstr(R"(param "textures")"), HasSubstr("notes.txt\" is not a folder"))));
+              testing::ThrowsMessage<Error>(testing::AllOf(HasSubstr(R"(param "textures")"), HasSubstr("\"" + empty + "\""),
+                                                           HasSubstr("holds no .jpg/.jpeg/.png image"))));
+  EXPECT_THAT(
+      [&] { NodeRunner r(node_json(R"("textures": ")" + empty + "/notes.txt\"")); },
+      testing::ThrowsMessage<Error>(testing::AllOf(HasSubstr(R"(param "textures")"), HasSubstr("notes.txt\" is not a folder"))));
 }
 
 TEST(AnomalySynthNodeTest, BadParamsAreNamed) {
   SolidTextures tex;
   const std::string t = R"("textures": ")" + tex.json_path() + "\", ";
   auto throws = [&](const std::string& params, const std::string& message) {
-    EXPECT_THAT([&] { NodeRunner r(node_json(t + params)); },
-                testing::ThrowsMessage<Error>(HasSubstr(message)))
-        << params;
+    EXPECT_THAT([&] { NodeRunner r(node_json(t + params)); }, testing::ThrowsMessage<Error>(HasSubstr(message))) << params;
   };
-  throws(R"("tau": 1.5)",
-         R"(node "synth" (AnomalySynth): param "tau": must be in [0, 1], got 1.5)");
+  throws(R"("tau": 1.5)", R"(node "synth" (AnomalySynth): param "tau": must be in [0, 1], got 1.5)");
   throws(R"("grid": 0)", R"(param "grid": must be in [1, 64], got 0)");
   throws(R"("probability": -0.1)", R"(param "probability": must be in [0, 1])");
   throws(R"("opacity": "alpha")", R"(param "opacity": must be one of: none, uniform)");
   throws(R"("perlin_min_scale": 3, "perlin_max_scale": 3)",
          R"(param "perlin_max_scale": must be greater than perlin_min_scale (3), got 3)");
-  throws(R"("beta_min": 0.8, "beta_max": 0.5)",
-         R"(param "beta_max": must be >= beta_min (0.8), got 0.5)");
+  throws(R"("beta_min": 0.8, "beta_max": 0.5)", R"(param "beta_max": must be >= beta_min (0.8), got 0.5)");
   throws(R"("taus": 0.5)", R"(unknown param "taus")");
   throws(R"("seed": 1.5)", R"(param "seed": must be an integer)");
 }
@@ -518,11 +498,8 @@ TEST(AnomalySynthNodeTest, DISABLED_Timing) {
     Params p;
     const int n = 200;
     auto t0 = std::chrono::steady_clock::now();
-    for (int f = 0; f < n; ++f)
-      AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(0, f), p, bank);
-    const double ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-        n;
+    for (int f = 0; f < n; ++f) AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(0, f), p, bank);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() / n;
     std::printf("AnomalySynth %dx%d: %.2f ms/frame (one thread)\n", size, size, ms);
   }
   cv::setNumThreads(threads);

@@ -30,10 +30,8 @@ namespace fs = std::filesystem;
 using testing::AllOf;
 using testing::HasSubstr;
 
-const std::string kWeights =
-    std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
-const std::string kFixture =
-    std::string(FMAM_SOURCE_DIR) + "/tests/testdata/backbone_resnet18_fixture.txt";
+const std::string kWeights = std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
+const std::string kFixture = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/backbone_resnet18_fixture.txt";
 
 // The script's test_image(): [1, 3, h, w], the same float32 operations in the same order.
 at::Tensor SyntheticImage(int64_t h, int64_t w) {
@@ -48,14 +46,10 @@ at::Tensor SyntheticImage(int64_t h, int64_t w) {
   return t;
 }
 
-std::string Json(const std::string& params) {
-  return R"({"id": "teacher", "type": "Backbone", "params": {)" + params + "}}";
-}
+std::string Json(const std::string& params) { return R"({"id": "teacher", "type": "Backbone", "params": {)" + params + "}}"; }
 std::string WeightsParam(const std::string& path) { return "\"weights\": \"" + path + "\""; }
 
-std::vector<at::Tensor> RunBackbone(const std::string& params,
-                                    const std::vector<at::Tensor>& images,
-                                    RunOptions options = {}) {
+std::vector<at::Tensor> RunBackbone(const std::string& params, const std::vector<at::Tensor>& images, RunOptions options = {}) {
   NodeRunner runner(Json(params), options);
   for (const auto& img : images) runner.push(BackboneNode::kIn, Tensor{img});
   runner.run();
@@ -121,24 +115,20 @@ TEST(BackboneNodeTest, OddAndTinySizesFollowTheConvs) {
     const auto& dims = s.at("features").levels;
     ASSERT_EQ(dims.size(), 3u);
     for (size_t j = 0; j < 3; ++j)
-      EXPECT_EQ(dims[j],
-                (std::vector<int64_t>{levels[j].size(1), levels[j].size(2), levels[j].size(3)}))
+      EXPECT_EQ(dims[j], (std::vector<int64_t>{levels[j].size(1), levels[j].size(2), levels[j].size(3)}))
           << h << "x" << w << " level " << j;
   }
   // 67 x 93: ceil(67/4) = 17, ceil(93/4) = 24, then halving with ceil.
   const Shapes s = BackboneNode::infer(p, Shapes{{"image", Shape::of({3, 67, 93})}});
-  EXPECT_EQ(s.at("features").levels,
-            (std::vector<std::vector<int64_t>>{{64, 17, 24}, {128, 9, 12}, {256, 5, 6}}));
+  EXPECT_EQ(s.at("features").levels, (std::vector<std::vector<int64_t>>{{64, 17, 24}, {128, 9, 12}, {256, 5, 6}}));
   // Unknown image size: channels still known, for the student's load-time check.
   const Shapes u = BackboneNode::infer(p, Shapes{{"image", Shape::unknown()}});
-  EXPECT_EQ(u.at("features").levels,
-            (std::vector<std::vector<int64_t>>{{64, -1, -1}, {128, -1, -1}, {256, -1, -1}}));
+  EXPECT_EQ(u.at("features").levels, (std::vector<std::vector<int64_t>>{{64, -1, -1}, {128, -1, -1}, {256, -1, -1}}));
   BackboneNode::Params p50;
   p50.arch = Arch::kWideResNet50_2;
   p50.layers = {"layer2", "layer4"};
-  EXPECT_EQ(
-      BackboneNode::infer(p50, Shapes{{"image", Shape::of({3, 256, 256})}}).at("features").levels,
-      (std::vector<std::vector<int64_t>>{{512, 32, 32}, {2048, 8, 8}}));
+  EXPECT_EQ(BackboneNode::infer(p50, Shapes{{"image", Shape::of({3, 256, 256})}}).at("features").levels,
+            (std::vector<std::vector<int64_t>>{{512, 32, 32}, {2048, 8, 8}}));
 }
 
 TEST(BackboneNodeTest, BatchOfTwoEqualsTwoSingleFrames) {
@@ -146,8 +136,7 @@ TEST(BackboneNodeTest, BatchOfTwoEqualsTwoSingleFrames) {
   RunOptions batched;
   batched.batch = 2;
   auto together = RunBackbone(WeightsParam(kWeights), {a, b}, batched);
-  auto one = RunBackbone(WeightsParam(kWeights), {a}),
-       two = RunBackbone(WeightsParam(kWeights), {b});
+  auto one = RunBackbone(WeightsParam(kWeights), {a}), two = RunBackbone(WeightsParam(kWeights), {b});
   ASSERT_EQ(together.size(), 6u);
   for (size_t j = 0; j < 3; ++j) {
     EXPECT_TRUE(at::allclose(together[j], one[j], 1e-4, 1e-5)) << "frame 0 level " << j;
@@ -169,8 +158,7 @@ TEST(BackboneNodeTest, FullTorchvisionStateDictLoadsTheSame) {
   auto part = RunBackbone(WeightsParam(kWeights), {img});
   for (size_t j = 0; j < 3; ++j) EXPECT_TRUE(at::equal(full[j], part[j])) << "level " << j;
   // All four layers of the full file.
-  auto four = RunBackbone(
-      WeightsParam(dir.file("resnet18-f37072fd.pth")) + R"(, "layers": ["layer3"])", {img});
+  auto four = RunBackbone(WeightsParam(dir.file("resnet18-f37072fd.pth")) + R"(, "layers": ["layer3"])", {img});
   ASSERT_EQ(four.size(), 1u);
   EXPECT_TRUE(at::equal(four[0], part[2]));
 }
@@ -178,13 +166,11 @@ TEST(BackboneNodeTest, FullTorchvisionStateDictLoadsTheSame) {
 TEST(BackboneNodeTest, ReadsOrderedDictStateDictsAsTorchSavesThem) {
   // model.state_dict() is an OrderedDict with _metadata (torchvision's downloads are such files),
   // which torch::pickle_load of libtorch 1.13 cannot read.
-  const TensorMap sd = read_state_dict(std::string(FMAM_SOURCE_DIR) +
-                                       "/tests/testdata/backbone_ordereddict_state.pth");
+  const TensorMap sd = read_state_dict(std::string(FMAM_SOURCE_DIR) + "/tests/testdata/backbone_ordereddict_state.pth");
   std::vector<std::string> names;
   for (const auto& [k, v] : sd) names.push_back(k);
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"0.bias", "0.weight", "1.bias", "1.num_batches_tracked",
-                                      "1.running_mean", "1.running_var", "1.weight"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"0.bias", "0.weight", "1.bias", "1.num_batches_tracked", "1.running_mean",
+                                             "1.running_var", "1.weight"}));
   EXPECT_TRUE(at::equal(sd.at("0.weight"), at::arange(6, at::kFloat).mul(0.5).view({3, 2, 1, 1})));
   EXPECT_TRUE(at::equal(sd.at("0.bias"), at::arange(1, 4, at::kFloat)));
   EXPECT_TRUE(at::equal(sd.at("1.running_var"), at::tensor({0.25f, 0.5f, 4.0f})));
@@ -201,38 +187,33 @@ TEST(BackboneNodeTest, MissingAndMisShapedKeysAreNamedWithTheFile) {
   write_state_dict(path, ToNamed(sd));
   EXPECT_THAT([&] { RunBackbone(WeightsParam(path), {}); },
               testing::ThrowsMessage<Error>(
-                  AllOf(HasSubstr(R"(node "teacher" (Backbone): param "weights": )" + path +
-                                  " does not fit resnet18"),
+                  AllOf(HasSubstr(R"(node "teacher" (Backbone): param "weights": )" + path + " does not fit resnet18"),
                         HasSubstr("missing (1): layer3.1.conv2.weight"),
                         HasSubstr("mis-shaped (1): layer2.0.bn1.weight [64] (expected [128])"))));
   // Not a torch.save zip at all.
   { std::ofstream(dir.file("junk.pth")) << "not a zip"; }
-  EXPECT_THAT(
-      [&] { RunBackbone(WeightsParam(dir.file("junk.pth")), {}); },
-      testing::ThrowsMessage<Error>(HasSubstr(R"(param "weights": )" + dir.file("junk.pth") +
-                                              ": not a zip-format torch.save file")));
+  EXPECT_THAT([&] { RunBackbone(WeightsParam(dir.file("junk.pth")), {}); },
+              testing::ThrowsMessage<Error>(
+                  HasSubstr(R"(param "weights": )" + dir.file("junk.pth") + ": not a zip-format torch.save file")));
 }
 
 TEST(BackboneNodeTest, ExplicitPathMustExist) {
   EXPECT_THAT(
       [] { RunBackbone(WeightsParam("nope/missing.pth"), {}); },
-      testing::ThrowsMessage<Error>(HasSubstr(
-          R"(node "teacher" (Backbone): param "weights": nope/missing.pth: no such file)")));
+      testing::ThrowsMessage<Error>(HasSubstr(R"(node "teacher" (Backbone): param "weights": nope/missing.pth: no such file)")));
 }
 
 TEST(BackboneNodeTest, NotFoundListsEveryPlaceLooked) {
   TempDir dir;
   EnvGuard env("FMAM_WEIGHTS", dir.file("nowhere").c_str());
   EnvGuard home("TORCH_HOME", dir.file("torch_home").c_str());
-  EXPECT_THAT(
-      [] { RunBackbone(R"("arch": "resnet34")", {}); },
-      testing::ThrowsMessage<Error>(AllOf(
-          HasSubstr(
-              R"(param "weights": no resnet34 weights found; looked for resnet34-b627a593.pth, )"
-              "resnet34_imagenet1k_v1_to_layer3.pth in:"),
-          HasSubstr("$FMAM_WEIGHTS (" + dir.file("nowhere") + ")"),
-          HasSubstr(dir.file("torch_home") + "/hub/checkpoints (torchvision's cache)"),
-          HasSubstr("../shared/weights (from "), HasSubstr("(beside the executable's repo)"))));
+  EXPECT_THAT([] { RunBackbone(R"("arch": "resnet34")", {}); },
+              testing::ThrowsMessage<Error>(
+                  AllOf(HasSubstr(R"(param "weights": no resnet34 weights found; looked for resnet34-b627a593.pth, )"
+                                  "resnet34_imagenet1k_v1_to_layer3.pth in:"),
+                        HasSubstr("$FMAM_WEIGHTS (" + dir.file("nowhere") + ")"),
+                        HasSubstr(dir.file("torch_home") + "/hub/checkpoints (torchvision's cache)"),
+                        HasSubstr("../shared/weights (from "), HasSubstr("(beside the executable's repo)"))));
 }
 
 TEST(BackboneNodeTest, LookupFindsEnvFileEnvFolderAndSharedDefault) {
@@ -242,11 +223,9 @@ TEST(BackboneNodeTest, LookupFindsEnvFileEnvFolderAndSharedDefault) {
     EnvGuard env("FMAM_WEIGHTS", nullptr);  // default: ../shared/weights (cwd or beside the repo)
     NodeRunner runner(Json(""));
     auto& node = dynamic_cast<BackboneNode&>(runner.node());
-    EXPECT_THAT(node.weights_path(),
-                testing::EndsWith("shared/weights/resnet18_imagenet1k_v1_to_layer3.pth"));
+    EXPECT_THAT(node.weights_path(), testing::EndsWith("shared/weights/resnet18_imagenet1k_v1_to_layer3.pth"));
     // ../shared/README.md: sha256 bf3fe62f...5b43.
-    EXPECT_THAT(node.weights_sha256(),
-                AllOf(testing::StartsWith("bf3fe62f"), testing::EndsWith("5b43")));
+    EXPECT_THAT(node.weights_sha256(), AllOf(testing::StartsWith("bf3fe62f"), testing::EndsWith("5b43")));
     EXPECT_EQ(node.weights_sha256().size(), 64u);
   }
   {
@@ -259,24 +238,20 @@ TEST(BackboneNodeTest, LookupFindsEnvFileEnvFolderAndSharedDefault) {
     fs::create_symlink(fs::absolute(kWeights), dir.path / "w" / "resnet18-f37072fd.pth");
     EnvGuard env("FMAM_WEIGHTS", (dir.path / "w").c_str());  // a folder: searched first
     NodeRunner runner(Json(""));
-    EXPECT_EQ(dynamic_cast<BackboneNode&>(runner.node()).weights_path(),
-              dir.file("w/resnet18-f37072fd.pth"));
+    EXPECT_EQ(dynamic_cast<BackboneNode&>(runner.node()).weights_path(), dir.file("w/resnet18-f37072fd.pth"));
   }
 }
 
 TEST(BackboneNodeTest, BadLayersAreNamed) {
-  EXPECT_THAT(
-      [] { NodeRunner r(Json(R"("layers": ["layer5"])")); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(param "layers": unknown layer "layer5"; known: layer1, layer2, layer3, layer4)")));
-  EXPECT_THAT(
-      [] { NodeRunner r(Json(R"("layers": ["layer3", "layer1"])")); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(param "layers": must be in increasing order (shallow to deep) without repeats, got ["layer3", "layer1"])")));
-  EXPECT_THAT(
-      [] { NodeRunner r(Json(R"("arch": "resnet101")")); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(param "arch": must be one of: resnet18, resnet34, resnet50, wide_resnet50_2)")));
+  EXPECT_THAT([] { NodeRunner r(Json(R"("layers": ["layer5"])")); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(param "layers": unknown layer "layer5"; known: layer1, layer2, layer3, layer4)")));
+  EXPECT_THAT([] { NodeRunner r(Json(R"("layers": ["layer3", "layer1"])")); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(
+                  R"(param "layers": must be in increasing order (shallow to deep) without repeats, got ["layer3", "layer1"])")));
+  EXPECT_THAT([] { NodeRunner r(Json(R"("arch": "resnet101")")); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(param "arch": must be one of: resnet18, resnet34, resnet50, wide_resnet50_2)")));
 }
 
 TEST(BackboneNodeTest, DeeperArchsMatchTheTorchModule) {
@@ -290,8 +265,7 @@ TEST(BackboneNodeTest, DeeperArchsMatchTheTorchModule) {
       for (auto& [name, t] : net.named_state()) {
         if (name.find("running_var") != std::string::npos)
           t.uniform_(0.5, 2.0);
-        else if (name.find("running_mean") != std::string::npos ||
-                 name.find("bn") != std::string::npos ||
+        else if (name.find("running_mean") != std::string::npos || name.find("bn") != std::string::npos ||
                  name.find("downsample.1") != std::string::npos)
           if (t.is_floating_point()) t.add_(at::randn(t.sizes()).mul(0.1));
       }
@@ -300,8 +274,7 @@ TEST(BackboneNodeTest, DeeperArchsMatchTheTorchModule) {
     TempDir dir;
     write_state_dict(dir.file("w.pth"), net.named_state());
     const at::Tensor img = SyntheticImage(40, 56);
-    auto folded = RunBackbone(
-        WeightsParam(dir.file("w.pth")) + R"(, "arch": ")" + arch_name(arch) + "\"", {img});
+    auto folded = RunBackbone(WeightsParam(dir.file("w.pth")) + R"(, "arch": ")" + arch_name(arch) + "\"", {img});
     std::vector<at::Tensor> ref;
     {
       c10::InferenceMode guard;

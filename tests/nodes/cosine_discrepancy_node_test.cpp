@@ -16,8 +16,7 @@ namespace {
 
 using testing::HasSubstr;
 
-std::vector<at::Tensor> RunDisc(const std::vector<at::Tensor>& t,
-                                const std::vector<at::Tensor>& s) {
+std::vector<at::Tensor> RunDisc(const std::vector<at::Tensor>& t, const std::vector<at::Tensor>& s) {
   NodeRunner runner(R"({"id": "disc", "type": "CosineDiscrepancy"})");
   runner.push(CosineDiscrepancyNode::kInTeacher, FeaturePyramid{t});
   runner.push(CosineDiscrepancyNode::kInStudent, FeaturePyramid{s});
@@ -27,17 +26,14 @@ std::vector<at::Tensor> RunDisc(const std::vector<at::Tensor>& t,
 
 TEST(CosineDiscrepancyNodeTest, MatchesLoopReference) {
   // Batch 2, non-square, one level channels-last (as the Backbone's come).
-  const std::vector<at::Tensor> t = {
-      at::randn({2, 64, 12, 20}).contiguous(at::MemoryFormat::ChannelsLast),
-      at::randn({2, 128, 6, 10}), at::randn({2, 256, 3, 5})};
-  const std::vector<at::Tensor> s = {at::randn({2, 64, 12, 20}), at::randn({2, 128, 6, 10}),
-                                     at::randn({2, 256, 3, 5})};
+  const std::vector<at::Tensor> t = {at::randn({2, 64, 12, 20}).contiguous(at::MemoryFormat::ChannelsLast),
+                                     at::randn({2, 128, 6, 10}), at::randn({2, 256, 3, 5})};
+  const std::vector<at::Tensor> s = {at::randn({2, 64, 12, 20}), at::randn({2, 128, 6, 10}), at::randn({2, 256, 3, 5})};
   const auto maps = RunDisc(t, s);
   ASSERT_EQ(maps.size(), 3u);
   for (size_t j = 0; j < 3; ++j) {
     EXPECT_EQ(maps[j].sizes(), (at::IntArrayRef{2, 1, t[j].size(2), t[j].size(3)}));
-    EXPECT_TRUE(at::allclose(maps[j], reference::CosineDiscrepancy(t[j], s[j]), 1e-5, 1e-5))
-        << "level " << j;
+    EXPECT_TRUE(at::allclose(maps[j], reference::CosineDiscrepancy(t[j], s[j]), 1e-5, 1e-5)) << "level " << j;
   }
 }
 
@@ -51,9 +47,7 @@ TEST(CosineDiscrepancyNodeTest, FusedLoopEqualsTorchsOpAndKeepsGradients) {
   ASSERT_TRUE(torch_op[0].requires_grad());
   for (size_t j = 0; j < 2; ++j) {
     EXPECT_TRUE(at::allclose(fused[j], torch_op[j].detach(), 1e-5, 1e-6)) << "level " << j;
-    EXPECT_TRUE(at::allclose(fused[j],
-                             at::rsub(at::cosine_similarity(t[j], s[j], 1, 1e-8), 1).unsqueeze(1),
-                             1e-5, 1e-6));
+    EXPECT_TRUE(at::allclose(fused[j], at::rsub(at::cosine_similarity(t[j], s[j], 1, 1e-8), 1).unsqueeze(1), 1e-5, 1e-6));
   }
   torch_op[0].sum().backward();
   EXPECT_TRUE(tg.grad().defined());
@@ -66,8 +60,7 @@ TEST(CosineDiscrepancyNodeTest, IdenticalZeroOppositeTwoOnA1x1Level) {
   EXPECT_NEAR(maps[0].item<float>(), 0.0f, 1e-6);
   EXPECT_NEAR(maps[1].item<float>(), 2.0f, 1e-6);
   // Orthogonal -> 1.
-  maps = RunDisc({at::tensor({1.0f, 0.0f}).view({1, 2, 1, 1})},
-                 {at::tensor({0.0f, 3.0f}).view({1, 2, 1, 1})});
+  maps = RunDisc({at::tensor({1.0f, 0.0f}).view({1, 2, 1, 1})}, {at::tensor({0.0f, 3.0f}).view({1, 2, 1, 1})});
   EXPECT_NEAR(maps[0].item<float>(), 1.0f, 1e-6);
 }
 
@@ -94,17 +87,15 @@ TEST(CosineDiscrepancyNodeTest, LevelMismatchIsALoadError) {
       testing::ThrowsMessage<GraphError>(HasSubstr(
           R"(g.json: node "disc" (CosineDiscrepancy): input "student": level 2 has 512 channels, input "teacher" has 256)")));
   CosineDiscrepancyNode::Params p;
-  const Shapes ok = CosineDiscrepancyNode::infer(
-      p, Shapes{{"teacher", Shape::pyramid({{64, 64, 64}, {128, 32, 32}})},
-                {"student", Shape::pyramid({{64, 64, 64}, {128, -1, -1}})}});
+  const Shapes ok = CosineDiscrepancyNode::infer(p, Shapes{{"teacher", Shape::pyramid({{64, 64, 64}, {128, 32, 32}})},
+                                                           {"student", Shape::pyramid({{64, 64, 64}, {128, -1, -1}})}});
   EXPECT_EQ(ok.at("maps").levels, (std::vector<std::vector<int64_t>>{{1, 64, 64}, {1, 32, 32}}));
   EXPECT_THAT(
       [&] {
-        CosineDiscrepancyNode::infer(p, Shapes{{"teacher", Shape::pyramid({{64, 64, 64}})},
-                                               {"student", Shape::pyramid({{64, 63, 64}})}});
+        CosineDiscrepancyNode::infer(
+            p, Shapes{{"teacher", Shape::pyramid({{64, 64, 64}})}, {"student", Shape::pyramid({{64, 63, 64}})}});
       },
-      testing::ThrowsMessage<PortError>(
-          HasSubstr(R"(input "student": level 0 is 63x64 (HxW), input "teacher" is 64x64)")));
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": level 0 is 63x64 (HxW), input "teacher" is 64x64)")));
 }
 
 TEST(CosineDiscrepancyNodeTest, RuntimeSizeMismatchNamesTheLevel) {
@@ -112,8 +103,7 @@ TEST(CosineDiscrepancyNodeTest, RuntimeSizeMismatchNamesTheLevel) {
       [] {
         RunDisc({at::randn({1, 4, 8, 8})}, {at::randn({1, 4, 8, 9})});
       },
-      testing::ThrowsMessage<NodeError>(
-          HasSubstr(R"(input "student": level 0 is 8x9 (HxW), input "teacher" is 8x8)")));
+      testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "student": level 0 is 8x9 (HxW), input "teacher" is 8x8)")));
 }
 
 }  // namespace

@@ -28,10 +28,8 @@ TEST(FeatureMapNodeTest, MatchesLoopReference) {
   NodeRunner runner(R"({"id": "fm", "type": "FeatureMap",
                         "params": {"channels": [4, 6, 3], "hidden_ratio": 1.5, "seed": 5}})");
   // Batch of 2; non-square levels; a 1x1 level.
-  const std::vector<at::Tensor> t = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}),
-                                     at::randn({2, 3, 1, 1})};
-  const std::vector<at::Tensor> s = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}),
-                                     at::randn({2, 3, 1, 1})};
+  const std::vector<at::Tensor> t = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}), at::randn({2, 3, 1, 1})};
+  const std::vector<at::Tensor> s = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}), at::randn({2, 3, 1, 1})};
   runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{t});
   runner.push(FeatureMapNode::kInStudent, FeaturePyramid{s});
   runner.run();
@@ -41,12 +39,10 @@ TEST(FeatureMapNodeTest, MatchesLoopReference) {
   ASSERT_EQ(ft.size(), 3u);
   for (size_t j = 0; j < 3; ++j) {
     const std::string l = "level" + std::to_string(j);
-    EXPECT_EQ(w.at(l + ".fc1.weight").size(0),
-              std::vector<int64_t>({6, 9, 5})[j]);  // round(1.5 * C_j)
+    EXPECT_EQ(w.at(l + ".fc1.weight").size(0), std::vector<int64_t>({6, 9, 5})[j]);  // round(1.5 * C_j)
     for (const auto& [in, out] : {std::make_pair(t[j], ft[j]), std::make_pair(s[j], fs[j])}) {
-      const at::Tensor ref =
-          reference::FeatureMapLevel(in, w.at(l + ".fc1.weight"), w.at(l + ".fc1.bias"),
-                                     w.at(l + ".fc2.weight"), w.at(l + ".fc2.bias"));
+      const at::Tensor ref = reference::FeatureMapLevel(in, w.at(l + ".fc1.weight"), w.at(l + ".fc1.bias"),
+                                                        w.at(l + ".fc2.weight"), w.at(l + ".fc2.bias"));
       EXPECT_TRUE(at::allclose(out, ref, 1e-4, 1e-5)) << l;
     }
   }
@@ -54,8 +50,7 @@ TEST(FeatureMapNodeTest, MatchesLoopReference) {
 
 TEST(FeatureMapNodeTest, OneSetOfWeightsForBothSides) {
   NodeRunner runner(R"({"id": "fm", "type": "FeatureMap"})");
-  const std::vector<at::Tensor> x = {at::randn({1, 64, 16, 16}), at::randn({1, 128, 8, 8}),
-                                     at::randn({1, 256, 4, 4})};
+  const std::vector<at::Tensor> x = {at::randn({1, 64, 16, 16}), at::randn({1, 128, 8, 8}), at::randn({1, 256, 4, 4})};
   runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{x});
   runner.push(FeatureMapNode::kInStudent, FeaturePyramid{x});
   runner.run();
@@ -124,8 +119,7 @@ TEST(FeatureMapNodeTest, Bf16MixedTrainingKeepsFloat32Outputs) {
   for (size_t j = 0; j < 3; ++j) EXPECT_TRUE(eval16[j].equal(eval32[j])) << "level " << j;
 }
 
-std::string TwoBackbones(const std::string& teacher, const std::string& student,
-                         const std::string& fm) {
+std::string TwoBackbones(const std::string& teacher, const std::string& student, const std::string& fm) {
   return R"({"schema": 1, "name": "t", "inputs": {"image": "Tensor"}, "outputs": {"ft": "FeaturePyramid"},
     "nodes": [
       {"id": "teacher", "type": "Backbone", "in": {"image": "image"}, "out": {"features": "t"}, "params": {)" +
@@ -138,44 +132,26 @@ std::string TwoBackbones(const std::string& teacher, const std::string& student,
 }
 
 TEST(FeatureMapNodeTest, LevelMismatchIsALoadError) {
+  EXPECT_THAT([] { validate(parse_graph(TwoBackbones("", R"("layers": ["layer2", "layer3", "layer4"])", ""), "g.json")); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(
+                  R"(g.json: node "fm" (FeatureMap): input "student": level 2 has 512 channels, input "teacher" has 256)")));
+  EXPECT_THAT([] { validate(parse_graph(TwoBackbones("", R"("layers": ["layer1", "layer2"])", ""), "g.json")); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(R"(input "student": has 2 levels, input "teacher" has 3)")));
   EXPECT_THAT(
-      [] {
-        validate(parse_graph(TwoBackbones("", R"("layers": ["layer2", "layer3", "layer4"])", ""),
-                             "g.json"));
-      },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(g.json: node "fm" (FeatureMap): input "student": level 2 has 512 channels, input "teacher" has 256)")));
-  EXPECT_THAT(
-      [] {
-        validate(parse_graph(TwoBackbones("", R"("layers": ["layer1", "layer2"])", ""), "g.json"));
-      },
-      testing::ThrowsMessage<GraphError>(
-          HasSubstr(R"(input "student": has 2 levels, input "teacher" has 3)")));
-  EXPECT_THAT(
-      [] {
-        validate(parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")", ""),
-                             "g.json"));
-      },
-      testing::ThrowsMessage<GraphError>(
-          HasSubstr(R"(input "teacher": level 2 has 1024 channels, param "channels" has 256)")));
-  validate(parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")",
-                                    R"("channels": [256, 512, 1024])"),
-                       "g.json"));
-  EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "fm", "type": "FeatureMap", "params": {"hidden_ratio": 0}})"); },
-      testing::ThrowsMessage<GraphError>(
-          HasSubstr(R"(param "hidden_ratio": must be in [0.0625, 16], got 0)")));
+      [] { validate(parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")", ""), "g.json")); },
+      testing::ThrowsMessage<GraphError>(HasSubstr(R"(input "teacher": level 2 has 1024 channels, param "channels" has 256)")));
+  validate(
+      parse_graph(TwoBackbones(R"("arch": "resnet50")", R"("arch": "resnet50")", R"("channels": [256, 512, 1024])"), "g.json"));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "fm", "type": "FeatureMap", "params": {"hidden_ratio": 0}})"); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "hidden_ratio": must be in [0.0625, 16], got 0)")));
 }
 
 TEST(FeatureMapNodeTest, RuntimeMismatchNamesTheLevel) {
   NodeRunner runner(R"({"id": "fm", "type": "FeatureMap", "params": {"channels": [4, 8]}})");
-  runner.push(FeatureMapNode::kInTeacher,
-              FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 8, 1, 1})}});
-  runner.push(FeatureMapNode::kInStudent,
-              FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 6, 1, 1})}});
+  runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 8, 1, 1})}});
+  runner.push(FeatureMapNode::kInStudent, FeaturePyramid{{at::randn({1, 4, 2, 2}), at::randn({1, 6, 1, 1})}});
   EXPECT_THAT([&] { runner.run(); },
-              testing::ThrowsMessage<NodeError>(
-                  HasSubstr(R"(input "student": level 1 has 6 channels, input "teacher" has 8)")));
+              testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "student": level 1 has 6 channels, input "teacher" has 8)")));
 }
 
 }  // namespace
@@ -227,7 +203,8 @@ std::string SharingGraph(const std::string& syn_params) {
       {"id": "fm", "type": "FeatureMap", "in": {"teacher": "t", "student": "s"}, "out": {"teacher": "mt", "student": "ms"},
        "params": {"channels": [4, 8], "hidden_ratio": 2, "seed": 3}},
       {"id": "fm_syn", "type": "FeatureMap", "in": {"teacher": "s", "student": "t"}, "out": {"teacher": "mt2", "student": "ms2"},
-       "params": )" + syn_params + "}]}";
+       "params": )" +
+         syn_params + "}]}";
 }
 
 // The sharing node holds the very tensors of the shared one (so a training step on either moves
@@ -268,12 +245,19 @@ TEST(FeatureMapNodeTest, ShareUsesTheWeightsOfTheNodeNamed) {
 
 TEST(FeatureMapNodeTest, ShareNamesAMissingNodeOrOtherChannels) {
   EXPECT_THAT([] { Executor ex(validate(parse_graph(SharingGraph(R"({"share": "nope", "channels": [4, 8]})"), "g.json"))); },
-              testing::ThrowsMessage<Error>(testing::AllOf(HasSubstr(R"(node "fm_syn" (FeatureMap))"),
-                                                  HasSubstr(R"(param "share": no FeatureMap "nope" is declared before this node)"))));
+              testing::ThrowsMessage<Error>(
+                  testing::AllOf(HasSubstr(R"(node "fm_syn" (FeatureMap))"),
+                                 HasSubstr(R"(param "share": no FeatureMap "nope" is declared before this node)"))));
   EXPECT_THAT([] { Executor ex(validate(parse_graph(SharingGraph(R"({"share": "fm", "channels": [4, 16]})"), "g.json"))); },
-              testing::ThrowsMessage<Error>(HasSubstr(R"(node "fm_syn" (FeatureMap): param "share": FeatureMap "fm" has other channels than this node)")));
-  EXPECT_THAT([] { FeatureMapNode::Params p; p.share = "fm"; FeatureMapNode n(p); },
-              testing::ThrowsMessage<Error>(HasSubstr(R"(param "share" needs a graph)")));
+              testing::ThrowsMessage<Error>(
+                  HasSubstr(R"(node "fm_syn" (FeatureMap): param "share": FeatureMap "fm" has other channels than this node)")));
+  EXPECT_THAT(
+      [] {
+        FeatureMapNode::Params p;
+        p.share = "fm";
+        FeatureMapNode n(p);
+      },
+      testing::ThrowsMessage<Error>(HasSubstr(R"(param "share" needs a graph)")));
 }
 
 }  // namespace

@@ -104,8 +104,7 @@ TEST(GaussianBlurNodeTest, OneByOneAndStripsMatchReference) {
   EXPECT_FLOAT_EQ(RunBlur(one).at<float>(0, 0), 3.5f);  // reflecting one pixel: a constant
   for (cv::Size s : {cv::Size(7, 1), cv::Size(1, 5), cv::Size(3, 2), cv::Size(17, 1)}) {
     cv::Mat in = RandomMap(s.height, s.width, 3);
-    EXPECT_LT(MaxAbsDiff(RunBlur(in, R"({"sigma": 3.0})"), reference::GaussianBlur(in, 3.0)), 2e-6)
-        << s.width << "x" << s.height;
+    EXPECT_LT(MaxAbsDiff(RunBlur(in, R"({"sigma": 3.0})"), reference::GaussianBlur(in, 3.0)), 2e-6) << s.width << "x" << s.height;
   }
 }
 
@@ -125,25 +124,21 @@ TEST(GaussianBlurNodeTest, ManyFramesInFlightMatchReference) {
   }
   runner.run();
   for (const cv::Mat& m : in)
-    EXPECT_LT(MaxAbsDiff(runner.pop(GaussianBlurNode::kOut).mat, reference::GaussianBlur(m, 2.5)),
-              2e-6);
+    EXPECT_LT(MaxAbsDiff(runner.pop(GaussianBlurNode::kOut).mat, reference::GaussianBlur(m, 2.5)), 2e-6);
 }
 
 TEST(GaussianBlurNodeTest, BadParamsAreNamed) {
-  EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "blur", "type": "GaussianBlur", "params": {"sigma": -1}})"); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(NodeRunner: node "blur" (GaussianBlur): param "sigma": must be in [0.5, 32], got -1)")));
-  EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "blur", "type": "GaussianBlur", "params": {"sigma": "4"}})"); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "sigma": must be a number)")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "blur", "type": "GaussianBlur", "params": {"sigma": -1}})"); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(NodeRunner: node "blur" (GaussianBlur): param "sigma": must be in [0.5, 32], got -1)")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "blur", "type": "GaussianBlur", "params": {"sigma": "4"}})"); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "sigma": must be a number)")));
 }
 
 TEST(GaussianBlurNodeTest, RejectsANonFloatMap) {
   NodeRunner runner(R"({"id": "blur", "type": "GaussianBlur"})");
   runner.push(GaussianBlurNode::kIn, Map2D{cv::Mat(4, 4, CV_8UC1, cv::Scalar(1))});
-  EXPECT_THAT([&] { runner.run(); },
-              testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "map": expected HxW float32)")));
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "map": expected HxW float32)")));
 }
 
 TEST(GaussianBlurNodeTest, InferKeepsTheShape) {
@@ -165,11 +160,8 @@ TEST_P(GaussianBlurDeviceTest, MatchesReference) {
   EXPECT_LT(MaxAbsDiff(RunBlur(in, "{}", GetParam()), reference::GaussianBlur(in, 4.0)), 2e-6);
 }
 
-INSTANTIATE_TEST_SUITE_P(GaussianBlur, GaussianBlurDeviceTest,
-                         testing::Values(Device::kCpu, Device::kCuda),
-                         [](const testing::TestParamInfo<Device>& i) {
-                           return i.param == Device::kCpu ? "cpu" : "cuda";
-                         });
+INSTANTIATE_TEST_SUITE_P(GaussianBlur, GaussianBlurDeviceTest, testing::Values(Device::kCpu, Device::kCuda),
+                         [](const testing::TestParamInfo<Device>& i) { return i.param == Device::kCpu ? "cpu" : "cuda"; });
 
 }  // namespace
 }  // namespace fmam

@@ -43,8 +43,7 @@ bool same_bits(const cv::Mat& a, const cv::Mat& b) {
 }
 
 TEST(HeatmapTest, MatchesThePreviousColouringBitForBit) {
-  for (const auto& [lo, hi] :
-       {std::pair(0.0f, 1.0f), std::pair(0.2f, 0.7f), std::pair(-3.0f, 5.0f)}) {
+  for (const auto& [lo, hi] : {std::pair(0.0f, 1.0f), std::pair(0.2f, 0.7f), std::pair(-3.0f, 5.0f)}) {
     const cv::Mat m = ramp(37, 53, lo - 0.5f * (hi - lo), hi + 0.5f * (hi - lo));
     const cv::Mat got = heatmap_bgr(m, lo, hi);
     EXPECT_EQ(got.type(), CV_8UC3);
@@ -73,8 +72,7 @@ TEST(HeatmapTest, MapWriterPngIsTheHeatmap) {
   for (const auto& e : fs::directory_iterator(dir.path))
     if (e.path().extension() == ".png") pngs.push_back(e.path());
   ASSERT_EQ(pngs.size(), 1u);
-  EXPECT_TRUE(
-      same_bits(cv::imread(pngs[0].string(), cv::IMREAD_COLOR), heatmap_bgr(m, 0.2f, 0.7f)));
+  EXPECT_TRUE(same_bits(cv::imread(pngs[0].string(), cv::IMREAD_COLOR), heatmap_bgr(m, 0.2f, 0.7f)));
 }
 
 // Overlay blends the heatmap over the image with opacity alpha * clamp((v - lo) / (hi - lo)).
@@ -93,8 +91,7 @@ TEST(OverlayHeatmapTest, BlendsTheSameHeatmapAsMapWriter) {
   for (int y = 0; y < m.rows; ++y)
     for (int x = 0; x < m.cols; ++x) {
       const float a = alpha * std::min(1.0f, std::max(0.0f, (m.at<float>(y, x) - lo) * scale));
-      for (int c = 0; c < 3; ++c)
-        want.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uchar>(a * hot.at<cv::Vec3b>(y, x)[c]);
+      for (int c = 0; c < 3; ++c) want.at<cv::Vec3b>(y, x)[c] = cv::saturate_cast<uchar>(a * hot.at<cv::Vec3b>(y, x)[c]);
     }
   EXPECT_TRUE(same_bits(got, want));
 }

@@ -12,9 +12,9 @@
 #include <string>
 
 #include "framework/error.h"
+#include "networks/resnet.h"
 #include "nodes/backbone_node.h"
 #include "nodes/feature_map_node.h"
-#include "networks/resnet.h"
 #include "nodes/student_node.h"
 
 namespace fmam {
@@ -22,8 +22,7 @@ namespace {
 
 using testing::HasSubstr;
 
-const std::string kWeights =
-    std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
+const std::string kWeights = std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
 
 // An executor's construction environment for one node.
 struct Env {
@@ -33,9 +32,7 @@ struct Env {
 };
 
 // Per-pixel cosine similarity over channels, its minimum: what the anomaly map is made of.
-double MinCosine(const at::Tensor& a, const at::Tensor& b) {
-  return at::cosine_similarity(a, b, 1).min().item<double>();
-}
+double MinCosine(const at::Tensor& a, const at::Tensor& b) { return at::cosine_similarity(a, b, 1).min().item<double>(); }
 
 // Float32, in the layout the float32 node gives (consumers never see what the network ran in).
 void ExpectFloat32Like(const std::vector<at::Tensor>& got, const std::vector<at::Tensor>& want) {

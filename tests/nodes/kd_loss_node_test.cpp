@@ -94,8 +94,7 @@ TEST(KDLossNodeTest, LevelsAreAveraged) {
   const at::Tensor t0 = at::zeros({1, 2, 2, 2}).index_fill_(1, at::tensor({int64_t(0)}), 1.0);
   const at::Tensor s0 = at::zeros({1, 2, 2, 2}).index_fill_(1, at::tensor({int64_t(1)}), 1.0);
   const at::Tensor t1 = at::full({1, 3, 1, 1}, 2.0);
-  for (Distance d : {Distance::kCos, Distance::kCosFlat})
-    EXPECT_NEAR(loss_of({t0, t1}, {s0, t1.clone()}, d), 0.5, 1e-6);
+  for (Distance d : {Distance::kCos, Distance::kCosFlat}) EXPECT_NEAR(loss_of({t0, t1}, {s0, t1.clone()}, d), 0.5, 1e-6);
   // l2: level 0 has (1^2 + 1^2) / 2 = 1 per pixel, level 1 0 -> 0.5.
   EXPECT_NEAR(loss_of({t0, t1}, {s0, t1.clone()}, Distance::kL2), 0.5, 1e-6);
 }
@@ -109,8 +108,7 @@ TEST(KDLossNodeTest, BatchGivesOneLossPerFrame) {
   const double deg[3] = {0, 90, 180};
   for (int f = 0; f < 3; ++f) {
     runner.push(KDLossNode::kTeacher, FeaturePyramid{{pixels({polar(30)}), pixels({polar(0), polar(0)})}});
-    runner.push(KDLossNode::kStudent,
-                FeaturePyramid{{pixels({polar(30 + deg[f], 2)}), pixels({polar(deg[f]), polar(deg[f])})}});
+    runner.push(KDLossNode::kStudent, FeaturePyramid{{pixels({polar(30 + deg[f], 2)}), pixels({polar(deg[f]), polar(deg[f])})}});
   }
   runner.run();
   for (int f = 0; f < 3; ++f) {
@@ -161,25 +159,32 @@ TEST(KDLossNodeTest, AcceptsInferenceTensorsFromTheTeacher) {
 
 TEST(KDLossNodeTest, LevelMismatchIsNamed) {
   const at::Tensor a = at::zeros({1, 2, 4, 4}), b = at::zeros({1, 2, 2, 2});
-  EXPECT_THAT([&] { KDLossNode::compute({a, b, b}, {a, b}, {}); },
-              testing::ThrowsMessage<PortError>(
-                  HasSubstr(R"(input "student": has 2 levels, input "teacher" has 3)")));
-  EXPECT_THAT([&] { KDLossNode::compute({a, b}, {a, at::zeros({1, 3, 2, 2})}, {}); },
-              testing::ThrowsMessage<PortError>(
-                  HasSubstr(R"(input "student": level 1 has 3 channels, input "teacher" has 2)")));
-  EXPECT_THAT([&] { KDLossNode::compute({a}, {at::zeros({1, 2, 4, 3})}, {}); },
-              testing::ThrowsMessage<PortError>(
-                  HasSubstr(R"(input "student": level 0 is 4x3 (HxW), input "teacher" is 4x4)")));
-  EXPECT_THAT([&] { KDLossNode::compute({a}, {at::zeros({2, 2, 4, 4})}, {}); },
-              testing::ThrowsMessage<PortError>(
-                  HasSubstr(R"(input "student": level 0 has batch 2, input "teacher" has 1)")));
+  EXPECT_THAT(
+      [&] {
+        KDLossNode::compute({a, b, b}, {a, b}, {});
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": has 2 levels, input "teacher" has 3)")));
+  EXPECT_THAT(
+      [&] {
+        KDLossNode::compute({a, b}, {a, at::zeros({1, 3, 2, 2})}, {});
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": level 1 has 3 channels, input "teacher" has 2)")));
+  EXPECT_THAT(
+      [&] {
+        KDLossNode::compute({a}, {at::zeros({1, 2, 4, 3})}, {});
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": level 0 is 4x3 (HxW), input "teacher" is 4x4)")));
+  EXPECT_THAT(
+      [&] {
+        KDLossNode::compute({a}, {at::zeros({2, 2, 4, 4})}, {});
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": level 0 has batch 2, input "teacher" has 1)")));
   // Through the runner the node's message arrives inside the runner's context.
   NodeRunner runner(R"({"id": "kd", "type": "KDLoss"})");
   runner.push(KDLossNode::kTeacher, FeaturePyramid{{a, b}});
   runner.push(KDLossNode::kStudent, FeaturePyramid{{a, at::zeros({1, 5, 2, 2})}});
   EXPECT_THAT([&] { runner.run(); },
-              testing::ThrowsMessage<Error>(
-                  HasSubstr(R"(input "student": level 1 has 5 channels, input "teacher" has 2)")));
+              testing::ThrowsMessage<Error>(HasSubstr(R"(input "student": level 1 has 5 channels, input "teacher" has 2)")));
 }
 
 // At load time, from the producers' shapes (G-API outMeta): the same message before any frame.
@@ -191,20 +196,19 @@ TEST(KDLossNodeTest, InferChecksLevelsAndGivesAScalarPerFrame) {
   EXPECT_TRUE(out.at(KDLossNode::kLoss).dims.empty());
   EXPECT_TRUE(out.at(KDLossNode::kLoss).known);
   in.set(KDLossNode::kStudent, Shape::pyramid({{64, 64, 64}, {512, 32, 32}, {256, 16, 16}}));
-  EXPECT_THAT([&] { KDLossNode::infer({}, in); },
-              testing::ThrowsMessage<PortError>(
-                  HasSubstr(R"(input "student": level 1 has 512 channels, input "teacher" has 128)")));
+  EXPECT_THAT(
+      [&] { KDLossNode::infer({}, in); },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(input "student": level 1 has 512 channels, input "teacher" has 128)")));
   in.set(KDLossNode::kStudent, Shape::pyramid({{64, 64, 64}, {128, 32, 32}}));
-  EXPECT_THAT([&] { KDLossNode::infer({}, in); },
-              testing::ThrowsMessage<PortError>(HasSubstr("has 2 levels")));
+  EXPECT_THAT([&] { KDLossNode::infer({}, in); }, testing::ThrowsMessage<PortError>(HasSubstr("has 2 levels")));
   in.set(KDLossNode::kStudent, Shape::unknown());
   EXPECT_NO_THROW(KDLossNode::infer({}, in));
 }
 
 TEST(KDLossNodeTest, BadParamsAreNamed) {
   EXPECT_THAT([] { NodeRunner r(R"({"id": "kd", "type": "KDLoss", "params": {"distance": "cosine"}})"); },
-              testing::ThrowsMessage<GraphError>(HasSubstr(
-                  R"(node "kd" (KDLoss): param "distance": must be one of: cos, cos_flat, l1, l2)")));
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(node "kd" (KDLoss): param "distance": must be one of: cos, cos_flat, l1, l2)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "kd", "type": "KDLoss", "params": {"margin": 1}})"); },
               testing::ThrowsMessage<GraphError>(HasSubstr(R"(unknown param "margin")")));
 }

@@ -5,8 +5,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "nodes/pil_resize.h"
 #include "framework/node_runner.h"
+#include "nodes/pil_resize.h"
 #include "nodes/resize_node.h"
 
 namespace fmam {
@@ -29,8 +29,7 @@ int max_abs_diff(const cv::Mat& a, const cv::Mat& b) {
 
 TEST(PilResizeTest, EqualsPillowBitForBit) {
   const cv::Mat in = read("input.png");
-  for (cv::Size s : {cv::Size(16, 24), cv::Size(80, 41), cv::Size(26, 18), cv::Size(53, 20), cv::Size(29, 37),
-                     cv::Size(7, 5)}) {
+  for (cv::Size s : {cv::Size(16, 24), cv::Size(80, 41), cv::Size(26, 18), cv::Size(53, 20), cv::Size(29, 37), cv::Size(7, 5)}) {
     const std::string name = std::to_string(s.width) + "x" + std::to_string(s.height) + ".png";
     EXPECT_EQ(max_abs_diff(resize_like_pil_bilinear(in, s), read(name)), 0) << name;
   }
@@ -54,7 +53,8 @@ TEST(PilResizeTest, DiffersFromOpenCvsFilters) {
 TEST(PilResizeTest, ResizeNodeUsesItByDefault) {
   for (const std::string interp : {"", R"(, "interpolation": "pil_bilinear")"}) {
     NodeRunner runner(R"({"id": "resize", "type": "Resize",
-                          "params": {"width": 16, "height": 24, "normalize": "unit")" + interp + "}}");
+                          "params": {"width": 16, "height": 24, "normalize": "unit")" +
+                      interp + "}}");
     runner.push(ResizeNode::kIn, Image{read("input.png")});
     runner.run();
     at::Tensor t = runner.pop(ResizeNode::kOut).t;

@@ -50,8 +50,8 @@ TEST(ResizeNodeTest, GrayInputBecomesThreeEqualChannels) {
 
 TEST(ResizeNodeTest, BadParamsAreNamed) {
   EXPECT_THAT([] { NodeRunner r(R"({"id": "resize", "type": "Resize", "params": {"width": 0}})"); },
-              testing::ThrowsMessage<GraphError>(testing::HasSubstr(
-                  R"(NodeRunner: node "resize" (Resize): param "width": must be in [8, 4096], got 0)")));
+              testing::ThrowsMessage<GraphError>(
+                  testing::HasSubstr(R"(NodeRunner: node "resize" (Resize): param "width": must be in [8, 4096], got 0)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "resize", "type": "Resize", "params": {"interpolation": "bicubic"}})"); },
               testing::ThrowsMessage<GraphError>(testing::HasSubstr("one of: area, linear, cubic, nearest, pil_bilinear")));
 }

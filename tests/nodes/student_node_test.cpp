@@ -17,8 +17,8 @@
 
 #include "framework/graph.h"
 #include "framework/node_runner.h"
-#include "nodes/backbone_node.h"
 #include "networks/weights.h"
+#include "nodes/backbone_node.h"
 #include "tests/reference/pyramid_fixture.h"
 
 namespace fmam {
@@ -27,16 +27,13 @@ namespace {
 using testing::AllOf;
 using testing::HasSubstr;
 
-const std::string kFixture =
-    std::string(FMAM_SOURCE_DIR) + "/tests/testdata/student_rd4ad_fixture.txt";
-const std::string kWeights =
-    std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
+const std::string kFixture = std::string(FMAM_SOURCE_DIR) + "/tests/testdata/student_rd4ad_fixture.txt";
+const std::string kWeights = std::string(FMAM_SOURCE_DIR) + "/../shared/weights/resnet18_imagenet1k_v1_to_layer3.pth";
 
 // A teacher-like pyramid (non-negative, as after ReLU) for an h x w image.
 std::vector<at::Tensor> TeacherPyramid(Arch arch, int64_t h, int64_t w, int64_t batch = 1) {
   std::vector<at::Tensor> out;
-  for (int l = 1; l <= 3; ++l)
-    out.push_back(at::rand({batch, layer_channels(arch, l), layer_size(h, l), layer_size(w, l)}));
+  for (int l = 1; l <= 3; ++l) out.push_back(at::rand({batch, layer_channels(arch, l), layer_size(h, l), layer_size(w, l)}));
   return out;
 }
 
@@ -51,8 +48,7 @@ StudentNode::Params ReverseParams(Arch arch = Arch::kResNet18, int seed = 0) {
 
 TEST(StudentNodeTest, ReverseOutputsHaveTheTeachersShapes) {
   // 256 x 256 (the paper's size), non-square, and sizes not divisible by 32 (decoder cropping).
-  for (auto [h, w] :
-       std::vector<std::pair<int64_t, int64_t>>{{256, 256}, {128, 192}, {200, 312}, {67, 93}}) {
+  for (auto [h, w] : std::vector<std::pair<int64_t, int64_t>>{{256, 256}, {128, 192}, {200, 312}, {67, 93}}) {
     NodeRunner runner(R"({"id": "student", "type": "Student", "in": {"features": "t"},
                           "params": {"kind": "reverse", "arch": "resnet18"}})");
     const auto teacher = TeacherPyramid(Arch::kResNet18, h, w);
@@ -60,8 +56,7 @@ TEST(StudentNodeTest, ReverseOutputsHaveTheTeachersShapes) {
     runner.run();
     const auto out = runner.pop(StudentNode::kOut).levels;
     ASSERT_EQ(out.size(), 3u);
-    for (size_t j = 0; j < 3; ++j)
-      EXPECT_EQ(Dims(out[j]), Dims(teacher[j])) << h << "x" << w << " level " << j;
+    for (size_t j = 0; j < 3; ++j) EXPECT_EQ(Dims(out[j]), Dims(teacher[j])) << h << "x" << w << " level " << j;
   }
 }
 
@@ -75,29 +70,25 @@ TEST(StudentNodeTest, SymmetricOutputsHaveTheTeachersShapes) {
     const auto dims = pyramid_dims(Arch::kResNet18, {1, 2, 3}, h, w);
     ASSERT_EQ(out.size(), 3u);
     for (size_t j = 0; j < 3; ++j) {
-      EXPECT_EQ(Dims(out[j]), (std::vector<int64_t>{1, dims[j][0], dims[j][1], dims[j][2]}))
-          << h << "x" << w;
+      EXPECT_EQ(Dims(out[j]), (std::vector<int64_t>{1, dims[j][0], dims[j][1], dims[j][2]})) << h << "x" << w;
     }
   }
   StudentNode::Params p;
   p.kind = StudentNode::Kind::kSymmetric;
   p.layers = {"layer2", "layer3"};
-  EXPECT_EQ(
-      StudentNode::infer(p, Shapes{{"image", Shape::of({3, 256, 256})}}).at("features").levels,
-      (std::vector<std::vector<int64_t>>{{128, 32, 32}, {256, 16, 16}}));
+  EXPECT_EQ(StudentNode::infer(p, Shapes{{"image", Shape::of({3, 256, 256})}}).at("features").levels,
+            (std::vector<std::vector<int64_t>>{{128, 32, 32}, {256, 16, 16}}));
 }
 
 TEST(StudentNodeTest, SameSeedSameWeightsDifferentSeedDifferentWeights) {
-  StudentNode a(ReverseParams(Arch::kResNet18, 3)), b(ReverseParams(Arch::kResNet18, 3)),
-      c(ReverseParams(Arch::kResNet18, 4));
+  StudentNode a(ReverseParams(Arch::kResNet18, 3)), b(ReverseParams(Arch::kResNet18, 3)), c(ReverseParams(Arch::kResNet18, 4));
   const auto sa = a.named_state(), sb = b.named_state(), sc = c.named_state();
   ASSERT_EQ(sa.size(), sb.size());
   bool any_differs = false;
   for (size_t i = 0; i < sa.size(); ++i) {
     EXPECT_EQ(sa[i].first, sb[i].first);
     EXPECT_TRUE(at::equal(sa[i].second, sb[i].second)) << sa[i].first;
-    if (sa[i].second.dim() == 4)
-      any_differs = any_differs || !at::equal(sa[i].second, sc[i].second);
+    if (sa[i].second.dim() == 4) any_differs = any_differs || !at::equal(sa[i].second, sc[i].second);
   }
   EXPECT_TRUE(any_differs);
   const auto teacher = TeacherPyramid(Arch::kResNet18, 64, 64);
@@ -175,8 +166,7 @@ TEST(StudentNodeTest, Rd4adStateNamesAndShapesMatchPython) {
   ASSERT_EQ(state.size(), expected.size());
   for (size_t i = 0; i < state.size(); ++i) {
     std::string shape;
-    for (int64_t d : state[i].second.sizes())
-      shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    for (int64_t d : state[i].second.sizes()) shape += (shape.empty() ? "" : "x") + std::to_string(d);
     EXPECT_EQ(state[i].first + " " + (shape.empty() ? "scalar" : shape), expected[i]) << i;
   }
 }
@@ -186,8 +176,7 @@ at::Tensor FormulaTensor(const std::string& name, at::IntArrayRef shape, int k) 
   at::Tensor t = at::empty(shape, at::kDouble);
   double* p = t.data_ptr<double>();
   const int64_t n = t.numel();
-  const bool bn_gamma =
-      shape.size() == 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+  const bool bn_gamma = shape.size() == 1 && name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
   for (int64_t i = 0; i < n; ++i) {
     const double s = std::sin(0.37 * double(i) + 1.3 * k);
     double v;
@@ -225,8 +214,8 @@ TEST(StudentNodeTest, Rd4adForwardMatchesPython) {
   }
   node.load_state(state);
   const int64_t h = runs[0].height / 4, w = runs[0].width / 4;
-  const auto out = node.forward({FormulaInput(64, h, w, 0), FormulaInput(128, h / 2, w / 2, 1),
-                                 FormulaInput(256, h / 4, w / 4, 2)});
+  const auto out =
+      node.forward({FormulaInput(64, h, w, 0), FormulaInput(128, h / 2, w / 2, 1), FormulaInput(256, h / 4, w / 4, 2)});
   reference::ExpectPyramidMatches(out, runs[0], 1e-5, 1e-4);
 }
 
@@ -257,10 +246,9 @@ TEST(StudentNodeTest, LoadStateRoundTripsAndNamesItsProblems) {
   state["bn.conv1.weight"] = at::zeros({1});
   state["bn.conv4.weight"] = at::zeros({1});
   EXPECT_THAT([&] { b.load_state(state); },
-              testing::ThrowsMessage<Error>(
-                  AllOf(HasSubstr("missing (1): decoder.layer1.0.conv1.weight"),
-                        HasSubstr("mis-shaped (1): bn.conv1.weight [1] (expected [128, 64, 3, 3])"),
-                        HasSubstr("unexpected (1): bn.conv4.weight"))));
+              testing::ThrowsMessage<Error>(AllOf(HasSubstr("missing (1): decoder.layer1.0.conv1.weight"),
+                                                  HasSubstr("mis-shaped (1): bn.conv1.weight [1] (expected [128, 64, 3, 3])"),
+                                                  HasSubstr("unexpected (1): bn.conv4.weight"))));
 }
 
 TEST(StudentNodeTest, TrainingModeTracksGradientsEvalModeDoesNot) {
@@ -272,16 +260,14 @@ TEST(StudentNodeTest, TrainingModeTracksGradientsEvalModeDoesNot) {
   }
   node.train(true);
   EXPECT_TRUE(node.is_training());
-  const at::Tensor mean_before =
-      node.named_state()[3].second.clone();  // bn.bn_layer.0.bn1.running_mean
+  const at::Tensor mean_before = node.named_state()[3].second.clone();  // bn.bn_layer.0.bn1.running_mean
   auto out = node.forward(teacher);
   ASSERT_TRUE(out[0].requires_grad());
   (out[0].mean() + out[1].mean() + out[2].mean()).backward();
   int with_grad = 0;
   for (const auto& p : node.parameters()) with_grad += p.grad().defined();
   EXPECT_EQ(with_grad, int(node.parameters().size()));
-  EXPECT_FALSE(at::equal(node.named_state()[3].second, mean_before))
-      << "BatchNorm running stats not updated";
+  EXPECT_FALSE(at::equal(node.named_state()[3].second, mean_before)) << "BatchNorm running stats not updated";
   node.train(false);
   out = node.forward(teacher);
   EXPECT_FALSE(out[0].requires_grad());
@@ -340,59 +326,46 @@ std::string TeacherStudentGraph(const std::string& teacher_arch, const std::stri
 TEST(StudentNodeTest, TeacherOfAnotherArchIsALoadError) {
   EXPECT_THAT(
       [] {
-        validate(parse_graph(
-            TeacherStudentGraph("resnet50",
-                                R"("in": {"features": "t"}, "params": {"arch": "resnet18"})"),
-            "g.json"));
+        validate(
+            parse_graph(TeacherStudentGraph("resnet50", R"("in": {"features": "t"}, "params": {"arch": "resnet18"})"), "g.json"));
       },
       testing::ThrowsMessage<GraphError>(HasSubstr(
           R"(g.json: node "student" (Student): input "features": level 2 has 1024 channels, a resnet18 student expects 256)")));
   // The matching arch validates.
-  validate(parse_graph(
-      TeacherStudentGraph("resnet50", R"("in": {"features": "t"}, "params": {"arch": "resnet50"})"),
-      "g.json"));
+  validate(parse_graph(TeacherStudentGraph("resnet50", R"("in": {"features": "t"}, "params": {"arch": "resnet50"})"), "g.json"));
 }
 
 TEST(StudentNodeTest, EachKindNeedsItsInput) {
   EXPECT_THAT(
       [] {
-        validate(parse_graph(
-            TeacherStudentGraph("resnet18",
-                                R"("in": {"image": "image"}, "params": {"kind": "reverse"})"),
-            "g.json"));
+        validate(
+            parse_graph(TeacherStudentGraph("resnet18", R"("in": {"image": "image"}, "params": {"kind": "reverse"})"), "g.json"));
       },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(node "student" (Student): input "features": is not connected; kind "reverse" reads it)")));
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(node "student" (Student): input "features": is not connected; kind "reverse" reads it)")));
   EXPECT_THAT(
       [] {
         validate(parse_graph(
-            TeacherStudentGraph(
-                "resnet18",
-                R"("in": {"image": "image", "features": "t"}, "params": {"kind": "symmetric"})"),
+            TeacherStudentGraph("resnet18", R"("in": {"image": "image", "features": "t"}, "params": {"kind": "symmetric"})"),
             "g.json"));
       },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(input "features": is connected, but kind "symmetric" reads input "image" only)")));
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(input "features": is connected, but kind "symmetric" reads input "image" only)")));
   EXPECT_THAT(
       [] {
         validate(parse_graph(
-            TeacherStudentGraph(
-                "resnet18",
-                R"("in": {"features": "t"}, "params": {"layers": ["layer2", "layer3"]})"),
-            "g.json"));
+            TeacherStudentGraph("resnet18", R"("in": {"features": "t"}, "params": {"layers": ["layer2", "layer3"]})"), "g.json"));
       },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(param "layers": kind "reverse" (RD4AD) fuses exactly layer1, layer2, layer3)")));
+      testing::ThrowsMessage<GraphError>(
+          HasSubstr(R"(param "layers": kind "reverse" (RD4AD) fuses exactly layer1, layer2, layer3)")));
 }
 
 TEST(StudentNodeTest, RuntimeChannelMismatchNamesTheLevel) {
   // Through NodeRunner the input shapes are unknown at load: the same check runs per frame.
   NodeRunner runner(R"({"id": "student", "type": "Student", "in": {"features": "t"}})");
   runner.push(StudentNode::kFeatures, FeaturePyramid{TeacherPyramid(Arch::kResNet50, 64, 64)});
-  EXPECT_THAT(
-      [&] { runner.run(); },
-      testing::ThrowsMessage<NodeError>(HasSubstr(
-          R"(input "features": level 2 has 1024 channels, a resnet18 student expects 256)")));
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(
+                                         R"(input "features": level 2 has 1024 channels, a resnet18 student expects 256)")));
 }
 
 }  // namespace
@@ -441,7 +414,12 @@ TEST(StudentNodeTest, FrozenBatchNormStatsInTrainingAreUsedNotUpdated) {
   // The default updates them.
   StudentNode updating(ReverseParams());
   updating.set_training(true);
-  const auto before2 = [&] { std::vector<at::Tensor> v; for (const auto& [k, t] : updating.named_state()) if (k.find("running_mean") != std::string::npos) v.push_back(t.clone()); return v; }();
+  const auto before2 = [&] {
+    std::vector<at::Tensor> v;
+    for (const auto& [k, t] : updating.named_state())
+      if (k.find("running_mean") != std::string::npos) v.push_back(t.clone());
+    return v;
+  }();
   updating.forward(teacher);
   bool changed = false;
   size_t i = 0;

@@ -34,14 +34,10 @@ double Score(const cv::Mat& map, const std::string& params = "{}", Device device
   return runner.pop(TopKScoreNode::kOut).value;
 }
 
-double ScoreK(const cv::Mat& map, int k) {
-  return Score(map, "{\"k\": " + std::to_string(k) + "}");
-}
+double ScoreK(const cv::Mat& map, int k) { return Score(map, "{\"k\": " + std::to_string(k) + "}"); }
 
 // Sums of the same floats in another order differ in the last bits of a double only.
-void ExpectSame(double got, double want) {
-  EXPECT_NEAR(got, want, 1e-12 * std::max(1.0, std::fabs(want)));
-}
+void ExpectSame(double got, double want) { EXPECT_NEAR(got, want, 1e-12 * std::max(1.0, std::fabs(want))); }
 
 TEST(TopKScoreNodeTest, RandomMapMatchesSortReference) {
   cv::Mat m = RandomMap(256, 256, 1);
@@ -120,25 +116,23 @@ TEST(TopKScoreNodeTest, NaNInTheTopKIsAnError) {
   m.at<float>(2, 3) = std::numeric_limits<float>::quiet_NaN();
   NodeRunner runner(R"({"id": "score", "type": "TopKScore", "params": {"k": 5}})");
   runner.push(TopKScoreNode::kIn, Map2D{m});
-  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(
-                                         R"(input "map": has NaN values among its top k)")));
+  EXPECT_THAT([&] { runner.run(); },
+              testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "map": has NaN values among its top k)")));
 }
 
 TEST(TopKScoreNodeTest, BadParamsAreNamed) {
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "score", "type": "TopKScore", "params": {"k": 0}})"); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(NodeRunner: node "score" (TopKScore): param "k": must be in [1, 10000000], got 0)")));
   EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "score", "type": "TopKScore", "params": {"k": 0}})"); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(NodeRunner: node "score" (TopKScore): param "k": must be in [1, 10000000], got 0)")));
-  EXPECT_THAT([] { NodeRunner r(R"({"id": "score", "type": "TopKScore", "params": {"k": 2.5}})"); },
-              testing::ThrowsMessage<GraphError>(testing::AllOf(
-                  HasSubstr(R"(param "k": must be an integer)"), HasSubstr("got 2.5"))));
+      [] { NodeRunner r(R"({"id": "score", "type": "TopKScore", "params": {"k": 2.5}})"); },
+      testing::ThrowsMessage<GraphError>(testing::AllOf(HasSubstr(R"(param "k": must be an integer)"), HasSubstr("got 2.5"))));
 }
 
 TEST(TopKScoreNodeTest, RejectsAnEmptyMap) {
   NodeRunner runner(R"({"id": "score", "type": "TopKScore"})");
   runner.push(TopKScoreNode::kIn, Map2D{cv::Mat()});
-  EXPECT_THAT([&] { runner.run(); },
-              testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "map": is empty)")));
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "map": is empty)")));
 }
 
 TEST(TopKScoreNodeTest, InferGivesAScalar) {
@@ -158,11 +152,8 @@ TEST_P(TopKScoreDeviceTest, MatchesReference) {
   ExpectSame(Score(m, "{}", GetParam()), reference::TopKMean(m, 100));
 }
 
-INSTANTIATE_TEST_SUITE_P(TopKScore, TopKScoreDeviceTest,
-                         testing::Values(Device::kCpu, Device::kCuda),
-                         [](const testing::TestParamInfo<Device>& i) {
-                           return i.param == Device::kCpu ? "cpu" : "cuda";
-                         });
+INSTANTIATE_TEST_SUITE_P(TopKScore, TopKScoreDeviceTest, testing::Values(Device::kCpu, Device::kCuda),
+                         [](const testing::TestParamInfo<Device>& i) { return i.param == Device::kCpu ? "cpu" : "cuda"; });
 
 }  // namespace
 }  // namespace fmam

@@ -65,8 +65,7 @@ double MaxAbsDiff(const cv::Mat& a, const cv::Mat& b) {
   return cv::norm(a, b, cv::NORM_INF);
 }
 
-cv::Mat RunUpsample(const std::vector<cv::Mat>& levels, const std::string& params,
-                    Device device = Device::kCpu) {
+cv::Mat RunUpsample(const std::vector<cv::Mat>& levels, const std::string& params, Device device = Device::kCpu) {
   RunOptions o;
   o.device = device;
   NodeRunner runner(R"({"id": "up", "type": "UpsampleSum", "params": )" + params + "}", o);
@@ -88,15 +87,9 @@ std::map<std::string, cv::Mat>* UpsampleSumTorchTest::fixture_ = nullptr;
 
 // Convention: align_corners = true (RD4AD, anomalib) is the default.
 TEST_F(UpsampleSumTorchTest, AlignCornersTrueIsTheDefaultAndMatchesTorch) {
-  EXPECT_LT(
-      MaxAbsDiff(RunUpsample({at("level0")}, R"({"width": 9, "height": 7})"), at("level0_up_ac1")),
-      1e-6);
-  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")}, R"({"width": 9, "height": 7})"),
-                       at("sum_ac1")),
-            1e-6);
-  EXPECT_LT(MaxAbsDiff(
-                RunUpsample({at("down_in")}, R"({"width": 2, "height": 3, "align_corners": true})"),
-                at("down_ac1")),
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0")}, R"({"width": 9, "height": 7})"), at("level0_up_ac1")), 1e-6);
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")}, R"({"width": 9, "height": 7})"), at("sum_ac1")), 1e-6);
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("down_in")}, R"({"width": 2, "height": 3, "align_corners": true})"), at("down_ac1")),
             1e-6);
 }
 
@@ -104,34 +97,26 @@ TEST_F(UpsampleSumTorchTest, AlignCornersFalseMatchesTorch) {
   const std::string p = R"({"width": 9, "height": 7, "align_corners": false})";
   EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0")}, p), at("level0_up_ac0")), 1e-6);
   EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")}, p), at("sum_ac0")), 1e-6);
-  EXPECT_LT(MaxAbsDiff(RunUpsample({at("down_in")},
-                                   R"({"width": 2, "height": 3, "align_corners": false})"),
-                       at("down_ac0")),
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("down_in")}, R"({"width": 2, "height": 3, "align_corners": false})"), at("down_ac0")),
             1e-6);
 }
 
 // anomalib's AnomalyMapGenerationMode.MULTIPLY: start from ones, multiply the upsampled levels.
 TEST_F(UpsampleSumTorchTest, MultiplyModeMatchesTorch) {
-  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")},
-                                   R"({"width": 9, "height": 7, "mode": "multiply"})"),
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")}, R"({"width": 9, "height": 7, "mode": "multiply"})"),
                        at("product_ac1")),
             2e-6);
-  EXPECT_LT(
-      MaxAbsDiff(
-          RunUpsample({at("level0"), at("level1")},
-                      R"({"width": 9, "height": 7, "mode": "multiply", "align_corners": false})"),
-          at("product_ac0")),
-      2e-6);
+  EXPECT_LT(MaxAbsDiff(RunUpsample({at("level0"), at("level1")},
+                                   R"({"width": 9, "height": 7, "mode": "multiply", "align_corners": false})"),
+                       at("product_ac0")),
+            2e-6);
 }
 
 TEST_F(UpsampleSumTorchTest, TheReferenceAgreesWithTorch) {  // so the reference may stand in
   for (bool ac : {true, false}) {
     const std::string tag = ac ? "ac1" : "ac0";
-    EXPECT_LT(MaxAbsDiff(reference::UpsampleSum({at("level0"), at("level1")}, 7, 9, ac),
-                         at("sum_" + tag)),
-              1e-6);
-    EXPECT_LT(MaxAbsDiff(reference::UpsampleSum({at("down_in")}, 3, 2, ac), at("down_" + tag)),
-              1e-6);
+    EXPECT_LT(MaxAbsDiff(reference::UpsampleSum({at("level0"), at("level1")}, 7, 9, ac), at("sum_" + tag)), 1e-6);
+    EXPECT_LT(MaxAbsDiff(reference::UpsampleSum({at("down_in")}, 3, 2, ac), at("down_" + tag)), 1e-6);
   }
 }
 
@@ -150,8 +135,7 @@ TEST(UpsampleSumNodeTest, NonSquareOutputAndLevels) {
   std::vector<cv::Mat> levels = {RandomMap(12, 20, 4), RandomMap(5, 3, 5)};
   for (bool ac : {true, false}) {
     cv::Mat out =
-        RunUpsample(levels, std::string(R"({"width": 40, "height": 23, "align_corners": )") +
-                                (ac ? "true" : "false") + "}");
+        RunUpsample(levels, std::string(R"({"width": 40, "height": 23, "align_corners": )") + (ac ? "true" : "false") + "}");
     ASSERT_EQ(out.size(), cv::Size(40, 23));
     EXPECT_LT(MaxAbsDiff(out, reference::UpsampleSum(levels, 23, 40, ac)), kRefTol) << ac;
   }
@@ -163,14 +147,9 @@ TEST(UpsampleSumNodeTest, OneByOneLevelAndOutput) {
   EXPECT_EQ(cv::countNonZero(out != 0.25f), 0);  // one pixel upsamples to a constant
   // A 1x1 output samples (0, 0) with align_corners, the middle 2x2 mean of a 4x4 level without.
   cv::Mat four = RandomMap(4, 4, 6);
-  EXPECT_FLOAT_EQ(RunUpsample({four}, R"({"width": 1, "height": 1})").at<float>(0, 0),
-                  four.at<float>(0, 0));
-  const float mid =
-      (four.at<float>(1, 1) + four.at<float>(1, 2) + four.at<float>(2, 1) + four.at<float>(2, 2)) /
-      4;
-  EXPECT_NEAR(
-      RunUpsample({four}, R"({"width": 1, "height": 1, "align_corners": false})").at<float>(0, 0),
-      mid, 1e-6);
+  EXPECT_FLOAT_EQ(RunUpsample({four}, R"({"width": 1, "height": 1})").at<float>(0, 0), four.at<float>(0, 0));
+  const float mid = (four.at<float>(1, 1) + four.at<float>(1, 2) + four.at<float>(2, 1) + four.at<float>(2, 2)) / 4;
+  EXPECT_NEAR(RunUpsample({four}, R"({"width": 1, "height": 1, "align_corners": false})").at<float>(0, 0), mid, 1e-6);
 }
 
 TEST(UpsampleSumNodeTest, AcceptsNonContiguousAndDoubleLevels) {
@@ -178,21 +157,17 @@ TEST(UpsampleSumNodeTest, AcceptsNonContiguousAndDoubleLevels) {
   at::Tensor t = Level(m);
   at::Tensor nc = t.transpose(2, 3).contiguous().transpose(2, 3);  // same values, strided
   FeaturePyramid p{{nc, t.to(at::kDouble)}};
-  NodeRunner runner(
-      R"({"id": "up", "type": "UpsampleSum", "params": {"width": 16, "height": 16}})");
+  NodeRunner runner(R"({"id": "up", "type": "UpsampleSum", "params": {"width": 16, "height": 16}})");
   runner.push(UpsampleSumNode::kIn, p);
   runner.run();
-  EXPECT_LT(MaxAbsDiff(runner.pop(UpsampleSumNode::kOut).mat,
-                       reference::UpsampleSum({m, m}, 16, 16, true)),
-            kRefTol);
+  EXPECT_LT(MaxAbsDiff(runner.pop(UpsampleSumNode::kOut).mat, reference::UpsampleSum({m, m}, 16, 16, true)), kRefTol);
 }
 
 TEST(UpsampleSumNodeTest, InferGivesTheOutputSize) {
   UpsampleSumNode::Params p;
   p.width = 320;
   p.height = 200;
-  Shapes out =
-      UpsampleSumNode::infer(p, Shapes{{"maps", Shape::pyramid({{1, 64, 64}, {1, 32, 32}})}});
+  Shapes out = UpsampleSumNode::infer(p, Shapes{{"maps", Shape::pyramid({{1, 64, 64}, {1, 32, 32}})}});
   EXPECT_EQ(out.at("map").dims, (std::vector<int64_t>{200, 320}));
   Shapes unknown = UpsampleSumNode::infer(p, Shapes{{"maps", Shape::unknown()}});
   EXPECT_EQ(unknown.at("map").dims, (std::vector<int64_t>{200, 320}));
@@ -201,35 +176,25 @@ TEST(UpsampleSumNodeTest, InferGivesTheOutputSize) {
 TEST(UpsampleSumNodeTest, InferRejectsATwoChannelLevel) {
   EXPECT_THAT(
       [] {
-        UpsampleSumNode::infer(
-            {}, Shapes{{"maps", Shape::pyramid({{1, 64, 64}, {2, 32, 32}, {1, 16, 16}})}});
+        UpsampleSumNode::infer({}, Shapes{{"maps", Shape::pyramid({{1, 64, 64}, {2, 32, 32}, {1, 16, 16}})}});
       },
       testing::ThrowsMessage<PortError>(HasSubstr(R"(input "maps": level 1 has 2 channels)")));
 }
 
 TEST(UpsampleSumNodeTest, RejectsATwoChannelLevelAtRunTime) {
   NodeRunner runner(R"({"id": "up", "type": "UpsampleSum"})");
-  runner.push(UpsampleSumNode::kIn,
-              FeaturePyramid{{at::zeros({1, 1, 8, 8}), at::zeros({1, 2, 4, 4})}});
-  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(
-                                         HasSubstr(R"(input "maps": level 1 has 2 channels)")));
+  runner.push(UpsampleSumNode::kIn, FeaturePyramid{{at::zeros({1, 1, 8, 8}), at::zeros({1, 2, 4, 4})}});
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(input "maps": level 1 has 2 channels)")));
 }
 
 TEST(UpsampleSumNodeTest, BadParamsAreNamed) {
-  EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"mode": "sum"}})"); },
-      testing::ThrowsMessage<GraphError>(HasSubstr(
-          R"(node "up" (UpsampleSum): param "mode": must be one of: add, multiply; got "sum")")));
-  EXPECT_THAT(
-      [] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"width": 0}})"); },
-      testing::ThrowsMessage<GraphError>(
-          HasSubstr(R"(param "width": must be in [1, 8192], got 0)")));
-  EXPECT_THAT(
-      [] {
-        NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"align_corners": 1}})");
-      },
-      testing::ThrowsMessage<GraphError>(
-          HasSubstr(R"(param "align_corners": must be true or false)")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"mode": "sum"}})"); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(node "up" (UpsampleSum): param "mode": must be one of: add, multiply; got "sum")")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"width": 0}})"); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "width": must be in [1, 8192], got 0)")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"align_corners": 1}})"); },
+              testing::ThrowsMessage<GraphError>(HasSubstr(R"(param "align_corners": must be true or false)")));
 }
 
 class UpsampleSumDeviceTest : public testing::TestWithParam<Device> {};
@@ -240,16 +205,11 @@ TEST_P(UpsampleSumDeviceTest, MatchesReference) {
     if (!hl::cuda_usable()) GTEST_SKIP() << "no CUDA device";
   }
   std::vector<cv::Mat> levels = {RandomMap(64, 64, 8), RandomMap(32, 32, 9), RandomMap(16, 16, 10)};
-  EXPECT_LT(MaxAbsDiff(RunUpsample(levels, "{}", GetParam()),
-                       reference::UpsampleSum(levels, 256, 256, true)),
-            kRefTol);
+  EXPECT_LT(MaxAbsDiff(RunUpsample(levels, "{}", GetParam()), reference::UpsampleSum(levels, 256, 256, true)), kRefTol);
 }
 
-INSTANTIATE_TEST_SUITE_P(UpsampleSum, UpsampleSumDeviceTest,
-                         testing::Values(Device::kCpu, Device::kCuda),
-                         [](const testing::TestParamInfo<Device>& i) {
-                           return i.param == Device::kCpu ? "cpu" : "cuda";
-                         });
+INSTANTIATE_TEST_SUITE_P(UpsampleSum, UpsampleSumDeviceTest, testing::Values(Device::kCpu, Device::kCuda),
+                         [](const testing::TestParamInfo<Device>& i) { return i.param == Device::kCpu ? "cpu" : "cuda"; });
 
 }  // namespace
 }  // namespace fmam

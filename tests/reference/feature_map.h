@@ -11,13 +11,12 @@
 namespace fmam::reference {
 
 // x [B, C, H, W]; w1 [D, C, 1, 1], b1 [D]; w2 [C, D, 1, 1], b2 [C] -> [B, C, H, W] float.
-inline at::Tensor FeatureMapLevel(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
-                                  const at::Tensor& w2, const at::Tensor& b2) {
+inline at::Tensor FeatureMapLevel(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1, const at::Tensor& w2,
+                                  const at::Tensor& b2) {
   const at::Tensor xc = x.contiguous(), w1c = w1.contiguous(), w2c = w2.contiguous();
   const int64_t B = xc.size(0), C = xc.size(1), HW = xc.size(2) * xc.size(3), D = w1c.size(0);
   at::Tensor out = at::empty(xc.sizes(), at::kFloat);
-  const float *px = xc.data_ptr<float>(), *pw1 = w1c.data_ptr<float>(),
-              *pw2 = w2c.data_ptr<float>();
+  const float *px = xc.data_ptr<float>(), *pw1 = w1c.data_ptr<float>(), *pw2 = w2c.data_ptr<float>();
   const float *pb1 = b1.data_ptr<float>(), *pb2 = b2.data_ptr<float>();
   float* po = out.data_ptr<float>();
   std::vector<double> hidden(D);

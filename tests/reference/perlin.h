@@ -10,11 +10,8 @@
 
 namespace fmam::reference {
 
-inline cv::Mat RandPerlin2dNp(int shape0, int shape1, int res0, int res1,
-                              const std::vector<double>& angles) {
-  auto fade = [](double t) {
-    return 6 * std::pow(t, 5) - 15 * std::pow(t, 4) + 10 * std::pow(t, 3);
-  };
+inline cv::Mat RandPerlin2dNp(int shape0, int shape1, int res0, int res1, const std::vector<double>& angles) {
+  auto fade = [](double t) { return 6 * std::pow(t, 5) - 15 * std::pow(t, 4) + 10 * std::pow(t, 3); };
   auto lerp_np = [](double x, double y, double w) { return (y - x) * w + x; };
   const double delta0 = double(res0) / shape0, delta1 = double(res1) / shape1;
   const int d0 = shape0 / res0, d1 = shape1 / res1;
@@ -30,9 +27,7 @@ inline cv::Mat RandPerlin2dNp(int shape0, int shape1, int res0, int res1,
     return c == 0 ? std::cos(ang) : std::sin(ang);
   };
   // tile_grads(slice1, slice2)[i, j, c] = gradients[s1 + i // d0, s2 + j // d1, c]
-  auto tile = [&](int s1, int s2, int i, int j, int c) {
-    return grad(s1 + i / d0, s2 + j / d1, c);
-  };
+  auto tile = [&](int s1, int s2, int i, int j, int c) { return grad(s1 + i / d0, s2 + j / d1, c); };
   auto dot = [&](int s1, int s2, double shift0, double shift1, int i, int j) {
     const size_t k = size_t(i) * shape1 + j;
     return (g0[k] + shift0) * tile(s1, s2, i, j, 0) + (g1[k] + shift1) * tile(s1, s2, i, j, 1);
@@ -46,8 +41,7 @@ inline cv::Mat RandPerlin2dNp(int shape0, int shape1, int res0, int res1,
       const double n11 = dot(1, 1, -1, -1, i, j);
       const size_t k = size_t(i) * shape1 + j;
       const double t0 = fade(g0[k]), t1 = fade(g1[k]);
-      out.at<double>(i, j) =
-          std::sqrt(2.0) * lerp_np(lerp_np(n00, n10, t0), lerp_np(n01, n11, t0), t1);
+      out.at<double>(i, j) = std::sqrt(2.0) * lerp_np(lerp_np(n00, n10, t0), lerp_np(n01, n11, t0), t1);
     }
   return out;
 }

@@ -44,8 +44,8 @@ inline std::vector<FixtureRun> ReadPyramidFixture(const std::string& path) {
       int j = 0;
       in >> j >> l.c >> l.h >> l.w >> l.mean >> l.std;
       runs.back().levels.push_back(l);
-    } else if (!head.empty() && std::isdigit(static_cast<unsigned char>(head[0])) &&
-               !runs.empty() && !runs.back().levels.empty()) {
+    } else if (!head.empty() && std::isdigit(static_cast<unsigned char>(head[0])) && !runs.empty() &&
+               !runs.back().levels.empty()) {
       double v = 0;
       in >> v;
       runs.back().levels.back().samples.emplace_back(std::stoll(head), v);
@@ -66,12 +66,11 @@ inline std::vector<std::string> FixtureLines(const std::string& path, const std:
 
 // Checks levels[j] (batch 0 of [B, C, H, W]) against the fixture: shape, mean, std, samples,
 // each within abs_tol + rel_tol * |reference|.
-inline void ExpectPyramidMatches(const std::vector<at::Tensor>& levels, const FixtureRun& ref,
-                                 double abs_tol, double rel_tol) {
+inline void ExpectPyramidMatches(const std::vector<at::Tensor>& levels, const FixtureRun& ref, double abs_tol, double rel_tol) {
   ASSERT_EQ(levels.size(), ref.levels.size());
   for (size_t j = 0; j < levels.size(); ++j) {
-    SCOPED_TRACE("level " + std::to_string(j) + " of the " + std::to_string(ref.height) + "x" +
-                 std::to_string(ref.width) + " input");
+    SCOPED_TRACE("level " + std::to_string(j) + " of the " + std::to_string(ref.height) + "x" + std::to_string(ref.width) +
+                 " input");
     const FixtureLevel& r = ref.levels[j];
     const at::Tensor t = levels[j].narrow(0, 0, 1).contiguous().to(at::kDouble);
     ASSERT_EQ(t.size(1), r.c);

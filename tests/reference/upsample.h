@@ -26,9 +26,8 @@ inline cv::Mat BilinearResize(const cv::Mat& in, int out_h, int out_w, bool alig
       const double sx = BilinearSource(x, in.cols, out_w, align_corners);
       const int x0 = std::min(int(std::floor(sx)), in.cols - 1), x1 = std::min(x0 + 1, in.cols - 1);
       const double lx = sx - x0;
-      const double v = (1 - ly) * (1 - lx) * in.at<float>(y0, x0) +
-                       (1 - ly) * lx * in.at<float>(y0, x1) + ly * (1 - lx) * in.at<float>(y1, x0) +
-                       ly * lx * in.at<float>(y1, x1);
+      const double v = (1 - ly) * (1 - lx) * in.at<float>(y0, x0) + (1 - ly) * lx * in.at<float>(y0, x1) +
+                       ly * (1 - lx) * in.at<float>(y1, x0) + ly * lx * in.at<float>(y1, x1);
       out.at<float>(y, x) = float(v);
     }
   }
@@ -36,15 +35,13 @@ inline cv::Mat BilinearResize(const cv::Mat& in, int out_h, int out_w, bool alig
 }
 
 // S_L: the levels upsampled to out_h x out_w, summed (or multiplied).
-inline cv::Mat UpsampleSum(const std::vector<cv::Mat>& levels, int out_h, int out_w,
-                           bool align_corners, bool multiply = false) {
+inline cv::Mat UpsampleSum(const std::vector<cv::Mat>& levels, int out_h, int out_w, bool align_corners, bool multiply = false) {
   cv::Mat acc(out_h, out_w, CV_32FC1, cv::Scalar(multiply ? 1.0 : 0.0));
   for (const cv::Mat& l : levels) {
     cv::Mat up = BilinearResize(l, out_h, out_w, align_corners);
     for (int y = 0; y < out_h; ++y)
       for (int x = 0; x < out_w; ++x)
-        acc.at<float>(y, x) = multiply ? acc.at<float>(y, x) * up.at<float>(y, x)
-                                       : acc.at<float>(y, x) + up.at<float>(y, x);
+        acc.at<float>(y, x) = multiply ? acc.at<float>(y, x) * up.at<float>(y, x) : acc.at<float>(y, x) + up.at<float>(y, x);
   }
   return acc;
 }

@@ -49,9 +49,7 @@ const json& find_case(const json& fx, const std::string& name) {
 }
 
 // Largest |a - b| (both float32).
-float max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.detach() - b.detach()).abs().max().item<float>();
-}
+float max_diff(const at::Tensor& a, const at::Tensor& b) { return (a.detach() - b.detach()).abs().max().item<float>(); }
 
 // Same library and op order as torch: on the machine that wrote the fixture the match is exact
 // (checked with a tolerance of 0); a few float32 ulps allow another CPU's vector code paths.
@@ -201,28 +199,23 @@ TEST(AdamTest, LoadStateNamesEveryProblem) {
   m["exp_avg.0"] = at::zeros({3, 2});
   m["momentum.0"] = at::zeros({1});
   EXPECT_THAT([&] { opt.load_state(m); },
-              testing::ThrowsMessage<Error>(testing::AllOf(
-                  testing::HasSubstr("missing: exp_avg_sq.1"),
-                  testing::HasSubstr("mis-shaped: exp_avg.0 [3, 2] (expected [2, 3])"),
-                  testing::HasSubstr("unexpected: momentum.0"))));
+              testing::ThrowsMessage<Error>(testing::AllOf(testing::HasSubstr("missing: exp_avg_sq.1"),
+                                                           testing::HasSubstr("mis-shaped: exp_avg.0 [3, 2] (expected [2, 3])"),
+                                                           testing::HasSubstr("unexpected: momentum.0"))));
 }
 
 TEST(AdamTest, BadOptionsAreNamed) {
   at::Tensor p = at::zeros({1});
   AdamOptions o;
   o.lr = -1;
-  EXPECT_THAT([&] { Adam a({p}, o); },
-              testing::ThrowsMessage<Error>(testing::HasSubstr("option \"lr\" must be >= 0")));
+  EXPECT_THAT([&] { Adam a({p}, o); }, testing::ThrowsMessage<Error>(testing::HasSubstr("option \"lr\" must be >= 0")));
   o = AdamOptions();
   o.beta2 = 1.0;
-  EXPECT_THAT([&] { Adam a({p}, o); },
-              testing::ThrowsMessage<Error>(testing::HasSubstr("option \"beta2\" must be in [0, 1)")));
+  EXPECT_THAT([&] { Adam a({p}, o); }, testing::ThrowsMessage<Error>(testing::HasSubstr("option \"beta2\" must be in [0, 1)")));
   o = AdamOptions();
   o.l1 = -1e-5;
-  EXPECT_THAT([&] { Adam a({p}, o); },
-              testing::ThrowsMessage<Error>(testing::HasSubstr("option \"l1\"")));
-  EXPECT_THAT([&] { Adam a({at::Tensor()}); },
-              testing::ThrowsMessage<Error>(testing::HasSubstr("param 0 is undefined")));
+  EXPECT_THAT([&] { Adam a({p}, o); }, testing::ThrowsMessage<Error>(testing::HasSubstr("option \"l1\"")));
+  EXPECT_THAT([&] { Adam a({at::Tensor()}); }, testing::ThrowsMessage<Error>(testing::HasSubstr("param 0 is undefined")));
 }
 
 }  // namespace
