@@ -70,9 +70,10 @@ ClfCurve binary_clf_curve(const std::vector<float>& scores, const std::vector<ui
 
 // Order-preserving map of a finite float to uint32 (-0.0 and +0.0 map to the same key).
 inline uint32_t float_key(float f) {
-  if (f == 0.f) f = 0.f;
+  if (f == 0.f) f = 0.f;  // -0.0 has another bit pattern: make it +0.0 so that the two tie
   uint32_t u;
   std::memcpy(&u, &f, sizeof u);
+  // Negative floats order backwards as bits (flip them all); positive ones above every negative.
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -163,6 +164,8 @@ PixelTable build_pixel_table(const std::vector<cv::Mat>& maps, const std::vector
       }
     }
   }
+  // The key is stored inverted, so ascending integers are decreasing scores: one radix-friendly
+  // sort of plain integers instead of a comparator over (score, payload) pairs.
   std::sort(t.sorted.begin(), t.sorted.end());  // decreasing score
   return t;
 }
@@ -213,6 +216,8 @@ PixelWalk walk_pixels(const PixelTable& t, const std::vector<uint8_t>& include, 
     fprs.push_back(0.0);
     pros.push_back(0.0);
   }
+  // Pixels of equal score form one ROC step (a threshold cannot separate them): the trapezoid
+  // (not a staircase) over the step is what sklearn's roc_auc_score counts for ties.
   auto close_group = [&]() {
     area2 += (long double)(fp - fp_prev) * (long double)(tp + tp_prev);
     tp_prev = tp;
@@ -240,6 +245,8 @@ PixelWalk walk_pixels(const PixelTable& t, const std::vector<uint8_t>& include, 
       ++fp;
     } else {
       ++tp;
+      // PRO is the mean over regions of the covered fraction: each pixel adds 1/|region|, so the
+      // running sum over regions never needs a per-region table during the walk.
       pro_sum += 1.0 / double(t.region_size[payload]);
     }
   }
@@ -269,6 +276,7 @@ double auroc(const std::vector<float>& scores, const std::vector<uint8_t>& label
     return kNaN;
   }
   const ClfCurve c = binary_clf_curve(scores, labels);
+  // Twice the trapezoid area in integer counts, divided once at the end: no rounding per step.
   long double area2 = 0;
   int64_t tp_prev = 0, fp_prev = 0;
   for (size_t k = 0; k < c.tps.size(); ++k) {
@@ -320,7 +328,7 @@ PrCurve precision_recall_curve(const std::vector<float>& scores, const std::vect
     r.recall.push_back(P ? double(c.tps[j]) / double(P) : 1.0);
     r.thresholds.push_back(double(c.thresholds[j]));
   }
-  r.precision.push_back(1.0);
+  r.precision.push_back(1.0);  // sklearn ends the curve at (recall 0, precision 1)
   r.recall.push_back(0.0);
   return r;
 }
@@ -340,7 +348,7 @@ F1Max f1_max(const std::vector<float>& scores, const std::vector<uint8_t>& label
   for (size_t k = 0; k < pr.thresholds.size(); ++k) {
     const double p = pr.precision[k], r = pr.recall[k];
     const double f1 = (p + r > 0) ? 2 * p * r / (p + r) : 0.0;
-    if (f1 > f1_best) {
+    if (f1 > f1_best) {  // strict: on a tie the higher threshold (earlier in the list) is kept
       f1_best = f1;
       best = {f1, pr.thresholds[k], p, r};
     }
@@ -363,6 +371,8 @@ double trapezoid_area(const std::vector<double>& x_in, const std::vector<double>
       x.push_back(x_in[i]);
       y.push_back(y_in[i]);
     }
+  // The MVTec AD evaluation's trapezoid with x_max (the AUPRO integration bound): the curve is cut at x_max and
+  // the piece from the last point below it to x_max is added by linear interpolation.
   double correction = 0.0;
   size_t end = x.size();
   if (!std::isnan(x_max)) {
@@ -494,6 +504,7 @@ EvalResult evaluate(const std::vector<EvalSample>& samples, const EvalOptions& o
       maps.push_back(s.anomaly_map);
       masks.push_back(s.gt_mask);
     }
+    // Sorted once for the whole set; each defect type is a filtered walk over the same table.
     table = build_pixel_table(maps, masks, names);
   }
 

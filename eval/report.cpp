@@ -251,6 +251,8 @@ table.summary tr.all td{font-weight:bold;background:#f7f7ff}
 // ---- verdicts and ordering ----------------------------------------------------------------------
 
 double report_threshold(const ReportInput& input) {
+  // No decision threshold given (none calibrated in the model, no --threshold): the F1-optimal one on
+  // this test set, so verdicts and the histogram line still mean something (and say so).
   return std::isnan(input.threshold) ? input.metrics.all.f1_threshold : input.threshold;
 }
 
@@ -280,6 +282,8 @@ std::vector<size_t> worst_first_order(const std::vector<ReportImage>& images, do
       default: return 2;
     }
   };
+  // The report is read top-down by someone fixing the detector: mistakes first, the most
+  // confident mistakes first among them, then the correct images nearest the threshold.
   std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
     const int ra = rank(a), rb = rank(b);
     if (ra != rb) return ra < rb;
@@ -366,7 +370,7 @@ std::string histogram_svg(const std::vector<ReportImage>& images, double thresho
     lo = std::min(lo, threshold);
     hi = std::max(hi, threshold);
   }
-  if (!(hi > lo)) {
+  if (!(hi > lo)) {  // every score equal: a zero-width axis would divide by zero below
     const double pad = std::max(0.5, std::abs(lo) * 0.05);
     lo -= pad;
     hi += pad;
@@ -385,7 +389,7 @@ std::string histogram_svg(const std::vector<ReportImage>& images, double thresho
   std::vector<int> normal(bins, 0), anomalous(bins, 0);
   for (const ReportImage& im : images) {
     int b = int((im.score - lo) / bw);
-    b = std::clamp(b, 0, bins - 1);
+    b = std::clamp(b, 0, bins - 1);  // the maximum falls on the last bin's right edge: count it in
     (im.anomalous ? anomalous : normal)[b]++;
   }
   const int cmax =
@@ -411,6 +415,8 @@ std::string histogram_svg(const std::vector<ReportImage>& images, double thresho
         << "\" stroke-width=\"0.6\"><title>" << counts[b] << "</title></rect>\n";
     }
   };
+  // Overlaid, half transparent, rather than stacked: the overlap of the two classes is what the
+  // chart is for.
   bars(normal, "#1f77b4");
   bars(anomalous, "#d62728");
   if (std::isfinite(threshold)) {
