@@ -14,6 +14,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "gst/fmam_meta.h"
+#include "nodes/heatmap.h"
 
 struct _GstFmamOverlay {
   GstVideoFilter parent;
@@ -44,9 +45,7 @@ cv::Mat normalized_map(const GstFmamMeta& meta, cv::Size size, double lo, double
 void draw(cv::Mat& img, bool rgb, const GstFmamMeta& meta, double lo, double hi, double alpha, bool show_score) {
   if (meta.map && meta.map_width > 0 && meta.map_height > 0) {
     const cv::Mat w = normalized_map(meta, img.size(), lo, hi);
-    cv::Mat u8, heat;
-    w.convertTo(u8, CV_8U, 255.0);
-    cv::applyColorMap(u8, heat, cv::COLORMAP_JET);  // BGR
+    cv::Mat heat = fmam::heatmap_bgr(w, 0.0f, 1.0f);  // w is already (v - lo) / (hi - lo)
     if (rgb) cv::cvtColor(heat, heat, cv::COLOR_BGR2RGB);
     const cv::Mat w_heat = w * alpha;
     const cv::Mat w_img = 1.0 - w_heat;
