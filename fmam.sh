@@ -3,9 +3,9 @@
 #   bash fmam.sh demo    install what is missing, build, run the main job on the default data
 #   bash fmam.sh test    install what is missing, build, run the test suite (ctest)
 #   bash fmam.sh build   install what is missing and build only
-#   bash fmam.sh fuzz [SECONDS]   build, then a short run (default 45 s) of each libFuzzer target in
-#                        tests/fuzz/ (clang-14, libfuzzer-14-dev); not part of `test`: 3 targets x
-#                        SECONDS plus their clang builds; docs/RELIABILITY.md records the long runs
+#   bash fmam.sh fuzz [SECONDS]   build, then a run (default 45 s) of each libFuzzer target in
+#                        tests/fuzz/ with a random seed (`test` runs 45 s each with a fixed seed,
+#                        ctest FuzzSmokeTest); docs/RELIABILITY.md records the long runs
 #   bash fmam.sh sanitize   build the tree and its tests with AddressSanitizer + UBSan in
 #                        build-asan/ and run the test suite there (slow: not part of `test`)
 # Idempotent: packages already there are not reinstalled, and the build is incremental.
@@ -27,9 +27,9 @@ PACKAGES=(build-essential cmake ninja-build pkg-config
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # their tests: gst-inspect, videotestsrc, pngdec
   pybind11-dev python3-dev python3-numpy python3-pytest  # python/: the Python module fmam, and its pytest tests
   slurm-wlm munge  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
-  clang-format)  # FormatTest (scripts/check_format.sh): the tree stays as .clang-format writes it
+  clang-format  # FormatTest (scripts/check_format.sh): the tree stays as .clang-format writes it
+  clang-14 libfuzzer-14-dev)  # FuzzSmokeTest and `fmam.sh fuzz`: the libFuzzer targets of tests/fuzz/
 
-FUZZ_PACKAGES=(clang-14 libfuzzer-14-dev)  # only for `fmam.sh fuzz`
 
 install_packages() {  # [PACKAGE...]: the given ones, else PACKAGES
   local wanted=("$@")
@@ -94,7 +94,6 @@ case "$cmd" in
     ;;
   fuzz)
     build
-    install_packages "${FUZZ_PACKAGES[@]}"
     bash "$ROOT/tests/fuzz/run_fuzzers.sh" "${2:-45}"
     ;;
   *)
