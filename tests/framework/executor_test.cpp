@@ -611,8 +611,14 @@ TEST(ExecutorTest, FramesInFlightAndMemoryStayBounded) {
   EXPECT_LE(max_outstanding.load(), kMaxInFlight) << "source() ran that far ahead of the sink";
   EXPECT_LE(s.peak_in_flight, kMaxInFlight);
   ASSERT_GT(rss_before, 0);
+#ifndef __SANITIZE_ADDRESS__
   EXPECT_LT(rss_max - rss_before, 50 * 1024) << "RSS grew from " << rss_before << " kB to " << rss_max << " kB";
   EXPECT_LT(rss_kb() - rss_before, 50 * 1024);
+#else
+  // AddressSanitizer keeps freed memory in quarantine (256 MB) to catch use after free, so RSS
+  // grows by design there; the live-payload counts above still bound the memory.
+  (void)rss_max;
+#endif
 }
 
 // ---- ordering and concurrency --------------------------------------------------------------
