@@ -1,6 +1,5 @@
 #include "framework/model_file.h"
 
-#include <openssl/evp.h>
 #include <torch/serialize.h>
 #include <zlib.h>
 #include <nlohmann/json.hpp>
@@ -14,6 +13,7 @@
 #include <iterator>
 
 #include "framework/io.h"
+#include "framework/sha256.h"
 #include "framework/stateful.h"
 
 namespace fmam {
@@ -30,27 +30,15 @@ constexpr const char* kChecksumField = "tensors_sha256";
 // SHA-256 over every tensor in key order: its key, dtype, shape and bytes (contiguous, CPU), so
 // that a flipped byte, a renamed or a reshaped tensor all change it.
 std::string tensors_sha256(const std::map<std::string, at::Tensor>& tensors) {
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1) throw Error("model file: OpenSSL SHA-256 is unavailable");
-  auto add = [&](const void* p, size_t n) { EVP_DigestUpdate(ctx, p, n); };
+  Sha256 sha("model file");
   for (const auto& [key, t0] : tensors) {
     const at::Tensor t = t0.detach().contiguous().cpu();
     const std::string head = key + '\0' + std::string(c10::toString(t.scalar_type())) + '\0';
-    add(head.data(), head.size());
-    for (int64_t d : t.sizes()) add(&d, sizeof d);
-    add(t.data_ptr(), t.numel() * t.element_size());
+    sha.update(head.data(), head.size());
+    for (int64_t d : t.sizes()) sha.update(&d, sizeof d);
+    sha.update(t.data_ptr(), t.numel() * t.element_size());
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  std::string hex;
-  char b[3];
-  for (unsigned i = 0; i < len; ++i) {
-    std::snprintf(b, sizeof b, "%02x", md[i]);
-    hex += b;
-  }
-  return hex;
+  return sha.hex_digest();
 }
 
 // Whether the zip archive was written by fmam (torch::pickle_save names its records
