@@ -27,7 +27,7 @@ PACKAGES=(build-essential cmake ninja-build pkg-config
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good  # their tests: gst-inspect, videotestsrc, pngdec
   pybind11-dev python3-dev python3-numpy python3-pytest  # python/: the Python module fmam, and its pytest tests
   slurm-wlm munge  # a single-node Slurm for the fmam fleet test (tests/fleet/slurm_fleet_test.sh)
-  clang-format  # FormatTest (scripts/check_format.sh): the tree stays as .clang-format writes it
+  clang-format git  # FormatTest (scripts/check_format.sh, lists the tracked files with git): the tree stays as .clang-format writes it
   clang-14 libfuzzer-14-dev)  # FuzzSmokeTest and `fmam.sh fuzz`: the libFuzzer targets of tests/fuzz/
 
 

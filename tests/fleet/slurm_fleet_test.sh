@@ -8,7 +8,8 @@
 #   usage: slurm_fleet_test.sh FMAM_BINARY      (ctest: SlurmFleetTest, label "slurm")
 #   env:   FMAM_SHARED (default: ../shared beside the sources)
 # Exit status 77 (ctest: skipped) with the reason when Slurm or munge is missing, when not root
-# (slurmd must run as root), or when the shared data is missing.
+# (slurmd must run as root), without a cgroup filesystem (slurmd needs one), or when the shared
+# data is missing.
 set -uo pipefail
 FMAM=$(readlink -f "${1:?usage: slurm_fleet_test.sh FMAM_BINARY}")
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -24,6 +25,10 @@ for tool in munged mungekey slurmctld slurmd sbatch squeue sinfo scontrol; do
     skip "$tool not found: this test needs Debian's slurm-wlm and munge (bash fmam.sh installs them; apt-get install slurm-wlm munge)"
 done
 [ "$(id -u)" -eq 0 ] || skip "not root: slurmd must run as root to start jobs (CI runs as root)"
+# Slurm 22.05's slurmd initialises its cgroup plugin even with proctrack/linuxproc and task/none,
+# and exits without a cgroup filesystem (a chroot or container without /sys).
+[ -n "$(ls -A /sys/fs/cgroup 2>/dev/null)" ] ||
+  skip "no cgroup filesystem at /sys/fs/cgroup: slurmd cannot start here (a chroot or container without /sys?)"
 for d in "$SHARED/data/mvtec_ad/bottle" "$SHARED/data/mpdd/metal_plate"; do
   [ -d "$d/train/good" ] || skip "$d not found (set FMAM_SHARED to the shared data folder)"
 done
