@@ -211,7 +211,11 @@ int cmd_run(int argc, char** argv) {
                 "   than frame by frame; 1 for the lowest latency)",
                 false, ""},
                {"max-in-flight", "N", "frames in the pipeline at once; bounds memory (default 8)", false, ""},
-               {"device", "DEV", "cpu or cuda (falls back to cpu with a message if no GPU)", false, ""},
+               {"device", "DEV",
+                "cpu (default) or cuda: the Halide post-processing kernels on an NVIDIA GPU (falls back to\n"
+                "                              cpu with a message if none); the networks stay on the CPU. Same maps, but\n"
+                "                              slower than cpu at maps up to 2048^2 (copies per kernel; docs/PERFORMANCE.md)",
+                false, ""},
                cli::precision_option(),
                {"model", "FILE", "a trained model (fmam train): learned weights, image size, calibration", false, "m"},
                {"threshold", "T", "score above which an image FAILs (default: the model's calibrated one)", false, ""},
