@@ -101,17 +101,16 @@ struct Pipeline::Impl {
     if (opt.device != "cpu" && opt.device != "cuda")
       throw Error(graph_file + ": device must be cpu or cuda, got \"" + opt.device + "\"");
     ro.device = opt.device == "cuda" ? Device::kCuda : Device::kCpu;
-    ro.precision = resolve_precision(opt.precision, ro.device);
+    ro.precision = resolve_precision(opt.precision);
     return ro;
   }
 
-  Precision resolve_precision(const std::string& p, Device device) const {
+  // The networks' arithmetic. They run on the CPU with either device (Debian's libtorch has no
+  // CUDA; `device` places only the Halide post-processing kernels), so the CPU decides.
+  Precision resolve_precision(const std::string& p) const {
     if (p == "fp32") return Precision::kFloat32;
-    if (p == "bf16") {
-      if (device != Device::kCpu) throw Error(graph_file + ": precision bf16 runs on the CPU only; use fp32 with device cuda");
-      return Precision::kBFloat16Mixed;
-    }
-    if (p == "auto") return device == Device::kCpu && cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+    if (p == "bf16") return Precision::kBFloat16Mixed;
+    if (p == "auto") return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
     throw Error(graph_file + ": precision must be auto, fp32 or bf16, got \"" + p + "\"");
   }
 

@@ -134,8 +134,9 @@ Shapes BackboneNode::infer(const Params& p, const Shapes& in) {
 }
 
 BackboneNode::BackboneNode(const Params& p, NodeEnv& env) : BackboneNode(p) {
-  // bf16 on the CPU only: oneDNN's bfloat16 convolutions (AVX512-BF16); elsewhere float32.
-  if (env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu) fast_net_ = net_->cast(at::kBFloat16);
+  // oneDNN's bfloat16 convolutions (AVX512-BF16). The networks run on the CPU whatever the
+  // device: `device` only places the Halide post-processing kernels.
+  if (env.precision() == Precision::kBFloat16Mixed) fast_net_ = net_->cast(at::kBFloat16);
 }
 
 BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), arch_(p.arch) {

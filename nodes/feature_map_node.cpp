@@ -105,7 +105,7 @@ FeatureMapNode::FeatureMapNode(const Params& p) : params_(p), net_(build_network
 
 FeatureMapNode::FeatureMapNode(const Params& p, NodeEnv& env) : params_(p), net_(shared_network(p, env)) {
   // The shared node's owner chose the precision; a sharing twin only trains.
-  if (p.share.empty() && !env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
+  if (p.share.empty() && !env.training() && env.precision() == Precision::kBFloat16Mixed)
     net_.set_inference_precision(Precision::kBFloat16Mixed);
 }
 

@@ -105,8 +105,7 @@ StudentNode::StudentNode(const Params& p, NodeEnv& env)
     // Inference only: BatchNorm folded into the convs (its running statistics are fixed here),
     // then, where chosen, in bfloat16.
     if (!env.training()) net_.set_batchnorm_folding(true);
-    if (!env.training() && env.precision() == Precision::kBFloat16Mixed && env.device() == Device::kCpu)
-      net_.set_inference_precision(Precision::kBFloat16Mixed);
+    if (!env.training() && env.precision() == Precision::kBFloat16Mixed) net_.set_inference_precision(Precision::kBFloat16Mixed);
   }
 }
 

@@ -472,7 +472,8 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
   threads    graph worker threads (0: one per core)
   overrides  {"node.param": value} or ["node.param=value", ...], as fmam run --set
   plugins    extra node plugins (.so paths)
-  device     "cpu" or "cuda"
+  device     "cpu" or "cuda" (the Halide post-processing kernels on a GPU; the networks stay on
+             the CPU; slower than "cpu" at usual map sizes, see docs/PERFORMANCE.md)
   precision  the networks' arithmetic: "auto" (bf16 on CPUs with AVX512-BF16, else fp32), "fp32" or
              "bf16" (convolutions in bfloat16, about 2x faster; .precision says what runs)
 )doc")

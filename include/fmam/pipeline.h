@@ -35,7 +35,8 @@ struct PipelineOptions {
   std::string device = "cpu";  // cpu | cuda
   // The networks' arithmetic: fp32, bf16 (bf16-mixed: convolutions in bfloat16, everything between
   // nodes float32; CPU only) or auto: bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
-  // fp32 elsewhere and on cuda. docs/PERFORMANCE.md has its speed and accuracy.
+  // fp32 elsewhere (the networks run on the CPU with either device). docs/PERFORMANCE.md has its
+  // speed and accuracy.
   std::string precision = "auto";
   bool images = true;      // compute the graph's Image outputs (overlays); false: map and score only
   std::string output_dir;  // if set, every output is written here as fmam run -o does
