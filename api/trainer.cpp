@@ -489,9 +489,6 @@ EpochRun Trainer::Impl::run_epoch(StageRun& r, size_t si, int epoch, const Train
 bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, const Trainer::ProgressCallback& report) {
   const Stage& st = cfg.stages[si];
   const double secs = std::chrono::duration<double>(Clock::now() - e.start).count();
-  // The epoch's tensors are all free now: hand them back before the checkpoint's serialisation
-  // needs a few hundred MB, so peak memory is the larger of the two, not the sum.
-  release_cached_cpu_blocks();
   collect_model(*r.ex, model);
   model.optimizer_state.clear();
   for (auto& [k, t] : r.adam->state()) model.optimizer_state[k] = t;
@@ -619,6 +616,11 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
       add_cache_stats(m.teacher_cache.get(), r);
       return r;  // cancelled: a checkpoint
     }
+    // The next stage (or the calibration) allocates other sizes: give this stage's cached blocks
+    // back. Not after every epoch: the next epoch needs the same blocks, and faulting them in
+    // again cost about 5 % of the run (and checkpoints stream to disk, needing no memory of
+    // their own; framework/pickle_archive.h).
+    release_cached_cpu_blocks();
   }
   m.save(true);
   r.finished = true;

@@ -78,15 +78,19 @@ void atomic_write_with(const std::string& path, const std::function<void(const s
   }
 }
 
-void atomic_write_bytes(const std::string& path, const char* data, size_t size) {
+void atomic_write_stream(const std::string& path, const std::function<void(std::ostream& out)>& write) {
   remove_stale_temps(path);
   atomic_write_with(path, [&](const std::string& tmp) {
     std::ofstream f(tmp, std::ios::binary);
     if (!f) throw Error(path + ": cannot write (" + tmp + ")");
-    f.write(data, std::streamsize(size));
+    write(f);
     f.flush();
     if (!f) throw Error(path + ": write failed (disk full?)");
   });
+}
+
+void atomic_write_bytes(const std::string& path, const char* data, size_t size) {
+  atomic_write_stream(path, [&](std::ostream& out) { out.write(data, std::streamsize(size)); });
 }
 
 void atomic_write_text(const std::string& path, const std::string& text) { atomic_write_bytes(path, text.data(), text.size()); }

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <iosfwd>
 #include <string>
 
 namespace fmam {
@@ -14,8 +15,12 @@ namespace fmam {
 // beside `path`, from a process that no longer runs) are removed by the next write of `path`.
 // Creates the parent folders; throws Error naming `path` on failure.
 void atomic_write_text(const std::string& path, const std::string& text);
-// The same for a buffer (model files: no second copy of a few hundred MB).
+// The same for a buffer.
 void atomic_write_bytes(const std::string& path, const char* data, size_t size);
+// The same for a writer that streams into the file (model files: the archive goes to disk as it is
+// made, with no copy of a few hundred MB in memory). `write` reports its own failures by throwing;
+// a stream left bad afterwards (disk full) throws Error naming `path`.
+void atomic_write_stream(const std::string& path, const std::function<void(std::ostream& out)>& write);
 
 // The mechanism under both: creates the parent folders, calls `fill` with a fresh temporary path
 // beside `path` (".<stem>.tmp<pid>_<n><ext>": the same extension, as OpenCV picks its encoder by

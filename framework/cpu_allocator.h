@@ -27,8 +27,8 @@ struct CpuCacheStats {
 // allocated before keep their own deleter). Call once, early, before big tensors exist; later
 // calls only change the bound.
 void install_caching_cpu_allocator(size_t max_cached_bytes);
-// Gives every cached block back to the system (before a memory-hungry pause in the loop, such
-// as writing a checkpoint); the next requests fill the cache again.
+// Gives every cached block back to the system (where the sizes to come change, such as the end
+// of a training stage); the next requests fill the cache again.
 void release_cached_cpu_blocks();
 // Whether it is installed, and its counters.
 bool caching_cpu_allocator_installed();

@@ -13,6 +13,7 @@
 #include <iterator>
 
 #include "framework/io.h"
+#include "framework/pickle_archive.h"
 #include "framework/sha256.h"
 #include "framework/stateful.h"
 
@@ -683,8 +684,7 @@ void save_model(const std::string& path, const Model& m) {
   c10::Dict<std::string, at::Tensor> o;
   for (const auto& [k, v] : m.optimizer_state) o.insert(k, v.detach().contiguous().cpu());
   d.insert("optimizer_state", o);
-  std::vector<char> bytes = torch::pickle_save(d);
-  atomic_write_bytes(path, bytes.data(), bytes.size());
+  atomic_write_stream(path, [&](std::ostream& out) { write_pickle_archive(d, out); });
 }
 
 Model load_model(const std::string& path) {
