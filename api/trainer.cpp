@@ -618,7 +618,7 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
     }
     // The next stage (or the calibration) allocates other sizes: give this stage's cached blocks
     // back. Not after every epoch: the next epoch needs the same blocks, and faulting them in
-    // again cost about 5 % of the run (and checkpoints stream to disk, needing no memory of
+    // again cost about 5 % of a short run's time (and checkpoints stream to disk, needing no memory of
     // their own; framework/pickle_archive.h).
     release_cached_cpu_blocks();
   }

@@ -17,12 +17,12 @@ namespace fmam {
 void atomic_write_text(const std::string& path, const std::string& text);
 // The same for a buffer.
 void atomic_write_bytes(const std::string& path, const char* data, size_t size);
-// The same for a writer that streams into the file (model files: the archive goes to disk as it is
-// made, with no copy of a few hundred MB in memory). `write` reports its own failures by throwing;
+// The same for a writer that streams into the file (model and weight files: the archive goes to disk
+// as it is made, with no copy of it in memory). `write` reports its own failures by throwing;
 // a stream left bad afterwards (disk full) throws Error naming `path`.
 void atomic_write_stream(const std::string& path, const std::function<void(std::ostream& out)>& write);
 
-// The mechanism under both: creates the parent folders, calls `fill` with a fresh temporary path
+// The mechanism under all three: creates the parent folders, calls `fill` with a fresh temporary path
 // beside `path` (".<stem>.tmp<pid>_<n><ext>": the same extension, as OpenCV picks its encoder by
 // it), then renames that over `path`. If `fill` throws, or the rename fails, the temporary file is
 // removed and `path` is left as it was. Does not remove stale temporaries: a writer of many files

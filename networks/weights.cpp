@@ -4,7 +4,6 @@
 #include <ATen/core/ivalue.h>
 #include <ATen/ops/from_blob.h>
 #include <caffe2/serialize/inline_container.h>
-#include <torch/csrc/jit/serialization/pickle.h>
 #include <unistd.h>
 
 #include <climits>
@@ -15,7 +14,9 @@
 #include <fstream>
 #include <memory>
 
+#include "framework/atomic_file.h"
 #include "framework/error.h"
+#include "framework/pickle_archive.h"
 #include "framework/resource_locator.h"
 #include "framework/sha256.h"
 
@@ -326,10 +327,7 @@ TensorMap read_state_dict(const std::string& path) {
 void write_state_dict(const std::string& path, const NamedTensors& tensors) {
   c10::Dict<std::string, at::Tensor> dict;
   for (const auto& [name, t] : tensors) dict.insert(name, t.detach().cpu().contiguous());
-  const std::vector<char> bytes = torch::jit::pickle_save(c10::IValue(dict));
-  std::ofstream f(path, std::ios::binary);
-  f.write(bytes.data(), std::streamsize(bytes.size()));
-  if (!f) throw Error(path + ": cannot write");
+  atomic_write_stream(path, [&](std::ostream& out) { write_pickle_archive(c10::IValue(dict), out); });
 }
 
 // ---- SHA-256 -------------------------------------------------------------------------------
