@@ -19,6 +19,7 @@
 
 #include "framework/error.h"
 #include "framework/image_integrity.h"
+#include "framework/png_fast_decode.h"
 
 namespace fmam {
 
@@ -217,7 +218,8 @@ cv::Mat decode_image(const std::string& b, const std::string& name, int flags, l
   cv::Mat m;
   try {
     const std::string& src = cleaned.empty() ? b : cleaned;
-    m = cv::imdecode(cv::Mat(1, int(src.size()), CV_8U, const_cast<char*>(src.data())), flags);
+    if (png) m = decode_png_fast(src, flags);  // 8-bit grey/RGB; empty where OpenCV must decode
+    if (m.empty()) m = cv::imdecode(cv::Mat(1, int(src.size()), CV_8U, const_cast<char*>(src.data())), flags);
   } catch (const cv::Exception& e) {
     std::string w = e.what();
     while (!w.empty() && (w.back() == '\n' || w.back() == ' ')) w.pop_back();

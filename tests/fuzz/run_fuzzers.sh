@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of tests/fuzz/ with clang-14 and runs each for N seconds
 # (default 60; docs/RELIABILITY.md records the long runs). The code under test (framework/io.cpp,
-# image_integrity.cpp, model_file.cpp, graph.cpp) is compiled into each target with -fsanitize=fuzzer,address,undefined,
+# image_integrity.cpp, png_fast_decode.cpp, model_file.cpp, graph.cpp) is compiled into each target with -fsanitize=fuzzer,address,undefined,
 # so coverage guides the fuzzer there and AddressSanitizer/UBSan check it; the rest of fmam comes
 # from the Release build in build/ (libfmam_core.so, the node plugin), uninstrumented.
 #   bash tests/fuzz/run_fuzzers.sh [SECONDS] [TARGET...]     (TARGET: image_decode model_file graph)
@@ -30,7 +30,7 @@ FLAGS=(-std=gnu++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-rec
   -D_GLIBCXX_USE_CXX11_ABI=1 -I. -isystem /usr/include/opencv4 -isystem /usr/include/torch/csrc/api/include
   -Wno-unused-command-line-argument)
 LIBS=(-Wl,-rpath,"$B/framework" "$B/framework/libfmam_core.so"
-  -lopencv_imgcodecs -lopencv_imgproc -lopencv_core -ljpeg -lz)
+  -lopencv_imgcodecs -lopencv_imgproc -lopencv_core -ljpeg -lz -ldeflate)
 TORCH=(-Wl,--no-as-needed -ltorch -ltorch_cpu -lc10 -Wl,--as-needed -lcrypto -lpthread)
 
 build() {  # target, sources...
@@ -62,8 +62,8 @@ seed() {  # target: its seed corpus folder
 status=0
 for t in "${TARGETS[@]}"; do
   case $t in
-    image_decode) build image_decode framework/io.cpp framework/image_integrity.cpp ;;
-    model_file) build model_file framework/model_file.cpp framework/io.cpp framework/image_integrity.cpp ;;
+    image_decode) build image_decode framework/io.cpp framework/image_integrity.cpp framework/png_fast_decode.cpp ;;
+    model_file) build model_file framework/model_file.cpp framework/io.cpp framework/image_integrity.cpp framework/png_fast_decode.cpp ;;
     graph) build graph framework/graph.cpp ;;
     *) echo "run_fuzzers: unknown target $t" >&2; exit 2 ;;
   esac
