@@ -59,6 +59,37 @@ Taps precompute(int in_size, int out_size) {
 
 uint8_t clip8(int32_t acc) { return uint8_t(std::clamp(acc >> kPrecisionBits, 0, 255)); }
 
+// One row, `C` channels known at compile time (the loops over channels unroll). Where the whole
+// window lies inside the row, every pixel runs ksize taps: the weights past `count` are zero
+// (precompute() zero-fills them), so adding their products changes nothing, and the loop length
+// is the same for all pixels. Only the last pixels, whose window would pass the row's end, run
+// `count` taps.
+template <int C>
+void horizontal_row(const uint8_t* in, uint8_t* out, const Taps& t, int in_w, int out_w) {
+  for (int x = 0; x < out_w; ++x) {
+    const int32_t* k = &t.weight[size_t(x) * t.ksize];
+    const uint8_t* p = in + size_t(t.first[x]) * C;
+    const int taps = t.first[x] + t.ksize <= in_w ? t.ksize : t.count[x];
+    int32_t acc[C];
+    for (int ch = 0; ch < C; ++ch) acc[ch] = 1 << (kPrecisionBits - 1);
+    for (int j = 0; j < taps; ++j)
+      for (int ch = 0; ch < C; ++ch) acc[ch] += int32_t(p[j * C + ch]) * k[j];
+    for (int ch = 0; ch < C; ++ch) out[x * C + ch] = clip8(acc[ch]);
+  }
+}
+
+void horizontal_row_any(const uint8_t* in, uint8_t* out, const Taps& t, int c, int out_w) {
+  for (int x = 0; x < out_w; ++x) {
+    const int32_t* k = &t.weight[size_t(x) * t.ksize];
+    const uint8_t* p = in + size_t(t.first[x]) * c;
+    for (int ch = 0; ch < c; ++ch) {
+      int32_t acc = 1 << (kPrecisionBits - 1);
+      for (int j = 0; j < t.count[x]; ++j) acc += int32_t(p[j * c + ch]) * k[j];
+      out[x * c + ch] = clip8(acc);
+    }
+  }
+}
+
 cv::Mat horizontal(const cv::Mat& src, int out_w) {
   const Taps t = precompute(src.cols, out_w);
   const int c = src.channels();
@@ -66,15 +97,12 @@ cv::Mat horizontal(const cv::Mat& src, int out_w) {
   for (int y = 0; y < src.rows; ++y) {
     const uint8_t* in = src.ptr<uint8_t>(y);
     uint8_t* out = dst.ptr<uint8_t>(y);
-    for (int x = 0; x < out_w; ++x) {
-      const int32_t* k = &t.weight[size_t(x) * t.ksize];
-      const uint8_t* p = in + size_t(t.first[x]) * c;
-      for (int ch = 0; ch < c; ++ch) {
-        int32_t acc = 1 << (kPrecisionBits - 1);
-        for (int j = 0; j < t.count[x]; ++j) acc += int32_t(p[j * c + ch]) * k[j];
-        out[x * c + ch] = clip8(acc);
-      }
-    }
+    if (c == 3)
+      horizontal_row<3>(in, out, t, src.cols, out_w);
+    else if (c == 1)
+      horizontal_row<1>(in, out, t, src.cols, out_w);
+    else
+      horizontal_row_any(in, out, t, c, out_w);
   }
   return dst;
 }
