@@ -25,10 +25,13 @@ struct Layout {
 bool read_layout(const std::string& png, Layout* out) {
   const auto* u = reinterpret_cast<const unsigned char*>(png.data());
   const size_t n = png.size();
-  if (n < 8 + 25 || std::memcmp(u + 12, "IHDR", 4) != 0 || be32(u + 8) != 13) return false;
+  if (n < 8 + 25 || std::memcmp(u, "\x89PNG\r\n\x1a\n", 8) != 0 || std::memcmp(u + 12, "IHDR", 4) != 0 || be32(u + 8) != 13)
+    return false;
   const uint32_t w = be32(u + 16), h = be32(u + 20);
   const int depth = u[24], colour = u[25], compression = u[26], filter = u[27], interlace = u[28];
-  if (w == 0 || h == 0 || w > (1u << 20) || h > (1u << 20)) return false;
+  // The caller has bounded the pixel count (ImageSource's max_pixels); this bound only keeps a
+  // direct call from sizing a buffer off a forged header. Larger images go to OpenCV.
+  if (w == 0 || h == 0 || uint64_t(w) * h > (uint64_t(1) << 28)) return false;
   if (depth != 8 || (colour != 0 && colour != 2) || compression != 0 || filter != 0 || interlace != 0) return false;
   out->width = int(w);
   out->height = int(h);

@@ -149,6 +149,12 @@ TEST(PngFastDecodeTest, LeavesToOpenCVWhatItDoesNotCover) {
   sixteen_spec.depth = 16;
   EXPECT_TRUE(decode_png_fast(encode(sixteen, sixteen_spec), cv::IMREAD_COLOR).empty()) << "16-bit";
   EXPECT_TRUE(decode_png_fast("not a png", cv::IMREAD_COLOR).empty());
+  std::string huge = encode(grey, grey_spec);  // a forged header: 65536 x 65536 pixels
+  huge.replace(16, 8, std::string("\0\x01\0\0\0\x01\0\0", 8));
+  EXPECT_TRUE(decode_png_fast(huge, cv::IMREAD_GRAYSCALE).empty()) << "header beyond the size bound";
+  std::string no_signature = encode(grey, grey_spec);
+  no_signature[1] = 'Q';
+  EXPECT_TRUE(decode_png_fast(no_signature, cv::IMREAD_GRAYSCALE).empty()) << "no PNG signature";
 }
 
 TEST(PngFastDecodeTest, DamageInsideTheStreamFallsBackToOpenCVsError) {
