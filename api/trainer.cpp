@@ -594,11 +594,7 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
   if (m.opt.intra_op_threads >= 0) at::set_num_threads(m.opt.intra_op_threads > 0 ? m.opt.intra_op_threads : threads);
   // Training allocates the same big tensors every batch: keep them instead of mmap-ing and
   // faulting them in again (framework/cpu_allocator.h). FMAM_CPU_CACHE_MB bounds the cache (0: off).
-  {
-    const char* env = std::getenv("FMAM_CPU_CACHE_MB");
-    const long long mb = env && *env ? std::atoll(env) : 2048;
-    if (mb > 0) install_caching_cpu_allocator(size_t(mb) << 20);
-  }
+  install_caching_cpu_allocator_from_env(2048);
   const auto t_start = Clock::now();
   TrainResult r;
   r.model = m.opt.out;

@@ -49,9 +49,12 @@ int cmd_bench(int argc, char** argv) {
       "node, the median time of one call and its share of all node time. Prints the median of\n"
       "--repeat runs, the machine's thread count and peak memory.",
       opts,
-      "examples:\n"
-      "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --repeat 5\n"
-      "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --frames 10000 --rss-every 1000 --repeat 1");
+      std::string("examples:\n"
+                  "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --repeat 5\n"
+                  "  fmam bench graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/good --frames 10000 --rss-every "
+                  "1000 --repeat 1\n"
+                  "\n") +
+          kInferenceEnvironmentHelp);
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam bench: expected one GRAPH; see fmam bench --help");
   if (a.get("input").empty()) throw Error("fmam bench: --input is required");

@@ -78,4 +78,10 @@ int cmd_bench(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
 int cmd_fleet(int argc, char** argv);  // fleet_command.cpp: no torch, starts train/eval as processes
+// The --help lines for the environment variables that run, eval and bench read.
+inline constexpr const char* kInferenceEnvironmentHelp =
+    "environment:\n"
+    "  FMAM_CPU_CACHE_MB=N   MiB of freed tensors (1 MiB and larger) kept for the next frames\n"
+    "                        instead of going back to the system (default 256; 0 turns it off)\n";
+
 }  // namespace fmam

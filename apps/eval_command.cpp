@@ -51,20 +51,23 @@ int cmd_eval(int argc, char** argv) {
        {"no-fp32-delta", "", "with precision bf16: skip the second, fp32 evaluation that measures what bf16 costs", false, ""},
        {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
        {"quiet", "", "no progress bar", false, "q"}});
-  cli::Args a("eval", "fmam eval GRAPH --model MODEL --data CATEGORY_DIR --out REPORT_DIR [--calibrate]",
-              "Evaluate a detector on a category's test split: image AUROC, pixel AUROC, AUPRO (to FPR\n"
-              "0.3, normalised, as MVTec AD's evaluation code), image F1-max and its threshold, for all\n"
-              "images and per defect type. Writes results.json and a self-contained HTML report (ROC\n"
-              "curves, score histograms, overlays with the worst mistakes first).",
-              opts,
-              "example:\n"
-              "  fmam eval graphs/fmam_rkd.json -m bottle.fmam -d ../shared/data/mvtec_ad/bottle -o report/ --calibrate\n"
-              "then open report/report.html; with --calibrate, fmam run prints PASS/FAIL per image.\n"
-              "\n"
-              "exit status:\n"
-              "  0  the report was written (unreadable images, each named on stderr, were skipped)\n"
-              "  1  an error (bad graph, model, data or option)\n"
-              "  3  with --strict: the report was written, but some images were skipped");
+  cli::Args a(
+      "eval", "fmam eval GRAPH --model MODEL --data CATEGORY_DIR --out REPORT_DIR [--calibrate]",
+      "Evaluate a detector on a category's test split: image AUROC, pixel AUROC, AUPRO (to FPR\n"
+      "0.3, normalised, as MVTec AD's evaluation code), image F1-max and its threshold, for all\n"
+      "images and per defect type. Writes results.json and a self-contained HTML report (ROC\n"
+      "curves, score histograms, overlays with the worst mistakes first).",
+      opts,
+      std::string("example:\n"
+                  "  fmam eval graphs/fmam_rkd.json -m bottle.fmam -d ../shared/data/mvtec_ad/bottle -o report/ --calibrate\n"
+                  "then open report/report.html; with --calibrate, fmam run prints PASS/FAIL per image.\n"
+                  "\n") +
+          kInferenceEnvironmentHelp +
+          "\n"
+          "exit status:\n"
+          "  0  the report was written (unreadable images, each named on stderr, were skipped)\n"
+          "  1  an error (bad graph, model, data or option)\n"
+          "  3  with --strict: the report was written, but some images were skipped");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw Error("fmam eval: expected one GRAPH; see fmam eval --help");
   for (const char* req : {"model", "data", "out"})

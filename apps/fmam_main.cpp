@@ -18,6 +18,7 @@
 #include "api/train_config.h"
 #include "apps/cli.h"
 #include "fmam/pipeline.h"
+#include "framework/cpu_allocator.h"
 #include "framework/executor.h"
 #include "framework/graph.h"
 #include "framework/io.h"
@@ -26,6 +27,10 @@
 
 namespace fmam {
 namespace {
+
+// MiB of freed tensors run, eval and bench keep for the next frames (FMAM_CPU_CACHE_MB overrides):
+// a 256² frame's biggest tensors are a few MiB each, a few dozen alive at a time per worker.
+constexpr size_t kInferenceCpuCacheMb = 256;
 
 using cli::Args;
 
@@ -227,14 +232,17 @@ int cmd_run(int argc, char** argv) {
          "PNG plus raw float32 TIFF, Scalar as a CSV (also printed on stdout), Image as PNG.\n"
          "Frames are pipelined: images decode while the network works on earlier ones.",
          opts,
-         "examples:\n"
-         "  fmam run graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/broken_large -o out/\n"
-         "  fmam run examples/graphs/sharpness_check.json -i 'photos/*.png' --plugin build/examples/libfmam_example_plugin.so\n"
-         "\n"
-         "exit status:\n"
-         "  0  every image was scored, or some were skipped (each named on stderr) without --strict\n"
-         "  1  an error (bad graph, model or option), or every image was skipped\n"
-         "  3  with --strict: some images were skipped");
+         std::string("examples:\n"
+                     "  fmam run graphs/fmam_rkd.json -i ../shared/data/mvtec_ad/bottle/test/broken_large -o out/\n"
+                     "  fmam run examples/graphs/sharpness_check.json -i 'photos/*.png' --plugin "
+                     "build/examples/libfmam_example_plugin.so\n"
+                     "\n") +
+             kInferenceEnvironmentHelp +
+             "\n"
+             "exit status:\n"
+             "  0  every image was scored, or some were skipped (each named on stderr) without --strict\n"
+             "  1  an error (bad graph, model or option), or every image was skipped\n"
+             "  3  with --strict: some images were skipped");
   if (!a.parse(argc, argv)) return 0;
   if (a.positionals().size() != 1) throw std::runtime_error("fmam run: expected one GRAPH file; see fmam run --help");
   PipelineOptions po;
@@ -332,6 +340,10 @@ int dispatch(int argc, char** argv) {
     }
   }
   at::set_num_threads(intra > 0 ? intra : cmd == "train" ? threads : 1);
+  // Frames allocate the same big tensors again and again: keep freed ones for the next frame
+  // instead of letting glibc unmap them and the kernel fault them in again
+  // (framework/cpu_allocator.h; docs/PERFORMANCE.md measures it). Training sets its own bound.
+  if (cmd == "run" || cmd == "eval" || cmd == "bench") install_caching_cpu_allocator_from_env(kInferenceCpuCacheMb);
   if (cmd == "run") return cmd_run(argc - 2, argv + 2);
   if (cmd == "describe") return cmd_describe(argc - 2, argv + 2);
   if (cmd == "check") return cmd_check(argc - 2, argv + 2);

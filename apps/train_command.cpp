@@ -69,7 +69,7 @@ int cmd_train(int argc, char** argv) {
                   "\n"
                   "environment:\n"
                   "  FMAM_CPU_CACHE_MB=N   bound of the cache that keeps freed tensors of 1 MiB+ for the next\n"
-                  "                        batch (default 2048, emptied every epoch; 0 turns it off)\n"
+                  "                        batch (default 2048, emptied after each stage; 0 turns it off)\n"
                   "\n"
                   "exit status:\n"
                   "  0  the model was written (unreadable images, each named on stderr, were skipped)\n"

@@ -4,12 +4,16 @@
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <new>
+#include <string>
 #include <unordered_map>
 #include <vector>
+
+#include "framework/error.h"
 
 namespace fmam {
 namespace {
@@ -139,6 +143,23 @@ void install_caching_cpu_allocator(size_t max_cached_bytes) {
     return;
   }
   a->set_bound(max_cached_bytes);
+}
+
+size_t cpu_cache_bound_from_env(size_t default_mb) {
+  const char* env = std::getenv("FMAM_CPU_CACHE_MB");
+  if (!env || !*env) return default_mb << 20;
+  char* end = nullptr;
+  errno = 0;
+  const long long mb = std::strtoll(env, &end, 10);
+  FMAM_CHECK(errno == 0 && *end == '\0' && mb >= 0 && mb <= (1 << 20))
+      << "FMAM_CPU_CACHE_MB=\"" << env << "\": expected a whole number of MiB in [0, 1048576] (0: no cache)";
+  return size_t(mb) << 20;
+}
+
+size_t install_caching_cpu_allocator_from_env(size_t default_mb) {
+  const size_t bound = cpu_cache_bound_from_env(default_mb);
+  if (bound > 0) install_caching_cpu_allocator(bound);
+  return bound;
 }
 
 void release_cached_cpu_blocks() {

@@ -27,6 +27,13 @@ struct CpuCacheStats {
 // allocated before keep their own deleter). Call once, early, before big tensors exist; later
 // calls only change the bound.
 void install_caching_cpu_allocator(size_t max_cached_bytes);
+// The bound FMAM_CPU_CACHE_MB asks for, in bytes (the variable counts MiB), or `default_mb` MiB
+// where it is unset or empty; 0 means: do not install. Throws Error naming the variable where it
+// is not a whole number in [0, 1048576].
+size_t cpu_cache_bound_from_env(size_t default_mb);
+// Installs the allocator with cpu_cache_bound_from_env(default_mb), unless that is 0. Returns the
+// bound installed (0: not installed).
+size_t install_caching_cpu_allocator_from_env(size_t default_mb);
 // Gives every cached block back to the system (where the sizes to come change, such as the end
 // of a training stage); the next requests fill the cache again.
 void release_cached_cpu_blocks();

@@ -66,6 +66,13 @@ std::vector<int> parse_layers(const std::vector<std::string>& names);
 // Autograd and autocast see ordinary ops.
 // `bias` (optional, [Cout]) is added to every output pixel.
 at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias = {});
+// The same op for float32 inference on the CPU: a 1x1 convolution to Cout * 4 channels on
+// oneDNN, then pixel_shuffle(2). `w1x1` is conv_transpose2x2_weight_as_1x1(w), `bias4` the bias
+// with each value repeated 4 times (optional). For inference (the BatchNorm-folded eval path):
+// gradients flow through mkldnn_convolution, but training keeps the product above.
+at::Tensor conv_transpose2x2_onednn(const at::Tensor& x, const at::Tensor& w1x1, const at::Tensor& bias4 = {});
+// [Cin, Cout, 2, 2] -> [Cout * 4, Cin, 1, 1], output channel c * 4 + ki * 2 + kj.
+at::Tensor conv_transpose2x2_weight_as_1x1(const at::Tensor& w);
 
 // A trainable network. Copies share the same module.
 class Network {

@@ -9,9 +9,12 @@
 #include <c10/core/CPUAllocator.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "framework/error.h"
 #include "networks/resnet.h"
 
 namespace fmam {
@@ -115,6 +118,35 @@ TEST(CpuAllocatorTest, ThreadsAllocatingAndFreeingAtOnce) {
   for (auto& t : threads) t.join();
   for (int k = 0; k < 4; ++k) EXPECT_EQ(bad[k], 0) << "thread " << k;
   EXPECT_LE(caching_cpu_allocator_stats().cached_bytes, 64 * kMiB);
+}
+
+// FMAM_CPU_CACHE_MB: MiB, 0 = off, unset or empty = the command's default; anything else is an
+// error naming the variable, not a silent 0.
+TEST(CpuAllocatorTest, BoundFromTheEnvironment) {
+  const char* before = std::getenv("FMAM_CPU_CACHE_MB");
+  const std::string saved = before ? before : "";
+  unsetenv("FMAM_CPU_CACHE_MB");
+  EXPECT_EQ(cpu_cache_bound_from_env(256), size_t(256) << 20);
+  setenv("FMAM_CPU_CACHE_MB", "", 1);
+  EXPECT_EQ(cpu_cache_bound_from_env(2048), size_t(2048) << 20);
+  setenv("FMAM_CPU_CACHE_MB", "0", 1);
+  EXPECT_EQ(cpu_cache_bound_from_env(256), 0u);
+  EXPECT_EQ(install_caching_cpu_allocator_from_env(256), 0u);  // 0: nothing installed or changed
+  setenv("FMAM_CPU_CACHE_MB", "12", 1);
+  EXPECT_EQ(cpu_cache_bound_from_env(256), size_t(12) << 20);
+  for (const char* bad : {"abc", "-1", "12x", "1048577", "99999999999999999999"}) {
+    setenv("FMAM_CPU_CACHE_MB", bad, 1);
+    try {
+      cpu_cache_bound_from_env(256);
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("FMAM_CPU_CACHE_MB"), std::string::npos) << e.what();
+    }
+  }
+  if (before)
+    setenv("FMAM_CPU_CACHE_MB", saved.c_str(), 1);
+  else
+    unsetenv("FMAM_CPU_CACHE_MB");
 }
 
 }  // namespace

@@ -27,6 +27,14 @@ TEST(FlopCounterTest, ConvolutionsAndProductsMatchTheirFormulas) {
   // Transposed 2x2 stride 2: each input element feeds Cout * 2 * 2 outputs.
   const at::Tensor wt = at::randn({8, 4, 2, 2});
   EXPECT_DOUBLE_EQ(counted([&] { at::conv_transpose2d(x, wt, {}, 2); }), 2.0 * (2 * 8 * 10 * 12) * (4 * 2 * 2));
+  // oneDNN's convolution called directly (float32 inference does) counts once; inside
+  // aten::convolution (at::conv2d may run it) it is not counted again.
+  EXPECT_DOUBLE_EQ(counted([&] {
+                     at::mkldnn_convolution(x, w, {}, {1, 1}, {2, 2}, {1, 1}, 1);
+                   }),
+                   2.0 * (2 * 16 * 5 * 6) * (8 * 3 * 3));
+  const at::Tensor x4 = at::randn({32, 8, 10, 12}), w1 = at::randn({16, 8, 1, 1});
+  EXPECT_DOUBLE_EQ(counted([&] { at::conv2d(x4, w1); }), 2.0 * (32 * 16 * 10 * 12) * 8);
   // Products: 2 * M * N * K.
   const at::Tensor a = at::randn({7, 5}), b = at::randn({5, 3}), c = at::randn({3});
   EXPECT_DOUBLE_EQ(counted([&] { at::mm(a, b); }), 2.0 * 7 * 3 * 5);

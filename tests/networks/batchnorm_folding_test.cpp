@@ -146,5 +146,24 @@ TEST(ConvTranspose2x2Test, BiasIsAddedPerOutputChannel) {
   EXPECT_TRUE(at::allclose(conv_transpose2x2(x, w, b), want, 1e-5, 1e-5));
 }
 
+// The float32 inference variant (oneDNN 1x1 conv + pixel shuffle), which the folded decoder runs:
+// odd sizes, batch 1 and 3, with and without a bias, NCHW and channels-last input.
+TEST(ConvTranspose2x2Test, OneDnnVariantEqualsTorchsTransposedConv) {
+  at::manual_seed(7);
+  c10::InferenceMode guard;
+  for (int64_t batch : {1, 3}) {
+    const at::Tensor x = at::randn({batch, 5, 3, 7}), w = at::randn({5, 6, 2, 2}), b = at::randn({6});
+    const at::Tensor w1x1 = conv_transpose2x2_weight_as_1x1(w);
+    EXPECT_EQ(w1x1.sizes(), at::IntArrayRef({24, 5, 1, 1}));
+    const at::Tensor want = at::conv_transpose2d(x, w, b, {2, 2});
+    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x, w1x1, b.repeat_interleave(4)), want, 1e-5, 1e-5)) << batch;
+    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x.contiguous(at::MemoryFormat::ChannelsLast), w1x1, b.repeat_interleave(4)),
+                             want, 1e-5, 1e-5))
+        << batch;
+    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x, w1x1), at::conv_transpose2d(x, w, {}, {2, 2}), 1e-5, 1e-5)) << batch;
+  }
+  EXPECT_THROW(conv_transpose2x2_weight_as_1x1(at::randn({5, 6, 3, 3})), Error);
+}
+
 }  // namespace
 }  // namespace fmam

@@ -27,8 +27,10 @@ std::map<std::string, at::Tensor> StateMap(const FeatureMapNode& n) {
 TEST(FeatureMapNodeTest, MatchesLoopReference) {
   NodeRunner runner(R"({"id": "fm", "type": "FeatureMap",
                         "params": {"channels": [4, 6, 3], "hidden_ratio": 1.5, "seed": 5}})");
-  // Batch of 2; non-square levels; a 1x1 level.
-  const std::vector<at::Tensor> t = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}), at::randn({2, 3, 1, 1})};
+  // Batch of 2; non-square levels; a 1x1 level. The teacher's side channels-last, as the
+  // Backbone sends it (inference runs oneDNN's 1x1 convs in that format).
+  std::vector<at::Tensor> t = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}), at::randn({2, 3, 1, 1})};
+  for (auto& x : t) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   const std::vector<at::Tensor> s = {at::randn({2, 4, 3, 5}), at::randn({2, 6, 2, 2}), at::randn({2, 3, 1, 1})};
   runner.push(FeatureMapNode::kInTeacher, FeaturePyramid{t});
   runner.push(FeatureMapNode::kInStudent, FeaturePyramid{s});
