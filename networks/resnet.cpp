@@ -108,21 +108,47 @@ at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at:
   return y.view({n, h, wd, cout, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape({n, cout, 2 * h, 2 * wd});
 }
 
-at::Tensor conv_transpose2x2_weight_as_1x1(const at::Tensor& w) {
-  FMAM_CHECK(w.dim() == 4 && w.size(2) == 2 && w.size(3) == 2)
-      << "conv_transpose2x2_weight_as_1x1: weight " << shape_str(w.sizes()) << " is not [Cin, Cout, 2, 2]";
+ConvTranspose2x2::ConvTranspose2x2(const at::Tensor& w, const at::Tensor& bias) : w_(w), b_(bias) {
+  FMAM_CHECK(w.dim() == 4 && w.size(2) == 2 && w.size(3) == 2 && (!bias.defined() || bias.numel() == w.size(1)))
+      << "ConvTranspose2x2: weight " << shape_str(w.sizes()) << " is not [Cin, Cout, 2, 2] or the bias does not fit";
   const int64_t cin = w.size(0), cout = w.size(1);
-  return w.reshape({cin, cout * 4}).t().contiguous().view({cout * 4, cin, 1, 1});
+  const bool fp32 = w.scalar_type() == at::kFloat;
+  // NCHW: columns (cout, ki, kj), the order pixel_shuffle(., 2) reads from a 1x1 conv's channels.
+  if (bias.defined()) b_nchw_ = bias.repeat_interleave(4);
+  if (fp32) w1x1_nchw_ = w.reshape({cin, cout * 4}).t().contiguous().view({cout * 4, cin, 1, 1});
+  // Channels-last: columns (ki, kj, cout), so that a product row (one input pixel) holds the two
+  // output rows' runs of 2 * cout values each.
+  wk_ = w.permute({0, 2, 3, 1}).reshape({cin, 4 * cout}).contiguous();
+  if (bias.defined()) bk_ = bias.repeat(4);
+  if (fp32) w1x1_nhwc_ = wk_.t().contiguous().view({4 * cout, cin, 1, 1});
 }
 
-at::Tensor conv_transpose2x2_onednn(const at::Tensor& x, const at::Tensor& w1x1, const at::Tensor& bias4) {
-  FMAM_CHECK(x.dim() == 4 && w1x1.dim() == 4 && x.size(1) == w1x1.size(1) && w1x1.size(0) % 4 == 0)
-      << "conv_transpose2x2_onednn: input " << shape_str(x.sizes()) << " and weight " << shape_str(w1x1.sizes()) << " do not fit";
-  // Output channel c * 4 + ki * 2 + kj holds pixel (2h + ki, 2w + kj) of channel c: exactly the
-  // order pixel_shuffle(., 2) reads.
-  const at::Tensor y = at::mkldnn_convolution(
-      x.contiguous(), w1x1, bias4.defined() ? c10::optional<at::Tensor>(bias4) : c10::nullopt, {0, 0}, {1, 1}, {1, 1}, 1);
-  return at::pixel_shuffle(y, 2);
+namespace {
+c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; }
+at::Tensor conv1x1_onednn(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  return at::mkldnn_convolution(x, w, opt(b), {0, 0}, {1, 1}, {1, 1}, 1);
+}
+}  // namespace
+
+at::Tensor ConvTranspose2x2::operator()(const at::Tensor& x) const {
+  FMAM_CHECK(x.dim() == 4 && x.size(1) == w_.size(0))
+      << "ConvTranspose2x2: input " << shape_str(x.sizes()) << " does not fit weight " << shape_str(w_.sizes());
+  const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w_.size(1);
+  // float32 products run on oneDNN as 1x1 convs: libtorch gives at::mm to BLAS (OpenBLAS on
+  // Debian, 1.4-1.6x slower here); bfloat16 products already run on oneDNN.
+  const bool onednn_fp32 = x.is_cpu() && x.scalar_type() == at::kFloat && w1x1_nhwc_.defined();
+  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
+    const at::Tensor rows = onednn_fp32 ? conv1x1_onednn(x, w1x1_nhwc_, bk_).permute({0, 2, 3, 1}).reshape({n * h * wd, 4 * cout})
+                                        : (bk_.defined() ? at::addmm(bk_, x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin}), wk_)
+                                                         : at::mm(x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin}), wk_));
+    // [n, h, w, ki, kj, cout] -> [n, h, ki, w, kj, cout] = NHWC [n, 2h, 2w, cout].
+    return rows.view({n, h, wd, 2, 2, cout}).permute({0, 1, 3, 2, 4, 5}).reshape({n, 2 * h, 2 * wd, cout}).permute({0, 3, 1, 2});
+  }
+  if (onednn_fp32) return at::pixel_shuffle(conv1x1_onednn(x.contiguous(), w1x1_nchw_, b_nchw_), 2);
+  const at::Tensor rows = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
+  const at::Tensor y =
+      b_nchw_.defined() ? at::addmm(b_nchw_, rows, w_.reshape({cin, cout * 4})) : at::mm(rows, w_.reshape({cin, cout * 4}));
+  return y.view({n, h, wd, cout, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape({n, cout, 2 * h, 2 * wd});
 }
 
 namespace {
@@ -133,14 +159,10 @@ namespace {
 struct FusedConvBn {
   at::Tensor w, b;
   int64_t stride = 1, pad = 0;
-  bool transposed = false;  // a 2x2 stride-2 transposed conv (conv_transpose2x2)
-  // float32 transposed convs only: the same weights as a 1x1 conv (conv_transpose2x2_onednn).
-  at::Tensor w1x1, b4;
+  std::optional<ConvTranspose2x2> transposed;  // a 2x2 stride-2 transposed conv instead
 
   at::Tensor operator()(const at::Tensor& x) const {
-    if (!transposed) return at::conv2d(x, w, b, {stride, stride}, {pad, pad});
-    if (w1x1.defined() && x.is_cpu() && x.scalar_type() == at::kFloat) return conv_transpose2x2_onednn(x, w1x1, b4);
-    return conv_transpose2x2(x, w, b);
+    return transposed ? (*transposed)(x) : at::conv2d(x, w, b, {stride, stride}, {pad, pad});
   }
 };
 
@@ -158,14 +180,7 @@ FusedConvBn fuse(const at::Tensor& conv_w, const at::Tensor& conv_b, bool transp
   f.b = shift.to(type).contiguous();
   f.stride = stride;
   f.pad = pad;
-  f.transposed = transposed;
-  // In float32 the product of conv_transpose2x2 runs on BLAS (OpenBLAS on Debian), the 1x1 conv
-  // on oneDNN: 1.4-1.6x faster for the decoder's three (docs/PERFORMANCE.md). In bfloat16 both
-  // run on oneDNN and the product is the faster.
-  if (transposed && type == at::kFloat && f.w.is_cpu()) {
-    f.w1x1 = conv_transpose2x2_weight_as_1x1(f.w);
-    f.b4 = f.b.repeat_interleave(4);
-  }
+  if (transposed) f.transposed = ConvTranspose2x2(f.w, f.b);
   return f;
 }
 

@@ -66,13 +66,21 @@ std::vector<int> parse_layers(const std::vector<std::string>& names);
 // Autograd and autocast see ordinary ops.
 // `bias` (optional, [Cout]) is added to every output pixel.
 at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias = {});
-// The same op for float32 inference on the CPU: a 1x1 convolution to Cout * 4 channels on
-// oneDNN, then pixel_shuffle(2). `w1x1` is conv_transpose2x2_weight_as_1x1(w), `bias4` the bias
-// with each value repeated 4 times (optional). For inference (the BatchNorm-folded eval path):
-// gradients flow through mkldnn_convolution, but training keeps the product above.
-at::Tensor conv_transpose2x2_onednn(const at::Tensor& x, const at::Tensor& w1x1, const at::Tensor& bias4 = {});
-// [Cin, Cout, 2, 2] -> [Cout * 4, Cin, 1, 1], output channel c * 4 + ki * 2 + kj.
-at::Tensor conv_transpose2x2_weight_as_1x1(const at::Tensor& w);
+// The same op for inference (the BatchNorm-folded eval path), its weights rearranged once.
+// Channels-last input gives channels-last output through one product whose columns are ordered
+// (ki, kj, cout): the reshuffle then copies runs of 2 * Cout values instead of single ones. In
+// float32 the product runs on oneDNN as a 1x1 convolution (libtorch gives at::mm to BLAS, which
+// is OpenBLAS on Debian and 1.4-1.6x slower here); NCHW float32 input goes through a 1x1 conv and
+// pixel_shuffle(2). The weights' dtype (float32 or bfloat16) is the arithmetic's.
+class ConvTranspose2x2 {
+ public:
+  ConvTranspose2x2(const at::Tensor& w, const at::Tensor& bias = {});  // w [Cin, Cout, 2, 2], bias [Cout]
+  at::Tensor operator()(const at::Tensor& x) const;                    // [B, Cin, H, W] -> [B, Cout, 2H, 2W]
+
+ private:
+  at::Tensor w_, b_, b_nchw_, w1x1_nchw_;  // NCHW input
+  at::Tensor wk_, bk_, w1x1_nhwc_;         // channels-last input
+};
 
 // A trainable network. Copies share the same module.
 class Network {

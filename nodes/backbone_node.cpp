@@ -137,6 +137,10 @@ BackboneNode::BackboneNode(const Params& p, NodeEnv& env) : BackboneNode(p) {
   // oneDNN's bfloat16 convolutions (AVX512-BF16). The networks run on the CPU whatever the
   // device: `device` only places the Halide post-processing kernels.
   if (env.precision() == Precision::kBFloat16Mixed) fast_net_ = net_->cast(at::kBFloat16);
+  // Inference graphs run the student, the feature maps and the cosine channels-last too: hand
+  // the pyramid on in the format it was computed in. Training graphs keep NCHW, as they were
+  // measured (the reverse student trains in NCHW).
+  if (!env.training() && p.channels_last) out_format_ = at::MemoryFormat::ChannelsLast;
 }
 
 BackboneNode::BackboneNode(const Params& p) : layers_(parse_layers(p.layers)), arch_(p.arch) {
@@ -220,9 +224,9 @@ std::vector<at::Tensor> BackboneNode::run(const Net& net, const at::Tensor& imag
   for (size_t l = 0; l < net.layers.size(); ++l) {
     for (const auto& blk : net.layers[l]) x = blk(x);
     if (layers_[next] == int(l) + 1) {
-      // Float32 NCHW out whatever the compute format and type: every consumer (the RD student,
-      // the feature map, the losses) then sees one layout; one copy, ~0.5 ms per frame.
-      out.push_back(x.to(at::TensorOptions().dtype(at::kFloat).memory_format(at::MemoryFormat::Contiguous)));
+      // Float32 out whatever the compute type, in out_format_ (one copy where the format or the
+      // type changes, ~0.5 ms per frame).
+      out.push_back(x.to(at::TensorOptions().dtype(at::kFloat).memory_format(out_format_)));
       ++next;
     }
   }

@@ -7,6 +7,7 @@
 // 2^(N+1)).
 #pragma once
 
+#include <c10/core/MemoryFormat.h>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -81,6 +82,8 @@ class BackboneNode final : public Node, public Fingerprinted {
   std::string weights_path_;
   std::shared_ptr<const Net> net_;       // float32
   std::shared_ptr<const Net> fast_net_;  // what forward() runs: net_, or its bfloat16 copy
+  // The outputs' memory format: channels-last in inference graphs (see the constructor), else NCHW.
+  at::MemoryFormat out_format_ = at::MemoryFormat::Contiguous;
   mutable std::once_flag sha_once_;
   mutable std::string sha256_;
   Arch arch_;

@@ -64,6 +64,50 @@ at::Tensor fused_discrepancy(const at::Tensor& t, const at::Tensor& s) {
   return out;
 }
 
+// The same for channels-last inputs (the networks' outputs at inference), where a pixel's C
+// values are contiguous: 16 partial sums per quantity (one vector each), added up per pixel.
+// The sums' order differs from the NCHW loop's, so results differ in the last bits.
+at::Tensor fused_discrepancy_nhwc(const at::Tensor& t, const at::Tensor& s) {
+  constexpr int kLanes = 16;
+  const int64_t B = t.size(0), C = t.size(1), pixels = B * t.size(2) * t.size(3);
+  at::Tensor out = at::empty({B, 1, t.size(2), t.size(3)}, t.options().memory_format(at::MemoryFormat::Contiguous));
+  const float* pt = t.data_ptr<float>();
+  const float* ps = s.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  const float eps = float(CosineDiscrepancyNode::kEps);
+  for (int64_t q = 0; q < pixels; ++q) {
+    const float* a = pt + q * C;
+    const float* b = ps + q * C;
+    float dot_l[kLanes] = {}, nt_l[kLanes] = {}, ns_l[kLanes] = {};
+    int64_t c = 0;
+    for (; c + kLanes <= C; c += kLanes)
+      for (int k = 0; k < kLanes; ++k) {
+        dot_l[k] += a[c + k] * b[c + k];
+        nt_l[k] += a[c + k] * a[c + k];
+        ns_l[k] += b[c + k] * b[c + k];
+      }
+    // Fold the lanes in halves (vector adds), then the last four one by one.
+    for (int half = kLanes / 2; half >= 4; half /= 2)
+      for (int k = 0; k < half; ++k) {
+        dot_l[k] += dot_l[k + half];
+        nt_l[k] += nt_l[k + half];
+        ns_l[k] += ns_l[k + half];
+      }
+    float dot = (dot_l[0] + dot_l[1]) + (dot_l[2] + dot_l[3]);
+    float nt = (nt_l[0] + nt_l[1]) + (nt_l[2] + nt_l[3]);
+    float ns = (ns_l[0] + ns_l[1]) + (ns_l[2] + ns_l[3]);
+    for (; c < C; ++c) {
+      dot += a[c] * b[c];
+      nt += a[c] * a[c];
+      ns += b[c] * b[c];
+    }
+    po[q] = 1.0f - dot / (std::max(std::sqrt(nt), eps) * std::max(std::sqrt(ns), eps));
+  }
+  return out;
+}
+
+bool channels_last(const at::Tensor& x) { return x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous(); }
+
 }  // namespace
 
 std::vector<at::Tensor> CosineDiscrepancyNode::compute(const std::vector<at::Tensor>& teacher,
@@ -78,7 +122,8 @@ std::vector<at::Tensor> CosineDiscrepancyNode::compute(const std::vector<at::Ten
     const at::Tensor& t = teacher[j];
     const at::Tensor& s = student[j];
     if (!grad && t.is_cpu() && s.is_cpu() && t.scalar_type() == at::kFloat && s.scalar_type() == at::kFloat) {
-      maps.push_back(fused_discrepancy(t.contiguous(), s.contiguous()));
+      maps.push_back(channels_last(t) && channels_last(s) ? fused_discrepancy_nhwc(t, s)
+                                                          : fused_discrepancy(t.contiguous(), s.contiguous()));
     } else {  // autograd (a loss downstream) or another device / dtype: torch's own op
       maps.push_back(at::rsub(at::cosine_similarity(t, s, 1, kEps), 1).unsqueeze(1));
     }

@@ -101,7 +101,14 @@ StudentNode::StudentNode(const Params& p, NodeEnv& env)
   if (p.kind == Kind::kReverse) check_reverse_layers(layers_);
   if (p.share.empty()) {
     net_.train(false);
-    if (p.kind == Kind::kSymmetric) net_.to_channels_last();
+    // Channels-last for inference, and for the symmetric student always. The reverse student
+    // trains in NCHW (its training was measured there); for inference, NHWC is faster since its
+    // transposed convs became products (ConvTranspose2x2): on the 2-core Zen 4, batch 4, one
+    // thread, 111-124 vs 125-135 ms per batch in float32 and 57-73 vs 77-79 in bfloat16.
+    if (p.kind == Kind::kSymmetric || !env.training()) {
+      net_.to_channels_last();
+      format_ = at::MemoryFormat::ChannelsLast;
+    }
     // Inference only: BatchNorm folded into the convs (its running statistics are fixed here),
     // then, where chosen, in bfloat16.
     if (!env.training()) net_.set_batchnorm_folding(true);
@@ -114,9 +121,12 @@ StudentNode::StudentNode(const Params& p) : params_(p), layers_(parse_layers(p.l
   if (p.kind == Kind::kReverse) check_reverse_layers(layers_);
   net_.train(false);
   // Memory format, measured on the project's 2-core Zen 4 (1 thread, batch 1, 256x256,
-  // resnet18, CPU time per frame): symmetric NCHW 48 ms vs NHWC 40 ms; reverse NCHW 63 ms vs
-  // NHWC 69 ms (oneDNN's transposed and strided 768-channel convs are slower in NHWC).
-  if (p.kind == Kind::kSymmetric) net_.to_channels_last();
+  // resnet18, CPU time per frame): symmetric NCHW 48 ms vs NHWC 40 ms. The reverse student stays
+  // NCHW here, as it trains (the graph constructor above makes inference ones channels-last).
+  if (p.kind == Kind::kSymmetric) {
+    net_.to_channels_last();
+    format_ = at::MemoryFormat::ChannelsLast;
+  }
 }
 
 std::vector<at::Tensor> StudentNode::forward(std::vector<at::Tensor> in) {
@@ -126,7 +136,7 @@ std::vector<at::Tensor> StudentNode::forward(std::vector<at::Tensor> in) {
   } else if (in.size() != 1 || !in[0].defined() || in[0].dim() != 4 || in[0].size(1) != 3) {
     throw PortError("input", kImage.name, "expected one float32 [B, 3, H, W] tensor");
   }
-  const auto format = reverse ? at::MemoryFormat::Contiguous : at::MemoryFormat::ChannelsLast;
+  const auto format = format_;
   if (!net_.is_training()) {
     c10::InferenceMode guard;  // per thread: set on whichever worker runs this frame
     for (auto& t : in) t = t.contiguous(format);

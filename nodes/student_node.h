@@ -12,6 +12,7 @@
 // graph's branch on synthetic images) train the same weights as the one it names.
 #pragma once
 
+#include <c10/core/MemoryFormat.h>
 #include <map>
 #include <string>
 #include <utility>
@@ -103,6 +104,8 @@ class StudentNode final : public Node, public Trainable {
   Params params_;
   std::vector<int> layers_;
   Network net_;
+  // The memory format of the inputs it is given and of its weights (see the constructors).
+  at::MemoryFormat format_ = at::MemoryFormat::Contiguous;
 };
 
 }  // namespace fmam

@@ -146,23 +146,30 @@ TEST(ConvTranspose2x2Test, BiasIsAddedPerOutputChannel) {
   EXPECT_TRUE(at::allclose(conv_transpose2x2(x, w, b), want, 1e-5, 1e-5));
 }
 
-// The float32 inference variant (oneDNN 1x1 conv + pixel shuffle), which the folded decoder runs:
-// odd sizes, batch 1 and 3, with and without a bias, NCHW and channels-last input.
-TEST(ConvTranspose2x2Test, OneDnnVariantEqualsTorchsTransposedConv) {
+// The inference variant the folded decoder runs: NCHW and channels-last input (whose output is
+// channels-last), float32 and bfloat16 weights, with and without a bias, odd sizes, batch 1 and 3.
+TEST(ConvTranspose2x2Test, InferenceVariantEqualsTorchsTransposedConv) {
   at::manual_seed(7);
   c10::InferenceMode guard;
-  for (int64_t batch : {1, 3}) {
-    const at::Tensor x = at::randn({batch, 5, 3, 7}), w = at::randn({5, 6, 2, 2}), b = at::randn({6});
-    const at::Tensor w1x1 = conv_transpose2x2_weight_as_1x1(w);
-    EXPECT_EQ(w1x1.sizes(), at::IntArrayRef({24, 5, 1, 1}));
-    const at::Tensor want = at::conv_transpose2d(x, w, b, {2, 2});
-    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x, w1x1, b.repeat_interleave(4)), want, 1e-5, 1e-5)) << batch;
-    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x.contiguous(at::MemoryFormat::ChannelsLast), w1x1, b.repeat_interleave(4)),
-                             want, 1e-5, 1e-5))
-        << batch;
-    EXPECT_TRUE(at::allclose(conv_transpose2x2_onednn(x, w1x1), at::conv_transpose2d(x, w, {}, {2, 2}), 1e-5, 1e-5)) << batch;
-  }
-  EXPECT_THROW(conv_transpose2x2_weight_as_1x1(at::randn({5, 6, 3, 3})), Error);
+  for (int64_t batch : {1, 3})
+    for (bool bias : {true, false})
+      for (auto type : {at::kFloat, at::kBFloat16})
+        for (auto format : {at::MemoryFormat::Contiguous, at::MemoryFormat::ChannelsLast}) {
+          const at::Tensor x = at::randn({batch, 5, 3, 7}), w = at::randn({5, 6, 2, 2}), b = bias ? at::randn({6}) : at::Tensor();
+          const at::Tensor want = at::conv_transpose2d(x, w, b, {2, 2});
+          const ConvTranspose2x2 op(w.to(type), bias ? b.to(type) : b);
+          const at::Tensor got = op(x.to(type).contiguous(format));
+          const std::string what = "batch " + std::to_string(batch) + (bias ? " bias " : " ") +
+                                   (type == at::kFloat ? "fp32 " : "bf16 ") +
+                                   (format == at::MemoryFormat::Contiguous ? "NCHW" : "NHWC");
+          ASSERT_EQ(got.sizes(), want.sizes()) << what;
+          EXPECT_EQ(got.scalar_type(), type) << what;
+          const double tol = type == at::kFloat ? 1e-5 : 0.05 * want.abs().max().item<double>();
+          EXPECT_TRUE(at::allclose(got.to(at::kFloat), want, tol, tol)) << what;
+          if (format == at::MemoryFormat::ChannelsLast) EXPECT_TRUE(got.is_contiguous(at::MemoryFormat::ChannelsLast)) << what;
+        }
+  EXPECT_THROW(ConvTranspose2x2(at::randn({5, 6, 3, 3})), Error);
+  EXPECT_THROW(ConvTranspose2x2(at::randn({5, 6, 2, 2}))(at::randn({1, 4, 3, 3})), Error);
 }
 
 }  // namespace

@@ -101,7 +101,8 @@ TEST(BackboneNodeTest, ChannelsLastMatchesContiguous) {
   auto nchw = RunBackbone(WeightsParam(kWeights) + R"(, "channels_last": false)", {img});
   ASSERT_EQ(nhwc.size(), 3u);
   for (size_t j = 0; j < 3; ++j) {
-    EXPECT_TRUE(nhwc[j].is_contiguous());  // NCHW out either way
+    // Inference hands the pyramid on in the format it was computed in.
+    EXPECT_TRUE(nhwc[j].is_contiguous(at::MemoryFormat::ChannelsLast) && !nhwc[j].is_contiguous());
     EXPECT_TRUE(nchw[j].is_contiguous());
     EXPECT_TRUE(at::allclose(nhwc[j], nchw[j], 1e-4, 1e-5)) << "level " << j;
   }

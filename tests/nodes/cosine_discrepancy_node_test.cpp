@@ -37,6 +37,25 @@ TEST(CosineDiscrepancyNodeTest, MatchesLoopReference) {
   }
 }
 
+TEST(CosineDiscrepancyNodeTest, BothChannelsLastMatchesLoopReference) {
+  // Both sides channels-last (the inference networks' outputs): the per-pixel loop, with channel
+  // counts that are and are not a multiple of its 16 lanes, and a 1x1 level.
+  std::vector<at::Tensor> t = {at::randn({2, 64, 12, 20}), at::randn({2, 37, 6, 10}), at::randn({1, 5, 1, 1}),
+                               at::randn({2, 16, 3, 5})};
+  std::vector<at::Tensor> s = {at::randn({2, 64, 12, 20}), at::randn({2, 37, 6, 10}), at::randn({1, 5, 1, 1}),
+                               at::randn({2, 16, 3, 5})};
+  s[3] = t[3].neg();  // opposite everywhere: 2
+  for (auto* v : {&t, &s})
+    for (auto& x : *v) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+  const auto maps = RunDisc(t, s);
+  ASSERT_EQ(maps.size(), 4u);
+  for (size_t j = 0; j < maps.size(); ++j) {
+    EXPECT_EQ(maps[j].sizes(), (at::IntArrayRef{t[j].size(0), 1, t[j].size(2), t[j].size(3)}));
+    EXPECT_TRUE(at::allclose(maps[j], reference::CosineDiscrepancy(t[j], s[j]), 1e-5, 1e-5)) << "level " << j;
+  }
+  EXPECT_TRUE(at::allclose(maps[3], at::full_like(maps[3], 2.0f), 0, 1e-6));
+}
+
 TEST(CosineDiscrepancyNodeTest, FusedLoopEqualsTorchsOpAndKeepsGradients) {
   // Without grad the node runs its own one-pass loop; with grad torch's cosine_similarity.
   const std::vector<at::Tensor> t = {at::randn({2, 32, 5, 7}), at::randn({1, 1, 3, 3})};

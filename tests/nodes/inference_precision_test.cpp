@@ -81,7 +81,7 @@ TEST(InferencePrecisionTest, Bf16TeacherIsCloseAndKeepsItsFingerprint) {
   const auto got = bf16.forward(image);
   ExpectFloat32Like(got, want);
   for (size_t j = 0; j < got.size(); ++j) {
-    EXPECT_TRUE(got[j].is_contiguous());
+    EXPECT_TRUE(got[j].is_contiguous(at::MemoryFormat::ChannelsLast));  // as computed (channels_last: true)
     EXPECT_GT(MinCosine(got[j], want[j]), 0.99) << "level " << j;
     EXPECT_FALSE(at::equal(got[j], want[j])) << "level " << j << ": not computed in bfloat16";
   }
@@ -148,6 +148,9 @@ TEST(InferencePrecisionTest, TrainingGraphsKeepFloat32WeightsButABf16Teacher) {
   BackboneNode t16(bp, e.env), t32(bp, e32.env);
   const at::Tensor image = at::randn({1, 3, 64, 64});
   EXPECT_FALSE(at::equal(t16.forward(image)[0], t32.forward(image)[0]));
+  // Training graphs get the teacher's pyramid in NCHW (inference ones channels-last).
+  for (const auto& level : t16.forward(image)) EXPECT_TRUE(level.is_contiguous());
+  for (const auto& level : t32.forward(image)) EXPECT_TRUE(level.is_contiguous());
 }
 
 }  // namespace
