@@ -174,7 +174,10 @@ void expect_same_losses(const CacheRun& a, const CacheRun& b) {
   for (size_t e = 0; e < a.losses.size(); ++e) {
     ASSERT_EQ(a.losses[e].size(), b.losses[e].size()) << "epoch " << e;
     for (const auto& [name, v] : a.losses[e])
-      EXPECT_NEAR(v, b.losses[e].at(name), 1e-5 * std::max(1.0, std::fabs(v))) << name << ", epoch " << e + 1 << " of 4";
+      // 1e-4, not tighter: two runs without any cache, one after the other in one process, were
+      // measured to differ by up to 2.8e-5 in loss_kd_fm after 4 epochs when other tests (the
+      // PipelineTest suite) had run first (oneDNN's float32 kernels; in a fresh process they agree).
+      EXPECT_NEAR(v, b.losses[e].at(name), 1e-4 * std::max(1.0, std::fabs(v))) << name << ", epoch " << e + 1 << " of 4";
   }
 }
 
