@@ -112,43 +112,32 @@ ConvTranspose2x2::ConvTranspose2x2(const at::Tensor& w, const at::Tensor& bias) 
   FMAM_CHECK(w.dim() == 4 && w.size(2) == 2 && w.size(3) == 2 && (!bias.defined() || bias.numel() == w.size(1)))
       << "ConvTranspose2x2: weight " << shape_str(w.sizes()) << " is not [Cin, Cout, 2, 2] or the bias does not fit";
   const int64_t cin = w.size(0), cout = w.size(1);
-  const bool fp32 = w.scalar_type() == at::kFloat;
-  // NCHW: columns (cout, ki, kj), the order pixel_shuffle(., 2) reads from a 1x1 conv's channels.
-  if (bias.defined()) b_nchw_ = bias.repeat_interleave(4);
-  if (fp32) w1x1_nchw_ = w.reshape({cin, cout * 4}).t().contiguous().view({cout * 4, cin, 1, 1});
-  // Channels-last: columns (ki, kj, cout), so that a product row (one input pixel) holds the two
-  // output rows' runs of 2 * cout values each.
+  // Columns (ki, kj, cout), so that a product row (one input pixel) holds the two output rows'
+  // runs of 2 * cout values each.
   wk_ = w.permute({0, 2, 3, 1}).reshape({cin, 4 * cout}).contiguous();
   if (bias.defined()) bk_ = bias.repeat(4);
-  if (fp32) w1x1_nhwc_ = wk_.t().contiguous().view({4 * cout, cin, 1, 1});
+  if (w.scalar_type() == at::kFloat) w1x1_ = wk_.t().contiguous().view({4 * cout, cin, 1, 1});
 }
-
-namespace {
-c10::optional<at::Tensor> opt(const at::Tensor& t) { return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt; }
-at::Tensor conv1x1_onednn(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
-  return at::mkldnn_convolution(x, w, opt(b), {0, 0}, {1, 1}, {1, 1}, 1);
-}
-}  // namespace
 
 at::Tensor ConvTranspose2x2::operator()(const at::Tensor& x) const {
   FMAM_CHECK(x.dim() == 4 && x.size(1) == w_.size(0))
       << "ConvTranspose2x2: input " << shape_str(x.sizes()) << " does not fit weight " << shape_str(w_.sizes());
+  if (!x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.is_contiguous()) return conv_transpose2x2(x, w_, b_);
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), wd = x.size(3), cout = w_.size(1);
-  // float32 products run on oneDNN as 1x1 convs: libtorch gives at::mm to BLAS (OpenBLAS on
-  // Debian, 1.4-1.6x slower here); bfloat16 products already run on oneDNN.
-  const bool onednn_fp32 = x.is_cpu() && x.scalar_type() == at::kFloat && w1x1_nhwc_.defined();
-  if (x.is_contiguous(at::MemoryFormat::ChannelsLast) && !x.is_contiguous()) {
-    const at::Tensor rows = onednn_fp32 ? conv1x1_onednn(x, w1x1_nhwc_, bk_).permute({0, 2, 3, 1}).reshape({n * h * wd, 4 * cout})
-                                        : (bk_.defined() ? at::addmm(bk_, x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin}), wk_)
-                                                         : at::mm(x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin}), wk_));
-    // [n, h, w, ki, kj, cout] -> [n, h, ki, w, kj, cout] = NHWC [n, 2h, 2w, cout].
-    return rows.view({n, h, wd, 2, 2, cout}).permute({0, 1, 3, 2, 4, 5}).reshape({n, 2 * h, 2 * wd, cout}).permute({0, 3, 1, 2});
+  at::Tensor rows;  // [n * h * w, (ki, kj, cout)]
+  if (x.is_cpu() && x.scalar_type() == at::kFloat && w1x1_.defined()) {
+    // float32: the product as a 1x1 conv on oneDNN; libtorch gives at::mm to BLAS (OpenBLAS on
+    // Debian, 1.4-1.6x slower here). bfloat16 products already run on oneDNN.
+    rows =
+        at::mkldnn_convolution(x, w1x1_, bk_.defined() ? c10::optional<at::Tensor>(bk_) : c10::nullopt, {0, 0}, {1, 1}, {1, 1}, 1)
+            .permute({0, 2, 3, 1})
+            .reshape({n * h * wd, 4 * cout});
+  } else {
+    const at::Tensor pixels = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
+    rows = bk_.defined() ? at::addmm(bk_, pixels, wk_) : at::mm(pixels, wk_);
   }
-  if (onednn_fp32) return at::pixel_shuffle(conv1x1_onednn(x.contiguous(), w1x1_nchw_, b_nchw_), 2);
-  const at::Tensor rows = x.permute({0, 2, 3, 1}).reshape({n * h * wd, cin});
-  const at::Tensor y =
-      b_nchw_.defined() ? at::addmm(b_nchw_, rows, w_.reshape({cin, cout * 4})) : at::mm(rows, w_.reshape({cin, cout * 4}));
-  return y.view({n, h, wd, cout, 2, 2}).permute({0, 3, 1, 4, 2, 5}).reshape({n, cout, 2 * h, 2 * wd});
+  // [n, h, w, ki, kj, cout] -> [n, h, ki, w, kj, cout] = NHWC [n, 2h, 2w, cout].
+  return rows.view({n, h, wd, 2, 2, cout}).permute({0, 1, 3, 2, 4, 5}).reshape({n, 2 * h, 2 * wd, cout}).permute({0, 3, 1, 2});
 }
 
 namespace {

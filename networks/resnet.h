@@ -69,17 +69,17 @@ at::Tensor conv_transpose2x2(const at::Tensor& x, const at::Tensor& w, const at:
 // The same op for inference (the BatchNorm-folded eval path), its weights rearranged once.
 // Channels-last input gives channels-last output through one product whose columns are ordered
 // (ki, kj, cout): the reshuffle then copies runs of 2 * Cout values instead of single ones. In
-// float32 the product runs on oneDNN as a 1x1 convolution (libtorch gives at::mm to BLAS, which
-// is OpenBLAS on Debian and 1.4-1.6x slower here); NCHW float32 input goes through a 1x1 conv and
-// pixel_shuffle(2). The weights' dtype (float32 or bfloat16) is the arithmetic's.
+// float32 that product runs on oneDNN as a 1x1 convolution (libtorch gives at::mm to BLAS, which
+// is OpenBLAS on Debian and 1.4-1.6x slower here). NCHW input goes to conv_transpose2x2. The
+// weights' dtype (float32 or bfloat16) is the arithmetic's.
 class ConvTranspose2x2 {
  public:
   ConvTranspose2x2(const at::Tensor& w, const at::Tensor& bias = {});  // w [Cin, Cout, 2, 2], bias [Cout]
   at::Tensor operator()(const at::Tensor& x) const;                    // [B, Cin, H, W] -> [B, Cout, 2H, 2W]
 
  private:
-  at::Tensor w_, b_, b_nchw_, w1x1_nchw_;  // NCHW input
-  at::Tensor wk_, bk_, w1x1_nhwc_;         // channels-last input
+  at::Tensor w_, b_;           // as given: NCHW input
+  at::Tensor wk_, bk_, w1x1_;  // channels-last input: columns (ki, kj, cout); float32's 1x1 conv
 };
 
 // A trainable network. Copies share the same module.
