@@ -29,6 +29,7 @@
 #include "framework/cpu_allocator.h"
 #include "framework/cpu_features.h"
 #include "framework/executor.h"
+#include "framework/flop_counter.h"
 #include "framework/graph.h"
 #include "framework/io.h"
 #include "framework/model_binding.h"
@@ -129,6 +130,7 @@ struct EpochRun {
   long long batches = 0, counted = 0, images = 0;  // batches: done in the epoch (a resumed one starts above 0)
   std::map<std::string, double> loss_sum;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  double flops_at_start = all_threads_flops();
   TrainProgress progress;
 };
 
@@ -424,6 +426,7 @@ void Trainer::Impl::fill_progress(EpochRun& e) {
   e.progress.images = e.images;
   e.progress.seconds = std::chrono::duration<double>(Clock::now() - e.start).count();
   e.progress.images_per_s = e.progress.seconds > 0 ? e.images / e.progress.seconds : 0;
+  e.progress.gflop = (all_threads_flops() - e.flops_at_start) / 1e9;
   for (const auto& [s, v] : e.loss_sum) e.progress.losses[s] = e.counted ? v / e.counted : 0.0;
 }
 
@@ -489,6 +492,8 @@ EpochRun Trainer::Impl::run_epoch(StageRun& r, size_t si, int epoch, const Train
 bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, const Trainer::ProgressCallback& report) {
   const Stage& st = cfg.stages[si];
   const double secs = std::chrono::duration<double>(Clock::now() - e.start).count();
+  // The batches' arithmetic, read before the checkpoint (which may run the teacher's fingerprint probe).
+  const double gflop = (all_threads_flops() - e.flops_at_start) / 1e9;
   collect_model(*r.ex, model);
   model.optimizer_state.clear();
   for (auto& [k, t] : r.adam->state()) model.optimizer_state[k] = t;
@@ -504,7 +509,8 @@ bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, co
             {"epoch", epoch},
             {"images", e.images},
             {"seconds", secs},
-            {"images_per_s", secs > 0 ? e.images / secs : 0.0}};
+            {"images_per_s", secs > 0 ? e.images / secs : 0.0},
+            {"gflop", gflop}};
   for (const auto& [s, v] : e.loss_sum) h[s] = e.counted ? v / e.counted : 0.0;
   progress["history"].push_back(h);
   progress["stage"] = si;
@@ -515,6 +521,7 @@ bool Trainer::Impl::end_epoch(StageRun& r, size_t si, int epoch, EpochRun& e, co
     fill_progress(e);
     e.progress.seconds = secs;
     e.progress.images_per_s = secs > 0 ? e.images / secs : 0;
+    e.progress.gflop = gflop;
     e.progress.epoch_done = true;
     report(e.progress);
   }
@@ -595,6 +602,8 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
   // Training allocates the same big tensors every batch: keep them instead of mmap-ing and
   // faulting them in again (framework/cpu_allocator.h). FMAM_CPU_CACHE_MB bounds the cache (0: off).
   install_caching_cpu_allocator_from_env(2048);
+  // Each epoch reports its arithmetic (GFLOP per image and GFLOP/s: how close to the CPU's peak).
+  const FlopCounting counting;
   const auto t_start = Clock::now();
   TrainResult r;
   r.model = m.opt.out;

@@ -101,9 +101,13 @@ int cmd_train(int argc, char** argv) {
     if (p.epoch_done) {  // a line per epoch, quiet or not: the log of a long run
       if (bar) bar->finish();
       bar.reset();
-      char line[256];
-      std::snprintf(line, sizeof line, "%s epoch %d/%d: %lld images in %.1f s (%.2f images/s)  %s", p.stage.c_str(), p.epoch + 1,
-                    p.epochs, p.images, p.seconds, p.images_per_s, loss_terms(p).c_str());
+      // GFLOP per image and GFLOP/s: how much arithmetic an image costs and how near the
+      // CPU's peak it runs (docs/PERFORMANCE.md, "Training's arithmetic").
+      char line[320];
+      std::snprintf(
+          line, sizeof line, "%s epoch %d/%d: %lld images in %.1f s (%.2f images/s, %.1f GFLOP/image at %.0f GFLOP/s)  %s",
+          p.stage.c_str(), p.epoch + 1, p.epochs, p.images, p.seconds, p.images_per_s,
+          p.images > 0 ? p.gflop / double(p.images) : 0.0, p.seconds > 0 ? p.gflop / p.seconds : 0.0, loss_terms(p).c_str());
       cli::log(line);
       return;
     }

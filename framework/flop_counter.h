@@ -1,6 +1,7 @@
-// The floating-point operations of the convolutions and matrix products each thread runs (a
-// multiply-add counts 2), observed through libtorch's op callbacks (RecordFunction) while a
-// FlopCounting is alive: fmam bench divides them by each node's time for its GFLOP/s. Other ops
+// The floating-point operations of the convolutions (forward and backward) and matrix products
+// each thread runs (a multiply-add counts 2), observed through libtorch's op callbacks
+// (RecordFunction) while a FlopCounting is alive: fmam bench divides them by each node's time for
+// its GFLOP/s, fmam train by each epoch's time. Other ops
 // (ReLU, BatchNorm, pooling, copies) are not counted: they are a few percent of the arithmetic
 // and none of the multiply-adds a CPU's peak is quoted in.
 #pragma once
@@ -21,5 +22,9 @@ class FlopCounting {
 
 // This thread's running total: read it before and after a piece of work.
 double thread_flops();
+
+// All threads' running total since the process started (whole operations; training runs the
+// teacher and the learning step on different threads).
+double all_threads_flops();
 
 }  // namespace fmam

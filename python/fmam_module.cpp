@@ -355,6 +355,7 @@ py::dict progress_dict(const fmam::TrainProgress& p) {
   d["batches"] = p.batches;
   d["losses"] = p.losses;
   d["images_per_s"] = p.images_per_s;
+  d["gflop"] = p.gflop;
   d["epoch_done"] = p.epoch_done;
   return d;
 }
@@ -509,8 +510,8 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
 Trains on data/train/good (MVTec AD layout) with a training graph (graphs/rkd_train.json) and
 writes the model to `out` (atomically, after every epoch). progress(dict) is called on this
 thread after every batch with stage, stage_index, stages, epoch, epochs, batch, batches, losses,
-images_per_s and epoch_done. If it raises, or on Ctrl-C, training is cancelled (a resumable
-checkpoint is saved to `out`; resume=True continues it) and the exception is re-raised.)doc");
+images_per_s, gflop (the epoch's convolutions and products so far) and epoch_done. If it
+raises, or on Ctrl-C, training is cancelled (a resumable checkpoint is saved to `out`; resume=True continues it) and the exception is re-raised.)doc");
   m.def(
       "evaluate", &evaluate, py::arg("graph"), py::arg("model"), py::arg("data"), py::arg("report_dir") = py::none(),
       py::arg("calibrate") = false, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(), py::arg("batch") = 4,

@@ -43,6 +43,9 @@ struct TrainProgress {
   long long images = 0;              // images trained on in this epoch so far
   double seconds = 0;                // time in this epoch so far
   double images_per_s = 0;
+  // Arithmetic done in this epoch so far, all threads: the convolutions' forward and backward and
+  // the matrix products (a multiply-add counts 2; framework/flop_counter.h), in GFLOP.
+  double gflop = 0;
   std::map<std::string, double> losses;  // mean of each loss over the epoch so far
   bool epoch_done = false;               // true once per epoch, after its checkpoint was written
 };

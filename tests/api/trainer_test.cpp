@@ -151,6 +151,7 @@ TEST(TrainerTest, ProgressCancelAndResume) {
 // which differ every epoch and so must never come from the cache.
 struct CacheRun {
   std::vector<std::map<std::string, double>> losses;  // per epoch, stage 1 then stage 2
+  std::vector<double> gflop;                          // per epoch, the arithmetic it reported
   TrainResult result;
 };
 
@@ -163,9 +164,23 @@ CacheRun train_cached(const std::string& cache_mb) {
   o.max_images = 4;
   CacheRun run;
   run.result = Trainer(kSrc + "/graphs/fmam_rkd_train.json", o).train([&](const TrainProgress& p) {
-    if (p.epoch_done) run.losses.push_back(p.losses);
+    if (!p.epoch_done) return;
+    run.losses.push_back(p.losses);
+    run.gflop.push_back(p.gflop);
   });
   return run;
+}
+
+// The frozen teacher's forward arithmetic on one image of side `n` (a multiple of 16), GFLOP:
+// ResNet-18's conv1 (7x7, stride 2) and layer1-3 (3x3 convs; each later layer's first conv has
+// stride 2 and a 1x1 stride-2 shortcut), 2 per multiply-add; the textbook count, independent of
+// how fmam runs it. 3.664 GFLOP at 256² (what fmam bench prints for the Backbone node).
+double teacher_gflop(int n) {
+  auto conv = [](double side, double cout, double cin, double k) { return side * side * cout * cin * k * k; };
+  const double s1 = n / 4.0, s2 = n / 8.0, s3 = n / 16.0;
+  const double mac = conv(n / 2.0, 64, 3, 7) + 4 * conv(s1, 64, 64, 3) + conv(s2, 128, 64, 3) + 3 * conv(s2, 128, 128, 3) +
+                     conv(s2, 128, 64, 1) + conv(s3, 256, 128, 3) + 3 * conv(s3, 256, 256, 3) + conv(s3, 256, 128, 1);
+  return 2 * mac / 1e9;
 }
 
 void expect_same_losses(const CacheRun& a, const CacheRun& b) {
@@ -193,6 +208,18 @@ TEST(TrainerTest, TeacherCacheGivesTheSameLossesAndIsUsed) {
   EXPECT_EQ(on.result.cache_hits, 12);
   EXPECT_EQ(on.result.cache_refused, 0);
   EXPECT_EQ(on.result.cache_bytes, 4 * 114688 * 4) << "4 pyramids of 64*32² + 128*16² + 256*8² float32 values";
+  // Each epoch's reported arithmetic: the cache saves exactly the teacher's forward on the 4
+  // images of every epoch after stage 1's first, and nothing else changes.
+  ASSERT_EQ(off.gflop.size(), 4u);
+  ASSERT_EQ(on.gflop.size(), 4u);
+  const double teacher = 4 * teacher_gflop(128), tol = 1e-9;
+  EXPECT_NEAR(teacher_gflop(256), 3.663724544, 1e-9);
+  EXPECT_NEAR(off.gflop[0], off.gflop[1], tol) << "the same work every epoch without the cache";
+  EXPECT_NEAR(on.gflop[0], off.gflop[0], tol) << "stage 1's first epoch fills the cache";
+  EXPECT_NEAR(off.gflop[1] - on.gflop[1], teacher, tol);
+  EXPECT_NEAR(off.gflop[2] - on.gflop[2], teacher, tol) << "stage 2's normal branch reads the cache";
+  EXPECT_NEAR(off.gflop[3] - on.gflop[3], teacher, tol);
+  EXPECT_GT(on.gflop[1], 0.0);
 }
 
 TEST(TrainerTest, TeacherCacheBoundStoresWhatFitsAndTheRestIsComputed) {

@@ -1,10 +1,13 @@
-// FlopCounting: the multiply-adds of convolutions and matrix products, counted as libtorch runs
-// them, against the textbook formulas; nothing counted outside a FlopCounting.
+// FlopCounting: the multiply-adds of convolutions (forward and backward) and matrix products,
+// counted as libtorch runs them, against the textbook formulas; nothing counted outside a
+// FlopCounting.
 #include "framework/flop_counter.h"
 
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
+
+#include <thread>
 
 namespace fmam {
 namespace {
@@ -42,6 +45,41 @@ TEST(FlopCounterTest, ConvolutionsAndProductsMatchTheirFormulas) {
   EXPECT_DOUBLE_EQ(counted([&] { at::bmm(at::randn({4, 7, 5}), at::randn({4, 5, 3})); }), 2.0 * 4 * 7 * 3 * 5);
   // Element-wise work is not counted.
   EXPECT_DOUBLE_EQ(counted([&] { at::relu(x); }), 0.0);
+}
+
+// Training's backward: a convolution's input gradient and its weight gradient each cost what the
+// forward does; only the gradients autograd needs are computed and counted.
+TEST(FlopCounterTest, BackwardCountsTheGradientsItComputes) {
+  FlopCounting counting;
+  const double fwd = 2.0 * (2 * 16 * 5 * 6) * (8 * 3 * 3);
+  const at::Tensor w = at::randn({16, 8, 3, 3}).requires_grad_();
+  const at::Tensor x = at::randn({2, 8, 10, 12}).requires_grad_();
+  at::Tensor y;
+  EXPECT_DOUBLE_EQ(counted([&] { y = at::conv2d(x, w, {}, 2, 1); }), fwd);
+  EXPECT_DOUBLE_EQ(counted([&] { y.sum().backward(); }), 2 * fwd);  // input and weight
+  // A frozen input (the teacher's features): the weight's gradient only.
+  const at::Tensor frozen = at::randn({2, 8, 10, 12});
+  y = at::conv2d(frozen, w, {}, 2, 1);
+  EXPECT_DOUBLE_EQ(counted([&] { y.sum().backward(); }), fwd);
+  // Transposed: the forward's count is per input element.
+  const at::Tensor wt = at::randn({8, 4, 2, 2}).requires_grad_();
+  y = at::conv_transpose2d(x, wt, {}, 2);
+  EXPECT_DOUBLE_EQ(counted([&] { y.sum().backward(); }), 2 * (2.0 * (2 * 8 * 10 * 12) * (4 * 2 * 2)));
+  // A product's backward is two products, each counted as one.
+  const at::Tensor a = at::randn({7, 5}).requires_grad_(), b = at::randn({5, 3}).requires_grad_();
+  y = at::mm(a, b);
+  EXPECT_DOUBLE_EQ(counted([&] { y.sum().backward(); }), 2 * (2.0 * 7 * 3 * 5));
+}
+
+// all_threads_flops() adds up every thread's work (training's teacher runs on another thread).
+TEST(FlopCounterTest, AllThreadsTotalIncludesOtherThreads) {
+  FlopCounting counting;
+  const at::Tensor a = at::randn({7, 5}), b = at::randn({5, 3});
+  const double before = all_threads_flops();
+  std::thread t([&] { at::mm(a, b); });
+  t.join();
+  at::mm(a, b);
+  EXPECT_DOUBLE_EQ(all_threads_flops() - before, 2 * (2.0 * 7 * 3 * 5));
 }
 
 TEST(FlopCounterTest, NothingIsCountedWithoutACounting) {

@@ -278,6 +278,8 @@ def test_train_reports_progress(tmp_path):
         assert all(math.isfinite(v) for v in p["losses"].values())
     assert any(p["batch"] == p["batches"] for p in calls)
     assert calls[-1]["epoch_done"] is True
+    assert calls[-1]["gflop"] > 0  # convolutions and products ran
+    assert all(p["gflop"] >= 0 for p in calls)
     assert any(not p["epoch_done"] for p in calls)
     # The model works with a Detector, at the trained size.
     d = fmam.Detector(GRAPH, model=path)
