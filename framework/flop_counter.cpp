@@ -19,6 +19,14 @@ thread_local int t_convolution_depth = 0;
 
 int64_t numel(const c10::IValue& v) { return v.isTensor() ? v.toTensor().numel() : 0; }
 
+// Multiply-adds per output element of a convolution (per input element of a transposed one):
+// the weight's size without its first dimension ([Cout, Cin/g, k...] or [Cin, Cout/g, k...]).
+double macs_per_element(const at::Tensor& w) {
+  int64_t per = 1;
+  for (int64_t d = 1; d < w.dim(); ++d) per *= w.size(d);
+  return double(per);
+}
+
 // aten::convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding,
 // groups): each output element of a normal conv takes (Cin / groups) * kh * kw multiply-adds; a
 // transposed conv's each *input* element does (Cout / groups) * kh * kw.
@@ -28,9 +36,7 @@ double convolution_flops(const at::RecordFunction& fn) {
   if (in.size() < 9 || out.empty() || !in[1].isTensor()) return 0;
   const at::Tensor& w = in[1].toTensor();
   const bool transposed = in[6].isBool() && in[6].toBool();
-  int64_t per = 1;
-  for (int64_t d = 1; d < w.dim(); ++d) per *= w.size(d);  // [Cout, Cin/g, k...] or [Cin, Cout/g, k...]
-  return 2.0 * double(transposed ? numel(in[0]) : numel(out[0])) * double(per);
+  return 2.0 * double(transposed ? numel(in[0]) : numel(out[0])) * macs_per_element(w);
 }
 
 // aten::mkldnn_convolution(input, weight, bias, padding, stride, dilation, groups), called
@@ -40,9 +46,7 @@ double mkldnn_convolution_flops(const at::RecordFunction& fn) {
   const auto out = fn.outputs();
   if (in.size() < 2 || out.empty() || !in[1].isTensor()) return 0;
   const at::Tensor& w = in[1].toTensor();
-  int64_t per = 1;
-  for (int64_t d = 1; d < w.dim(); ++d) per *= w.size(d);
-  return 2.0 * double(numel(out[0])) * double(per);
+  return 2.0 * double(numel(out[0])) * macs_per_element(w);
 }
 
 // aten::convolution_backward(grad_output, input, weight, bias_sizes, stride, padding, dilation,
@@ -56,9 +60,7 @@ double convolution_backward_flops(const at::RecordFunction& fn) {
   if (in.size() < 11 || !in[0].isTensor() || !in[1].isTensor() || !in[2].isTensor()) return 0;
   const at::Tensor& w = in[2].toTensor();
   const bool transposed = in[7].isBool() && in[7].toBool();
-  int64_t per = 1;
-  for (int64_t d = 1; d < w.dim(); ++d) per *= w.size(d);
-  const double forward = 2.0 * double(transposed ? numel(in[1]) : numel(in[0])) * double(per);
+  const double forward = 2.0 * double(transposed ? numel(in[1]) : numel(in[0])) * macs_per_element(w);
   const auto mask = in[10].toListRef();
   if (mask.size() < 2 || !mask[0].isBool() || !mask[1].isBool()) return 0;
   return forward * (double(mask[0].toBool()) + double(mask[1].toBool()));

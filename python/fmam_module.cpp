@@ -511,7 +511,8 @@ Trains on data/train/good (MVTec AD layout) with a training graph (graphs/rkd_tr
 writes the model to `out` (atomically, after every epoch). progress(dict) is called on this
 thread after every batch with stage, stage_index, stages, epoch, epochs, batch, batches, losses,
 images_per_s, gflop (the epoch's convolutions and products so far) and epoch_done. If it
-raises, or on Ctrl-C, training is cancelled (a resumable checkpoint is saved to `out`; resume=True continues it) and the exception is re-raised.)doc");
+raises, or on Ctrl-C, training is cancelled (a resumable checkpoint is saved to `out`;
+resume=True continues it) and the exception is re-raised.)doc");
   m.def(
       "evaluate", &evaluate, py::arg("graph"), py::arg("model"), py::arg("data"), py::arg("report_dir") = py::none(),
       py::arg("calibrate") = false, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(), py::arg("batch") = 4,
