@@ -4,6 +4,7 @@
 // streams). Both hold the same weights.
 #include "fmam/pipeline.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <tbb/task_group.h>
 
@@ -16,6 +17,7 @@
 #include <optional>
 #include <thread>
 
+#include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "api/graph_io.h"
@@ -25,6 +27,7 @@
 #include "framework/graph.h"
 #include "framework/model_binding.h"
 #include "framework/model_file.h"
+#include "framework/stateful.h"
 #include "framework/types.h"
 
 namespace fmam {
@@ -107,11 +110,23 @@ struct Pipeline::Impl {
 
   // The networks' arithmetic. They run on the CPU with either device (Debian's libtorch has no
   // CUDA; `device` places only the Halide post-processing kernels), so the CPU decides.
+  // int8 quantises the frozen teacher only (Int8Quantizable nodes); the trained networks then
+  // run as auto would run them.
   Precision resolve_precision(const std::string& p) const {
     if (p == "fp32") return Precision::kFloat32;
     if (p == "bf16") return Precision::kBFloat16Mixed;
-    if (p == "auto") return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
-    throw Error(graph_file + ": precision must be auto, fp32 or bf16, got \"" + p + "\"");
+    if (p == "auto" || p == "int8") return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
+    throw Error(graph_file + ": precision must be auto, fp32, bf16 or int8, got \"" + p + "\"");
+  }
+  // auto picks int8 where it measured fastest at no measured cost (docs/PERFORMANCE.md: within
+  // 0.11 point of fp32's AUROC on 10 models): a calibrated model on a CPU with int8 dot products.
+  bool int8() const {
+    if (opt.precision == "int8") return true;
+    return opt.precision == "auto" && model && !model->int8_ranges.empty() && cpu_has_int8_dot() && onednn_int8_available();
+  }
+  static bool onednn_int8_available() {
+    const auto& engines = at::globalContext().supportedQEngines();
+    return std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) != engines.end();
   }
 
   std::unique_ptr<Executor> build(bool from_files) {
@@ -120,6 +135,19 @@ struct Pipeline::Impl {
     ValidatedGraph vg = validate(g);
     auto ex = std::make_unique<Executor>(vg, run_options());
     if (model) apply_model(*model, *ex, opt.model);
+    if (int8()) apply_int8(*model, *ex, opt.model);
+    return ex;
+  }
+  // Calibration's executor: files in, nothing written, every network in float32 (the ranges int8
+  // must cover are float32's), the model's trained weights applied.
+  std::unique_ptr<Executor> build_float32_from_files() {
+    GraphConfig g = graph;
+    attach_io(g, true, "");
+    ValidatedGraph vg = validate(g);
+    RunOptions ro = run_options();
+    ro.precision = Precision::kFloat32;
+    auto ex = std::make_unique<Executor>(vg, ro);
+    apply_model(*model, *ex, opt.model);
     return ex;
   }
   Executor& files() {
@@ -195,6 +223,8 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   if (m.opt.batch < 1 || m.opt.max_in_flight < 1 || m.opt.threads < 0)
     throw Error(graph_file + ": batch and max_in_flight must be >= 1 and threads >= 0");
   (void)m.run_options();  // a bad device or precision is an error now, not at the first frame
+  if (m.int8() && m.opt.model.empty())
+    throw Error(graph_file + ": precision int8 needs a model calibrated for it (fmam quantize); none was given");
   ensure_plugins(m.opt.plugins);
   if (m.opt.intra_op_threads > 0) at::set_num_threads(m.opt.intra_op_threads);
   m.graph = load_graph_file(graph_file);
@@ -204,6 +234,7 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   m.threshold = m.opt.threshold;
   if (!m.opt.model.empty()) {
     m.model = load_model(m.opt.model);
+    if (m.int8() && m.model->int8_ranges.empty()) throw Error(m.opt.model + ": " + not_calibrated_for_int8(graph_file, m.opt.model));
     if (m.threshold < 0 && m.model->threshold) m.threshold = *m.model->threshold;
     bind_params(m.graph, model_bindings(*m.model, m.opt.threshold), m.opt.overrides, m.opt.model);
   } else {
@@ -264,6 +295,51 @@ RunSummary Pipeline::run_files(const std::vector<std::string>& files, const Resu
         if (on_result) on_result(d);
       });
   return summarize(st, failed);
+}
+
+Int8Calibration Pipeline::calibrate_int8(const std::vector<std::string>& all_files, const std::string& save_as,
+                                         const ResultCallback& on_result, int max_images) {
+  Impl& m = *impl_;
+  // Spread over the whole list rather than its first files (names often follow capture order).
+  std::vector<std::string> files = all_files;
+  if (max_images > 0 && files.size() > size_t(max_images)) {
+    files.clear();
+    for (size_t i = 0; i < size_t(max_images); ++i) files.push_back(all_files[i * all_files.size() / size_t(max_images)]);
+  }
+  if (m.open) throw Error(m.graph_file + ": calibrate_int8 while a stream is open; close_stream() first");
+  if (!m.model) throw Error(m.graph_file + ": int8 calibration needs a trained model (PipelineOptions::model)");
+  if (files.empty()) throw Error(m.graph_file + ": int8 calibration needs images (defect-free ones, such as train/good)");
+  std::unique_ptr<Executor> ex = m.build_float32_from_files();
+  Int8Calibration c;
+  for (const auto& vn : ex->graph().nodes)
+    if (auto* q = dynamic_cast<Int8Quantizable*>(&ex->node(vn.config.id))) {
+      q->observe_activation_ranges(true);
+      c.nodes.push_back(vn.config.id);
+    }
+  if (c.nodes.empty()) throw Error(m.graph_file + ": no node of this graph can run in int8 (Backbone can)");
+  size_t next = 0;
+  ex->run(
+      [&](Frame& f) {
+        if (next >= files.size()) return false;
+        f.source = files[next++];
+        return true;
+      },
+      [&](const Frame& f) {
+        Detection d = m.to_detection(f);
+        (d.skipped ? c.skipped : c.images) += 1;
+        if (on_result) on_result(d);
+      });
+  if (c.images == 0) throw Error(m.graph_file + ": int8 calibration: none of the " + std::to_string(files.size()) + " images could be read");
+  Model& model = *m.model;
+  collect_int8_ranges(*ex, model);
+  c.points = model.int8_ranges.size();
+  nlohmann::json info = {{"images", c.images}, {"skipped", c.skipped}, {"first_image", files.front()}};
+  model.int8_calibration = info.dump();
+  c.saved_to = save_as.empty() ? m.opt.model : save_as;
+  save_model(c.saved_to, model);
+  m.files_ex.reset();  // the next run builds with the new ranges
+  m.memory_ex.reset();
+  return c;
 }
 
 void Pipeline::open_stream(ResultCallback on_result) {
@@ -335,7 +411,10 @@ RunSummary Pipeline::close_stream() {
 
 bool Pipeline::stream_open() const { return impl_->open; }
 double Pipeline::threshold() const { return impl_->threshold; }
-std::string Pipeline::precision() const { return impl_->run_options().precision == Precision::kBFloat16Mixed ? "bf16" : "fp32"; }
+std::string Pipeline::precision() const {
+  if (impl_->int8()) return "int8";
+  return impl_->run_options().precision == Precision::kBFloat16Mixed ? "bf16" : "fp32";
+}
 int Pipeline::model_width() const { return impl_->model ? impl_->model->image_width : -1; }
 int Pipeline::model_height() const { return impl_->model ? impl_->model->image_height : -1; }
 bool Pipeline::map_range(double* lo, double* hi) const {

@@ -114,6 +114,10 @@ const std::vector<Field>& train_fields() {
        "MiB for the frozen teacher's pyramids of the normal images, computed in epoch 1 and reused (bf16 under bf16-mixed; "
        "default 1024, 0: off; images past the bound are computed every epoch)",
        false, true, integer_in(0, 1LL << 20)},
+      {"int8_calibration_images", "integer in [0, 100000]",
+       "training images the finished model is calibrated on for --precision int8, spread over the set (default 64; 0: "
+       "none; fmam quantize does it later)",
+       false, true, integer_in(0, 100000)},
       {"stages", "list of stages", "trained one after the other", true, false,
        [](const json& v) -> std::string {
          return v.is_array() && !v.empty() ? "" : "expected a non-empty list of stages" + got(v);
@@ -246,6 +250,7 @@ TrainConfig to_config(const json& j) {
   c.precision = j.value("precision", std::string("auto"));
   c.drop_last = j.value("drop_last", false);
   c.teacher_cache_mb = j.value("teacher_cache_mb", 1024LL);
+  c.int8_calibration_images = j.value("int8_calibration_images", 64);
   for (const auto& st : j.at("stages")) {
     Stage s;
     s.name = st.at("name").get<std::string>();

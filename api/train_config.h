@@ -40,6 +40,9 @@ struct TrainConfig {
   // 458,752 values (0.875 MiB in bf16, 1.75 MiB in fp32): the default holds MVTec AD's largest
   // training set (hazelnut, 391 images) in bf16, and bottle's 209 in fp32 too.
   long long teacher_cache_mb = 1024;
+  // Training images the finished model is calibrated on for int8 inference (Pipeline::
+  // calibrate_int8, in float32 through the inference graph; a few seconds); 0: none.
+  int int8_calibration_images = 64;
   std::vector<Stage> stages;
 };
 

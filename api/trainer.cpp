@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/graph_io.h"
+#include "fmam/pipeline.h"
 #include "api/plugins.h"
 #include "api/train_config.h"
 #include "framework/cpu_allocator.h"
@@ -165,6 +166,7 @@ struct Trainer::Impl {
   void load();
   void resume_from_checkpoint();
   void save(bool finished);
+  void calibrate_int8(TrainResult& r);
   // Runs one stage from where `progress` says; returns false if cancelled.
   bool run_stage(size_t si, const Trainer::ProgressCallback& report, long long& images_seen);
   std::unique_ptr<StageRun> start_stage(size_t si);
@@ -329,6 +331,26 @@ void Trainer::Impl::save(bool finished) {
   model.progress = finished ? std::string() : progress.dump();
   if (finished) model.optimizer_state.clear();
   save_model(opt.out, model);
+}
+
+// The finished model, calibrated for --precision int8 on training images through its inference
+// graph (train.int8_calibration_images; what fmam quantize does). Without it the model is still
+// whole: a failure is logged and costs only int8.
+void Trainer::Impl::calibrate_int8(TrainResult& r) {
+  if (cfg.int8_calibration_images <= 0) return;
+  try {
+    PipelineOptions po;
+    po.model = opt.out;
+    po.precision = "fp32";
+    po.images = false;
+    po.plugins = opt.plugins;
+    po.threads = opt.threads;
+    po.intra_op_threads = 0;  // leave the process's setting as training left it
+    Pipeline pipeline(inf_path, po);
+    r.int8_images = pipeline.calibrate_int8(files, "", {}, cfg.int8_calibration_images).images;
+  } catch (const std::exception& e) {
+    log("int8 calibration skipped (" + std::string(e.what()) + "); the model is saved; calibrate it with fmam quantize");
+  }
 }
 
 // The weights a stage updates (a shared module counts once); sets every trainable node's
@@ -632,6 +654,8 @@ TrainResult Trainer::train(const ProgressCallback& progress) {
   r.skipped = (long long)m.skipped.size();
   add_cache_stats(m.teacher_cache.get(), r);
   r.seconds = std::chrono::duration<double>(Clock::now() - t_start).count();
+  release_cached_cpu_blocks();
+  m.calibrate_int8(r);  // after the training time: a few seconds of inference, not training
   return r;
 }
 

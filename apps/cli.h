@@ -77,6 +77,7 @@ int cmd_train(int argc, char** argv);
 int cmd_bench(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_analyze(int argc, char** argv);
+int cmd_quantize(int argc, char** argv);
 int cmd_fleet(int argc, char** argv);  // fleet_command.cpp: no torch, starts train/eval as processes
 // The --help lines for the environment variables that run, eval and bench read.
 inline constexpr const char* kInferenceEnvironmentHelp =

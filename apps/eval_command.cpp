@@ -17,7 +17,7 @@ namespace fmam {
 namespace fs = std::filesystem;
 
 namespace {
-// What ran, and with bf16 what it cost against fp32, in points (hundredths) of each metric.
+// What ran, and with bf16 or int8 what it cost against fp32, in points (hundredths) of each metric.
 void print_precision(const EvalResult& r) {
   if (!r.has_fp32) {
     cli::log("precision " + r.precision);
@@ -48,7 +48,7 @@ int cmd_eval(int argc, char** argv) {
         "frame by frame; 1 for the lowest latency)",
         false, ""},
        cli::precision_option(),
-       {"no-fp32-delta", "", "with precision bf16: skip the second, fp32 evaluation that measures what bf16 costs", false, ""},
+       {"no-fp32-delta", "", "with precision bf16 or int8: skip the second, fp32 evaluation that measures what it costs", false, ""},
        {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
        {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a(

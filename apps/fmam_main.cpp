@@ -50,6 +50,7 @@ commands:
   eval GRAPH      metrics (image/pixel AUROC, AUPRO, F1-max) and an HTML report on a test split
   analyze G:M ... distance statistics, normal vs defect pixels, per model (the paper's Fig. 5)
   bench GRAPH     measure images/s end to end and each node's share of the time
+  quantize GRAPH  calibrate a trained model for --precision int8 on defect-free images
   fleet ...       a detector per product on a Slurm cluster: fleet submit MANIFEST --out DIR
                   (one array job), fleet gather DIR (one table of the fleet); see docs/SCALE.md
 
@@ -351,6 +352,7 @@ int dispatch(int argc, char** argv) {
   if (cmd == "train") return cmd_train(argc - 2, argv + 2);
   if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
   if (cmd == "analyze") return cmd_analyze(argc - 2, argv + 2);
+  if (cmd == "quantize") return cmd_quantize(argc - 2, argv + 2);
   if (cmd == "bench") return cmd_bench(argc - 2, argv + 2);
   if (cmd == "fleet") return cmd_fleet(argc - 2, argv + 2);
   std::cerr << "fmam: unknown command \"" << cmd << "\"\n\n" << kTopHelp;

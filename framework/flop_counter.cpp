@@ -16,6 +16,8 @@ std::atomic<unsigned long long> g_flops{0};
 // aten::convolution calls open now: a backend op it runs inside (aten::mkldnn_convolution) is
 // part of it and must not be counted twice.
 thread_local int t_convolution_depth = 0;
+// FlopCountings alive (count_flops adds nothing without one, as the callbacks do).
+std::atomic<int> g_countings{0};
 
 int64_t numel(const c10::IValue& v) { return v.isTensor() ? v.toTensor().numel() : 0; }
 
@@ -107,9 +109,17 @@ void count(const at::RecordFunction& fn, at::ObserverContext*) { add(op_flops(fn
 FlopCounting::FlopCounting() {
   handle_ = at::addGlobalCallback(
       at::RecordFunctionCallback(&enter, &count).needsInputs(true).needsOutputs(true).scopes({at::RecordScope::FUNCTION}));
+  ++g_countings;
 }
 
-FlopCounting::~FlopCounting() { at::removeCallback(handle_); }
+FlopCounting::~FlopCounting() {
+  --g_countings;
+  at::removeCallback(handle_);
+}
+
+void count_flops(double flops) {
+  if (g_countings.load(std::memory_order_relaxed) > 0) add(flops);
+}
 
 double thread_flops() { return t_flops; }
 

@@ -20,6 +20,11 @@ class FlopCounting {
   unsigned long long handle_;
 };
 
+// Adds work that runs outside torch's op callbacks (the int8 teacher calls its packed
+// convolutions directly) to this thread's total and all threads', while a FlopCounting is alive;
+// otherwise does nothing.
+void count_flops(double flops);
+
 // This thread's running total: read it before and after a piece of work.
 double thread_flops();
 

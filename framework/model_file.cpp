@@ -21,6 +21,7 @@ namespace fmam {
 
 Stateful::~Stateful() = default;
 Fingerprinted::~Fingerprinted() = default;
+Int8Quantizable::~Int8Quantizable() = default;
 
 namespace {
 
@@ -657,8 +658,12 @@ void read_model_fields(const ModelFields& f, const std::vector<char>& bytes, Mod
   f.tensor_dict("tensors", m.tensors);
   if (f.d.contains("progress")) m.progress = f.need_string("progress");
   if (f.d.contains("optimizer_state")) f.tensor_dict("optimizer_state", m.optimizer_state);
+  // int8 calibration: absent in files older than fmam quantize.
+  if (f.d.contains("int8_ranges")) f.tensor_dict("int8_ranges", m.int8_ranges);
+  if (f.d.contains("int8_calibration")) m.int8_calibration = f.need_string("int8_calibration");
   f.verify_checksum(bytes, m);
   check_finite(m.tensors, f.path);
+  check_finite(m.int8_ranges, f.path);
 }
 
 }  // namespace
@@ -684,6 +689,10 @@ void save_model(const std::string& path, const Model& m) {
   c10::Dict<std::string, at::Tensor> o;
   for (const auto& [k, v] : m.optimizer_state) o.insert(k, v.detach().contiguous().cpu());
   d.insert("optimizer_state", o);
+  c10::Dict<std::string, at::Tensor> r;
+  for (const auto& [k, v] : m.int8_ranges) r.insert(k, v.detach().contiguous().cpu());
+  d.insert("int8_ranges", r);
+  d.insert("int8_calibration", m.int8_calibration);
   atomic_write_stream(path, [&](std::ostream& out) { write_pickle_archive(d, out); });
 }
 
@@ -765,6 +774,37 @@ void apply_model(const Model& m, Executor& ex, const std::string& path) {
       if (it != m.fingerprints.end() && !f->same_as(it->second))
         throw Error(path + ": " + node_prefix(file, vn.config.id, vn.config.type) + ": the model was trained against \"" +
                     it->second + "\", this graph loads \"" + f->fingerprint() + "\"");
+    }
+  }
+}
+
+std::string not_calibrated_for_int8(const std::string& graph_file, const std::string& model_path) {
+  return "the model is not calibrated for int8; run fmam quantize " + graph_file + " --model " + model_path +
+         " --data <its category or a folder of defect-free images>, or use --precision bf16 or fp32";
+}
+
+void collect_int8_ranges(Executor& ex, Model& m) {
+  m.int8_ranges.clear();
+  for (const auto& vn : ex.graph().nodes)
+    if (auto* q = dynamic_cast<Int8Quantizable*>(&ex.node(vn.config.id)))
+      for (auto& [point, range] : q->activation_ranges()) m.int8_ranges[vn.config.id + "/" + point] = range;
+}
+
+void apply_int8(const Model& m, Executor& ex, const std::string& path) {
+  const std::string& file = ex.graph().config.file;
+  for (const auto& vn : ex.graph().nodes) {
+    auto* q = dynamic_cast<Int8Quantizable*>(&ex.node(vn.config.id));
+    if (!q) continue;
+    std::map<std::string, at::Tensor> ranges;
+    const std::string prefix = vn.config.id + "/";
+    for (auto it = m.int8_ranges.lower_bound(prefix); it != m.int8_ranges.end() && it->first.rfind(prefix, 0) == 0; ++it)
+      ranges[it->first.substr(prefix.size())] = it->second;
+    if (ranges.empty())
+      throw Error(path + ": " + node_prefix(file, vn.config.id, vn.config.type) + ": " + not_calibrated_for_int8(file, path));
+    try {
+      q->use_int8(ranges);
+    } catch (const std::exception& e) {
+      throw Error(path + ": " + node_prefix(file, vn.config.id, vn.config.type) + ": " + e.what());
     }
   }
 }

@@ -26,6 +26,10 @@ struct Model {
   std::optional<double> threshold;            // image score above which an image fails
   std::optional<double> map_lo, map_hi;       // anomaly-map values drawn coldest / hottest
   std::map<std::string, at::Tensor> tensors;  // "<node_id>/<name>"
+  // int8 inference (fmam quantize): "<node_id>/<activation point>" -> float32 [min, max] seen on
+  // defect-free images, and how they were recorded (JSON text). Empty: not calibrated for int8.
+  std::map<std::string, at::Tensor> int8_ranges;
+  std::string int8_calibration;
   // Training checkpoint (empty in a finished model): where training stopped, as JSON text, and
   // the optimizer's state, so `fmam train --resume` continues bit-exactly.
   std::string progress;
@@ -44,5 +48,14 @@ void collect_model(Executor& ex, Model& m);
 // a tensor for a node the graph lacks, a Stateful node the model lacks, a shape mismatch,
 // a different fingerprint.
 void apply_model(const Model& m, Executor& ex, const std::string& model_path);
+
+// The activation ranges an executor's Int8Quantizable nodes recorded, into m.int8_ranges
+// (replacing what it held).
+void collect_int8_ranges(Executor& ex, Model& m);
+// Switches the executor's Int8Quantizable nodes to int8 with the model's ranges. A model without
+// them is an error naming the file and saying how to calibrate it.
+void apply_int8(const Model& m, Executor& ex, const std::string& model_path);
+// "the model is not calibrated for int8; run fmam quantize ..." for that graph and model.
+std::string not_calibrated_for_int8(const std::string& graph_file, const std::string& model_path);
 
 }  // namespace fmam

@@ -2,6 +2,8 @@
 // files that already use libtorch).
 //  - Stateful: learned tensors (Student, FeatureMap) saved into and loaded from model files;
 //    Trainable: those the trainer updates.
+//  - Int8Quantizable: frozen networks that can run in int8 once calibrated; their activation
+//    ranges are saved into model files too (fmam quantize).
 //  - Fingerprinted: fixed inputs a model depends on (the teacher's weights file), recorded in the
 //    model so it is never applied to features it was not trained against.
 #pragma once
@@ -35,6 +37,20 @@ class Trainable : public Stateful {
   // Asks for `p` in the training forward pass (inference: NodeEnv::precision). Returns false
   // when the node cannot, and keeps float32; the default supports float32 only.
   virtual bool set_precision(Precision p) { return p == Precision::kFloat32; }
+};
+
+// A frozen node that can run in int8 (--precision int8). Static quantization needs the range of
+// every activation the int8 network quantises before the first frame: they are recorded on
+// defect-free images in float32 (fmam quantize) and kept in the model file.
+class Int8Quantizable {
+ public:
+  virtual ~Int8Quantizable();
+  // While on, every frame the node processes in float32 also widens the recorded ranges.
+  virtual void observe_activation_ranges(bool on) = 0;
+  // What was recorded: activation point -> float32 [min, max].
+  virtual std::map<std::string, at::Tensor> activation_ranges() const = 0;
+  // Runs in int8 from these ranges from now on. Throws Error naming a missing or invalid point.
+  virtual void use_int8(const std::map<std::string, at::Tensor>& ranges) = 0;
 };
 
 class Fingerprinted {

@@ -12,6 +12,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include "networks/weights.h"
+#include "nodes/backbone_int8.h"
+#include "nodes/backbone_net.h"
 
 namespace fmam {
 
@@ -27,36 +29,6 @@ std::vector<std::string> default_weight_names(Arch a) {
                                             : "95faca4d";
   return {n + "-" + hash + ".pth", n + "_imagenet1k_v1_to_layer3.pth"};
 }
-
-struct FoldedConv {
-  at::Tensor w, b;
-  int64_t stride = 1, pad = 0;
-  FoldedConv cast(at::ScalarType t) const { return {w.to(t), b.to(t), stride, pad}; }
-  at::Tensor operator()(const at::Tensor& x) const {
-    if (x.device() == w.device()) return at::conv2d(x, w, b, {stride, stride}, {pad, pad});
-    // Weights live on the CPU; another device gets a copy per call (cache them when a CUDA
-    // build needs the speed).
-    return at::conv2d(x, w.to(x.device()), b.to(x.device()), {stride, stride}, {pad, pad});
-  }
-};
-
-struct FoldedBlock {
-  FoldedConv c1, c2, c3, down;
-  bool bottleneck = false, has_down = false;
-  FoldedBlock cast(at::ScalarType t) const {
-    FoldedBlock b = *this;
-    for (FoldedConv* c : {&b.c1, &b.c2, &b.c3, &b.down})
-      if (c->w.defined()) *c = c->cast(t);
-    return b;
-  }
-  at::Tensor operator()(const at::Tensor& x) const {
-    at::Tensor out = c1(x).relu_();
-    out = c2(out);
-    if (bottleneck) out = c3(out.relu_());
-    out += has_down ? down(x) : x;
-    return out.relu_();
-  }
-};
 
 // Reads conv + BatchNorm pairs out of a torchvision state dict and folds them: eval-mode BN
 // y = (x - mean) / sqrt(var + eps) * gamma + beta after a bias-free conv equals a conv with
@@ -101,24 +73,6 @@ class Folder {
 };
 
 }  // namespace
-
-struct BackboneNode::Net {
-  FoldedConv stem;
-  std::vector<std::vector<FoldedBlock>> layers;
-  bool channels_last = false;
-  at::ScalarType dtype = at::kFloat;  // of the weights, and so of the arithmetic
-
-  // A copy computing in `t`: bf16-mixed inference keeps this besides the float32 network, which
-  // the fingerprint (a model's record of its teacher) is always computed with.
-  std::shared_ptr<const Net> cast(at::ScalarType t) const {
-    auto n = std::make_shared<Net>(*this);
-    n->stem = stem.cast(t);
-    for (auto& layer : n->layers)
-      for (auto& blk : layer) blk = blk.cast(t);
-    n->dtype = t;
-    return n;
-  }
-};
 
 Shapes BackboneNode::infer(const Params& p, const Shapes& in) {
   const std::vector<int> layers = parse_layers(p.layers);
@@ -206,16 +160,69 @@ const std::string& BackboneNode::weights_sha256() const {
   return sha256_;
 }
 
-std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const { return run(*fast_net_, image); }
+namespace {
+
+void check_image(const at::Tensor& image) {
+  if (!image.defined() || image.dim() != 4 || image.size(1) != 3 || image.scalar_type() != at::kFloat)
+    throw PortError("input", BackboneNode::kIn.name,
+                    "expected float32 [B, 3, H, W], got " +
+                        (image.defined() ? std::string(c10::toString(image.scalar_type())) + " " + shape_str(image.sizes())
+                                         : std::string("an empty tensor")));
+}
+
+}  // namespace
+
+std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const {
+  if (int8_) {
+    c10::InferenceMode guard;
+    check_image(image);
+    return (*int8_)(image, layers_, out_format_);
+  }
+  if (observing_) {
+    c10::InferenceMode guard;
+    check_image(image);
+    ActivationRanges seen;
+    observe_ranges(*net_, image, layers_.back(), seen);
+    std::lock_guard<std::mutex> lock(ranges_mutex_);
+    for (const auto& [point, r] : seen) {
+      auto [it, fresh] = observed_.emplace(point, r);
+      if (!fresh) it->second = {std::min(it->second.first, r.first), std::max(it->second.second, r.second)};
+    }
+  }
+  return run(*fast_net_, image);
+}
+
+void BackboneNode::observe_activation_ranges(bool on) { observing_ = on; }
+
+std::map<std::string, at::Tensor> BackboneNode::activation_ranges() const {
+  std::lock_guard<std::mutex> lock(ranges_mutex_);
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [point, r] : observed_) {
+    at::Tensor t = at::empty({2}, at::kFloat);
+    t.data_ptr<float>()[0] = r.first;
+    t.data_ptr<float>()[1] = r.second;
+    out[point] = t;
+  }
+  return out;
+}
+
+void BackboneNode::use_int8(const std::map<std::string, at::Tensor>& ranges) {
+  ActivationRanges r;
+  for (const auto& [point, t] : ranges) {
+    if (!t.defined() || t.numel() != 2 || !t.is_floating_point())
+      throw Error("int8 calibration: activation \"" + point + "\" must be a [min, max] float tensor");
+    const at::Tensor f = t.to(at::kFloat).contiguous();
+    r[point] = {f.data_ptr<float>()[0], f.data_ptr<float>()[1]};
+  }
+  for (const auto& point : activation_points(*net_, layers_.back()))
+    if (!r.count(point)) throw Error("int8 calibration: no range for activation \"" + point + "\"; rerun fmam quantize");
+  int8_ = std::make_shared<const Int8Backbone>(*net_, layers_.back(), r);
+}
 
 std::vector<at::Tensor> BackboneNode::run(const Net& net, const at::Tensor& image) const {
   // InferenceMode is per thread: set here, on whichever TBB worker runs this frame.
   c10::InferenceMode guard;
-  if (!image.defined() || image.dim() != 4 || image.size(1) != 3 || image.scalar_type() != at::kFloat)
-    throw PortError("input", kIn.name,
-                    "expected float32 [B, 3, H, W], got " +
-                        (image.defined() ? std::string(c10::toString(image.scalar_type())) + " " + shape_str(image.sizes())
-                                         : std::string("an empty tensor")));
+  check_image(image);
   at::Tensor x = image.to(at::TensorOptions().dtype(net.dtype).memory_format(net.channels_last ? at::MemoryFormat::ChannelsLast
                                                                                                : at::MemoryFormat::Contiguous));
   x = at::max_pool2d(net.stem(x).relu_(), {3, 3}, {2, 2}, {1, 1});

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <c10/core/MemoryFormat.h>
+#include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -20,7 +22,9 @@
 
 namespace fmam {
 
-class BackboneNode final : public Node, public Fingerprinted {
+class Int8Backbone;
+
+class BackboneNode final : public Node, public Fingerprinted, public Int8Quantizable {
  public:
   struct Params {
     Arch arch = Arch::kResNet18;
@@ -73,7 +77,13 @@ class BackboneNode final : public Node, public Fingerprinted {
   std::string fingerprint() const override;
   bool same_as(const std::string& recorded) const override;
 
-  struct Net;  // the BatchNorm-folded network (backbone_node.cpp)
+  // int8 (backbone_int8.h): calibration and the int8 network.
+  void observe_activation_ranges(bool on) override;
+  std::map<std::string, at::Tensor> activation_ranges() const override;
+  void use_int8(const std::map<std::string, at::Tensor>& ranges) override;
+  bool runs_int8() const { return int8_ != nullptr; }
+
+  struct Net;  // the BatchNorm-folded network (backbone_net.h)
 
  private:
   std::vector<at::Tensor> run(const Net& net, const at::Tensor& image) const;
@@ -82,6 +92,10 @@ class BackboneNode final : public Node, public Fingerprinted {
   std::string weights_path_;
   std::shared_ptr<const Net> net_;       // float32
   std::shared_ptr<const Net> fast_net_;  // what forward() runs: net_, or its bfloat16 copy
+  std::shared_ptr<const Int8Backbone> int8_;  // what forward() runs instead, once use_int8() was called
+  std::atomic<bool> observing_{false};
+  mutable std::mutex ranges_mutex_;
+  mutable std::map<std::string, std::pair<float, float>> observed_;  // guarded by ranges_mutex_; forward() widens it
   // The outputs' memory format: channels-last in inference graphs (see the constructor), else NCHW.
   at::MemoryFormat out_format_ = at::MemoryFormat::Contiguous;
   mutable std::once_flag sha_once_;

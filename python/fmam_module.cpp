@@ -475,15 +475,17 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
   plugins    extra node plugins (.so paths)
   device     "cpu" or "cuda" (the Halide post-processing kernels on a GPU; the networks stay on
              the CPU; slower than "cpu" at usual map sizes, see docs/PERFORMANCE.md)
-  precision  the networks' arithmetic: "auto" (bf16 on CPUs with AVX512-BF16, else fp32), "fp32" or
-             "bf16" (convolutions in bfloat16, about 2x faster; .precision says what runs)
+  precision  the networks' arithmetic: "auto" (int8 for a model calibrated for it on CPUs with VNNI,
+             else bf16 on CPUs with AVX512-BF16, else fp32), "fp32", "bf16" (convolutions in bfloat16,
+             about 2x faster) or "int8" (the teacher in int8; the model must be calibrated: fmam train
+             does it, or fmam quantize); .precision says what runs
 )doc")
       .def(py::init<const py::object&, const py::object&, const py::object&, int, int, const py::object&, const py::object&,
                     const std::string&, const std::string&>(),
            py::arg("graph"), py::arg("model") = py::none(), py::arg("threshold") = py::none(), py::arg("batch") = 4,
            py::arg("threads") = 0, py::arg("overrides") = py::none(), py::arg("plugins") = py::none(), py::arg("device") = "cpu",
            py::arg("precision") = "auto")
-      .def_property_readonly("precision", &Detector::precision, "what precision=\"auto\" became: \"fp32\" or \"bf16\"")
+      .def_property_readonly("precision", &Detector::precision, "what precision=\"auto\" became: \"int8\", \"bf16\" or \"fp32\"")
       .def("detect", &Detector::detect, py::arg("image"), py::arg("bgr") = false,
            "detect(image, bgr=False) -> (map, score, verdict)\n\n"
            "image: numpy uint8 HxW (gray) or HxWx3 (RGB; BGR with bgr=True, as OpenCV gives).\n"

@@ -34,8 +34,11 @@ struct PipelineOptions {
   int max_in_flight = 8;       // frames in the pipeline at once (bounds memory)
   std::string device = "cpu";  // cpu | cuda
   // The networks' arithmetic: fp32, bf16 (bf16-mixed: convolutions in bfloat16, everything between
-  // nodes float32; CPU only) or auto: bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
-  // fp32 elsewhere (the networks run on the CPU with either device). docs/PERFORMANCE.md has its
+  // nodes float32; CPU only), int8 (the frozen teacher in int8 through onednn, the trained networks
+  // as bf16/fp32 would run them; needs a model calibrated by fmam train or fmam quantize /
+  // calibrate_int8()) or auto: int8 for a calibrated model on CPUs with int8 dot products
+  // (AVX512-VNNI / AVX-VNNI), else bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
+  // else fp32 (the networks run on the CPU with either device). docs/PERFORMANCE.md has their
   // speed and accuracy.
   std::string precision = "auto";
   bool images = true;      // compute the graph's Image outputs (overlays); false: map and score only
@@ -75,6 +78,14 @@ struct RunSummary {
   std::vector<NodeTiming> nodes;  // graph order
 };
 
+// What Pipeline::calibrate_int8 did.
+struct Int8Calibration {
+  long long images = 0, skipped = 0;  // images recorded; unreadable ones, reported and skipped
+  std::vector<std::string> nodes;     // the nodes calibrated (the teacher, "teacher")
+  size_t points = 0;                  // activation ranges recorded over all of them
+  std::string saved_to;               // the model file written
+};
+
 class Pipeline {
  public:
   // Loads the graph, applies overrides and the model (its image size, heatmap range, threshold and
@@ -95,6 +106,15 @@ class Pipeline {
   // thread at a time. Unreadable files are reported (skipped) and do not stop the run.
   RunSummary run_files(const std::vector<std::string>& files, const ResultCallback& on_result);
 
+  // Calibrates the model for precision "int8" (fmam quantize; fmam train does it when it
+  // finishes): runs `files` (defect-free images, e.g. the training set's; at most `max_images`
+  // of them, spread evenly over the list, if > 0) through the graph in float32, records the range
+  // of every activation the int8 teacher quantises, and writes them into the model file, or into
+  // `save_as` (atomic writes). `on_result` sees each image as run_files' does. This Pipeline
+  // then uses the new ranges.
+  Int8Calibration calibrate_int8(const std::vector<std::string>& files, const std::string& save_as = "",
+                                 const ResultCallback& on_result = {}, int max_images = 0);
+
   // Streaming (a camera, a GStreamer element): open a stream, push frames from one thread,
   // close it. Results arrive in order on `on_result`, called from a worker thread. push() blocks
   // while max_in_flight frames are in the pipeline; close() flushes a partial batch and returns
@@ -106,7 +126,7 @@ class Pipeline {
 
   // What the model bound, and what the graph offers.
   double threshold() const;       // < 0 if none
-  std::string precision() const;  // what "auto" became: "fp32" or "bf16"
+  std::string precision() const;  // what "auto" became: "int8", "bf16" or "fp32"
   int model_width() const;        // the size frames are resized to
   int model_height() const;
   // The model's calibrated heatmap range (fmam eval --calibrate): map values drawn coldest and

@@ -60,6 +60,9 @@ struct TrainResult {
   // The teacher cache (train.teacher_cache_mb): pyramids stored and their bytes, lookups it
   // served and missed, and pyramids not stored because the bound was reached.
   long long cache_entries = 0, cache_bytes = 0, cache_hits = 0, cache_misses = 0, cache_refused = 0;
+  // Images the finished model was calibrated on for --precision int8 (train.int8_calibration_images);
+  // 0: not calibrated (turned off, or it failed, which was logged).
+  long long int8_images = 0;
 };
 
 class Trainer {

@@ -193,7 +193,7 @@ TEST_F(PipelineTest, PrecisionIsChosenPerRunAndBf16StaysCloseToFp32) {
     Pipeline p(kSrc + "/graphs/rkd.json", o);
     FAIL();
   } catch (const std::exception& e) {
-    EXPECT_THAT(e.what(), HasSubstr("precision must be auto, fp32 or bf16, got \"half\""));
+    EXPECT_THAT(e.what(), HasSubstr("precision must be auto, fp32, bf16 or int8, got \"half\""));
   }
   // device = cuda moves only the Halide kernels (to the GPU, or back to the CPU where there is
   // none): the networks keep bf16, so the scores are bf16's, not fp32's.
@@ -207,6 +207,61 @@ TEST_F(PipelineTest, PrecisionIsChosenPerRunAndBf16StaysCloseToFp32) {
   bf16_on_cuda.run_files(some_images(4), [&](const Detection& d) { cuda_scores.push_back(d.score); });
   ASSERT_EQ(cuda_scores.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(cuda_scores[i], scores["bf16"][i], 1e-5 * scores["bf16"][i]) << i;
+}
+
+// int8: a model must be calibrated first, and saying so names the command; calibrate_int8
+// records the teacher's activation ranges (in float32, whatever was asked) into a copy of the
+// model, reporting and skipping an unreadable image; the calibrated copy then runs the teacher
+// in int8, its scores close to fp32's, and the original file is left as it was.
+TEST_F(PipelineTest, Int8RunsACalibratedModelCloseToFp32) {
+  PipelineOptions o;
+  o.model = model_file();
+  o.precision = "int8";
+  try {
+    Pipeline uncalibrated(kSrc + "/graphs/rkd.json", o);
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr(o.model + ": the model is not calibrated for int8; run fmam quantize " + kSrc +
+                                    "/graphs/rkd.json --model " + o.model));
+  }
+  o.model = "";
+  EXPECT_THROW(Pipeline(kSrc + "/graphs/rkd.json", o), std::runtime_error);
+
+  o.model = model_file();
+  o.precision = "fp32";
+  Pipeline fp32(kSrc + "/graphs/rkd.json", o);
+  const std::string bad = (temp_dir() / "truncated.png").string();
+  test::write_bytes(bad, "\x89PNG not really");
+  std::vector<std::string> files = some_images(6);
+  files.insert(files.begin() + 2, bad);
+  std::vector<std::string> seen;
+  const std::string copy = (temp_dir() / "rkd_int8.fmam").string();
+  const Int8Calibration c = fp32.calibrate_int8(files, copy, [&](const Detection& d) { seen.push_back(d.source); });
+  EXPECT_EQ(c.images, 6);
+  EXPECT_EQ(c.skipped, 1);
+  EXPECT_EQ(c.nodes, std::vector<std::string>{"teacher"});
+  EXPECT_EQ(c.points, 22u);  // resnet18 to layer3
+  EXPECT_EQ(c.saved_to, copy);
+  EXPECT_EQ(seen.size(), files.size());
+  const Model saved = load_model(copy);
+  EXPECT_EQ(saved.int8_ranges.size(), 22u);
+  EXPECT_TRUE(saved.int8_ranges.count("teacher/layer3.1.out"));
+  EXPECT_THAT(saved.int8_calibration, HasSubstr("\"images\":6"));
+  EXPECT_TRUE(load_model(model_file()).int8_ranges.empty());
+  std::vector<double> want;
+  fp32.run_files(some_images(4), [&](const Detection& d) { want.push_back(d.score); });
+
+  o.model = copy;
+  o.precision = "int8";
+  Pipeline int8(kSrc + "/graphs/rkd.json", o);
+  EXPECT_EQ(int8.precision(), "int8");
+  std::vector<double> got;
+  int8.run_files(some_images(4), [&](const Detection& d) { got.push_back(d.score); });
+  ASSERT_EQ(got.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_NEAR(got[i], want[i], 0.05 * want[i]) << i;
+    EXPECT_NE(got[i], want[i]) << i << ": int8 did not run";
+  }
 }
 
 TEST_F(PipelineTest, ErrorsNameTheFileAndField) {

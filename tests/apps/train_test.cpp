@@ -63,7 +63,10 @@ TEST(TrainTest, TrainsThenRunsTheInferenceGraph) {
   EXPECT_THAT(t.err, HasSubstr("stage2 epoch 1/1: 16 images"));
   EXPECT_THAT(t.err, HasSubstr("loss_aml"));
   EXPECT_THAT(t.err, HasSubstr("peak memory"));
+  // Calibrated for int8 on its training images (train.int8_calibration_images, at most 64).
+  EXPECT_THAT(t.err, HasSubstr("calibrated for --precision int8 on 16 training image(s)"));
   fmam::Model m = fmam::load_model(model);
+  EXPECT_EQ(m.int8_ranges.size(), 22u);
   EXPECT_EQ(m.graph_name, "fmam_rkd");
   EXPECT_EQ(m.image_width, 128);
   EXPECT_TRUE(m.progress.empty()) << "a finished model is not a checkpoint";
@@ -96,11 +99,17 @@ TEST(TrainTest, SameSeedSameModelOtherSeedOtherModel) {
   ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + a + kQuick + two).rc, 0);
   ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + b + kQuick + two).rc, 0);
   expect_same_tensors(fmam::load_model(a), fmam::load_model(b));
-  ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + d + kQuick + two + " --set train.seed=1").rc, 0);
+  // (and train.int8_calibration_images=0 leaves the model uncalibrated for int8)
+  Result other = fmam("train graphs/rkd_train.json --out " + d + kQuick + two +
+                      " --set train.seed=1 --set train.int8_calibration_images=0");
+  ASSERT_EQ(other.rc, 0) << other.err;
+  EXPECT_THAT(other.err, testing::Not(HasSubstr("int8")));
   fmam::Model ma = fmam::load_model(a), md = fmam::load_model(d);
   bool differs = false;
   for (const auto& [k, t] : ma.tensors) differs |= !t.equal(md.tensors.at(k));
   EXPECT_TRUE(differs);
+  EXPECT_FALSE(ma.int8_ranges.empty());
+  EXPECT_TRUE(md.int8_ranges.empty());
   // A finished model trains on when its schedule grows (with a fresh optimizer state).
   Result r = fmam("train graphs/rkd_train.json --out " + b + kQuick + " --set stage1.epochs=3 --set stage2.epochs=0 --resume");
   ASSERT_EQ(r.rc, 0) << r.err;

@@ -172,6 +172,31 @@ TEST(ModelFileTest, FieldsOfTheWrongTypeAreNamed) {
   EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr(R"(model field "threshold" must be a number or None)")));
 }
 
+// int8 calibration (fmam quantize): kept through a round trip, absent in older files (which
+// still load, uncalibrated), and a NaN range is named like a NaN weight.
+TEST(ModelFileTest, Int8RangesRoundTripAndOlderFilesLoadWithout) {
+  Model m = rkd();
+  m.int8_ranges["teacher/stem"] = at::tensor({0.f, 4.5f});
+  m.int8_ranges["teacher/layer1.0.conv2"] = at::tensor({-3.25f, 2.f});
+  m.int8_calibration = R"({"images": 64})";
+  const std::string p = (dir() / "int8.fmam").string();
+  save_model(p, m);
+  const Model back = load_model(p);
+  ASSERT_EQ(back.int8_ranges.size(), 2u);
+  EXPECT_TRUE(back.int8_ranges.at("teacher/layer1.0.conv2").equal(at::tensor({-3.25f, 2.f})));
+  EXPECT_EQ(back.int8_calibration, m.int8_calibration);
+
+  rewrite(p, [](c10::impl::GenericDict& d) {
+    d.erase("int8_ranges");
+    d.erase("int8_calibration");
+  });
+  EXPECT_TRUE(load_model(p).int8_ranges.empty());
+
+  m.int8_ranges["teacher/stem"] = at::tensor({0.f, std::numeric_limits<float>::infinity()});
+  save_model(p, m);
+  EXPECT_THAT([&] { load_model(p); }, ThrowsMessage<Error>(HasSubstr("tensor \"teacher/stem\" holds NaN or infinite values")));
+}
+
 TEST(ModelFileTest, FoldersMissingEmptyAndTruncatedFilesAreNamed) {
   EXPECT_THAT([&] { load_model(dir().string()); },
               ThrowsMessage<Error>(HasSubstr(dir().string() + ": a folder, not a model file")));
