@@ -234,7 +234,8 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   m.threshold = m.opt.threshold;
   if (!m.opt.model.empty()) {
     m.model = load_model(m.opt.model);
-    if (m.int8() && m.model->int8_ranges.empty()) throw Error(m.opt.model + ": " + not_calibrated_for_int8(graph_file, m.opt.model));
+    if (m.int8() && m.model->int8_ranges.empty())
+      throw Error(m.opt.model + ": " + not_calibrated_for_int8(graph_file, m.opt.model));
     if (m.threshold < 0 && m.model->threshold) m.threshold = *m.model->threshold;
     bind_params(m.graph, model_bindings(*m.model, m.opt.threshold), m.opt.overrides, m.opt.model);
   } else {
@@ -329,7 +330,8 @@ Int8Calibration Pipeline::calibrate_int8(const std::vector<std::string>& all_fil
         (d.skipped ? c.skipped : c.images) += 1;
         if (on_result) on_result(d);
       });
-  if (c.images == 0) throw Error(m.graph_file + ": int8 calibration: none of the " + std::to_string(files.size()) + " images could be read");
+  if (c.images == 0)
+    throw Error(m.graph_file + ": int8 calibration: none of the " + std::to_string(files.size()) + " images could be read");
   Model& model = *m.model;
   collect_int8_ranges(*ex, model);
   c.points = model.int8_ranges.size();

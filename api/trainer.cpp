@@ -24,9 +24,9 @@
 #include <nlohmann/json.hpp>
 
 #include "api/graph_io.h"
-#include "fmam/pipeline.h"
 #include "api/plugins.h"
 #include "api/train_config.h"
+#include "fmam/pipeline.h"
 #include "framework/cpu_allocator.h"
 #include "framework/cpu_features.h"
 #include "framework/executor.h"

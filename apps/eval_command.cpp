@@ -48,7 +48,8 @@ int cmd_eval(int argc, char** argv) {
         "frame by frame; 1 for the lowest latency)",
         false, ""},
        cli::precision_option(),
-       {"no-fp32-delta", "", "with precision bf16 or int8: skip the second, fp32 evaluation that measures what it costs", false, ""},
+       {"no-fp32-delta", "", "with precision bf16 or int8: skip the second, fp32 evaluation that measures what it costs", false,
+        ""},
        {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
        {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a(

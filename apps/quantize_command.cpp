@@ -69,16 +69,19 @@ int cmd_quantize(int argc, char** argv) {
   if (!a.flag("quiet"))
     bar = std::make_unique<cli::Progress>("quantize", (long long)std::min(files.size(), size_t(max_images)), 1, "images/s");
   long long done = 0;
-  const Int8Calibration c = pipeline.calibrate_int8(files, a.get("out"), [&](const Detection& d) {
-    if (d.skipped) cli::log("skipped " + d.source + ": " + d.error);
-    if (bar) bar->update(++done);
-  }, max_images);
+  const Int8Calibration c = pipeline.calibrate_int8(
+      files, a.get("out"),
+      [&](const Detection& d) {
+        if (d.skipped) cli::log("skipped " + d.source + ": " + d.error);
+        if (bar) bar->update(++done);
+      },
+      max_images);
   if (bar) bar->finish();
   std::string nodes;
   for (const auto& n : c.nodes) nodes += (nodes.empty() ? "" : ", ") + n;
   char b[300];
-  std::snprintf(b, sizeof b, "calibrated %s for int8: %zu activation ranges of %s from %lld image(s), %lld skipped", c.saved_to.c_str(),
-                c.points, nodes.c_str(), c.images, c.skipped);
+  std::snprintf(b, sizeof b, "calibrated %s for int8: %zu activation ranges of %s from %lld image(s), %lld skipped",
+                c.saved_to.c_str(), c.points, nodes.c_str(), c.images, c.skipped);
   cli::log(b);
   return 0;
 }

@@ -134,8 +134,7 @@ int cmd_train(int argc, char** argv) {
                 r.images, r.seconds > 0 ? r.images / r.seconds : 0.0, cli::peak_rss_mib(), r.model.c_str());
   cli::log(line);
   if (r.skipped > 0) cli::log(std::to_string(r.skipped) + " training image(s) skipped as unreadable (each named above)");
-  if (r.int8_images > 0)
-    cli::log("calibrated for --precision int8 on " + std::to_string(r.int8_images) + " training image(s)");
+  if (r.int8_images > 0) cli::log("calibrated for --precision int8 on " + std::to_string(r.int8_images) + " training image(s)");
   std::cout << r.model << "\n";
   return a.flag("strict") && r.skipped > 0 ? 3 : 0;
 }

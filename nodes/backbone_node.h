@@ -90,8 +90,8 @@ class BackboneNode final : public Node, public Fingerprinted, public Int8Quantiz
 
   std::vector<int> layers_;
   std::string weights_path_;
-  std::shared_ptr<const Net> net_;       // float32
-  std::shared_ptr<const Net> fast_net_;  // what forward() runs: net_, or its bfloat16 copy
+  std::shared_ptr<const Net> net_;            // float32
+  std::shared_ptr<const Net> fast_net_;       // what forward() runs: net_, or its bfloat16 copy
   std::shared_ptr<const Int8Backbone> int8_;  // what forward() runs instead, once use_int8() was called
   std::atomic<bool> observing_{false};
   mutable std::mutex ranges_mutex_;

@@ -69,8 +69,9 @@ TEST(QuantizeTest, CalibratesAFolderSkippingABadImageThenRunsInt8) {
 
   Result refused = fmam("run graphs/rkd.json -m " + model + " -i " + image + " -q --precision int8");
   EXPECT_EQ(refused.rc, 1);
-  EXPECT_THAT(refused.err, HasSubstr(model + ": the model is not calibrated for int8; run fmam quantize graphs/rkd.json --model " +
-                                     model + " --data"));
+  EXPECT_THAT(refused.err,
+              HasSubstr(model + ": the model is not calibrated for int8; run fmam quantize graphs/rkd.json --model " + model +
+                        " --data"));
 }
 
 TEST(QuantizeTest, ACategoryMeansItsTrainGoodSpreadOverTheSet) {

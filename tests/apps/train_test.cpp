@@ -100,8 +100,8 @@ TEST(TrainTest, SameSeedSameModelOtherSeedOtherModel) {
   ASSERT_EQ(fmam("train graphs/rkd_train.json --out " + b + kQuick + two).rc, 0);
   expect_same_tensors(fmam::load_model(a), fmam::load_model(b));
   // (and train.int8_calibration_images=0 leaves the model uncalibrated for int8)
-  Result other = fmam("train graphs/rkd_train.json --out " + d + kQuick + two +
-                      " --set train.seed=1 --set train.int8_calibration_images=0");
+  Result other =
+      fmam("train graphs/rkd_train.json --out " + d + kQuick + two + " --set train.seed=1 --set train.int8_calibration_images=0");
   ASSERT_EQ(other.rc, 0) << other.err;
   EXPECT_THAT(other.err, testing::Not(HasSubstr("int8")));
   fmam::Model ma = fmam::load_model(a), md = fmam::load_model(d);

@@ -228,7 +228,7 @@ TEST_F(GstElementTest, PrecisionReachesThePipeline) {
   EXPECT_NE(bf16.results[0].score, fp32.results[0].score);
   Outcome bad = play(png_src(0) + " ! " + fmam_el("precision=half") + " ! fakesink", 30);
   EXPECT_FALSE(bad.timed_out);
-  EXPECT_THAT(bad.error, HasSubstr("precision must be auto, fp32 or bf16"));
+  EXPECT_THAT(bad.error, HasSubstr("precision must be auto, fp32, bf16 or int8"));
 }
 
 // Pulls every frame from the appsink named `sink` until EOS.

@@ -139,17 +139,20 @@ def test_properties(model, detector):
         assert verdict == ("FAIL" if score >= 0.5 else "PASS")
 
 
-# precision: what "auto" became is visible; fp32 and bf16 agree within bfloat16's rounding.
+# precision: what "auto" became is visible; fp32 and bf16 agree within bfloat16's rounding, int8
+# (the model was calibrated for it when fmam train finished) within its own.
 @needs_data
 def test_precision(model):
     image = fmam.read_image(sample_images(1)[0])
     d32 = fmam.Detector(GRAPH, model=model, precision="fp32")
     d16 = fmam.Detector(GRAPH, model=model, precision="bf16")
-    assert d32.precision == "fp32" and d16.precision == "bf16"
-    assert fmam.Detector(GRAPH, model=model).precision in ("fp32", "bf16")
-    s32, s16 = d32.detect(image)[1], d16.detect(image)[1]
+    d8 = fmam.Detector(GRAPH, model=model, precision="int8")
+    assert d32.precision == "fp32" and d16.precision == "bf16" and d8.precision == "int8"
+    assert fmam.Detector(GRAPH, model=model).precision in ("fp32", "bf16", "int8")
+    s32, s16, s8 = d32.detect(image)[1], d16.detect(image)[1], d8.detect(image)[1]
     assert s16 == pytest.approx(s32, rel=0.03) and s16 != s32
-    with pytest.raises(ValueError, match='precision must be auto, fp32 or bf16, got "half"'):
+    assert s8 == pytest.approx(s32, rel=0.05) and s8 != s32
+    with pytest.raises(ValueError, match='precision must be auto, fp32, bf16 or int8, got "half"'):
         fmam.Detector(GRAPH, model=model, precision="half")
 
 
