@@ -792,9 +792,11 @@ void collect_int8_ranges(Executor& ex, Model& m) {
 
 void apply_int8(const Model& m, Executor& ex, const std::string& path) {
   const std::string& file = ex.graph().config.file;
+  bool any = false;
   for (const auto& vn : ex.graph().nodes) {
     auto* q = dynamic_cast<Int8Quantizable*>(&ex.node(vn.config.id));
     if (!q) continue;
+    any = true;
     std::map<std::string, at::Tensor> ranges;
     const std::string prefix = vn.config.id + "/";
     for (auto it = m.int8_ranges.lower_bound(prefix); it != m.int8_ranges.end() && it->first.rfind(prefix, 0) == 0; ++it)
@@ -807,6 +809,7 @@ void apply_int8(const Model& m, Executor& ex, const std::string& path) {
       throw Error(path + ": " + node_prefix(file, vn.config.id, vn.config.type) + ": " + e.what());
     }
   }
+  if (!any) throw Error(file + ": precision int8: no node of this graph runs in int8 (Backbone does); use bf16 or fp32");
 }
 
 }  // namespace fmam

@@ -315,6 +315,25 @@ class Detector {
   std::string graph_name() const { return pipeline_->graph_name(); }
   const std::string& graph() const { return graph_; }
 
+  py::dict calibrate_int8(const py::object& images, const py::object& save_as, int max_images) {
+    if (max_images < 0) throw py::value_error("max_images: must be >= 0 (0: all), got " + std::to_string(max_images));
+    const std::vector<std::string> files = to_paths(images, "images");
+    const std::string out = save_as.is_none() ? std::string() : to_path(save_as, "save_as");
+    fmam::Int8Calibration c;
+    {
+      py::gil_scoped_release nogil;
+      std::lock_guard<std::mutex> lock(mutex_);
+      c = pipeline_->calibrate_int8(files, out, {}, max_images);
+    }
+    py::dict d;
+    d["images"] = c.images;
+    d["skipped"] = c.skipped;
+    d["nodes"] = c.nodes;
+    d["points"] = c.points;
+    d["saved_to"] = c.saved_to;
+    return d;
+  }
+
  private:
   const fmam::Detection& checked(const fmam::Detection& d, size_t index) const {
     if (d.skipped) throw fmam::Error(graph_ + ": image " + std::to_string(index) + " could not be scored: " + d.error);
@@ -494,6 +513,14 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
       .def("detect_batch", &Detector::detect_batch, py::arg("images"), py::arg("bgr") = false,
            "detect_batch(images, bgr=False) -> [(map, score, verdict), ...], in order; the images run "
            "through the pipeline together (batched)")
+      .def("calibrate_int8", &Detector::calibrate_int8, py::arg("images"), py::arg("save_as") = py::none(),
+           py::arg("max_images") = 0,
+           "calibrate_int8(images, save_as=None, max_images=0) -> dict(images, skipped, nodes, points, saved_to)\n\n"
+           "Calibrates the model for precision=\"int8\", as fmam quantize does (fmam.train does it when it\n"
+           "finishes): runs the defect-free `images` (paths; at most max_images of them, spread over the\n"
+           "list, if > 0) in float32, records the range of every activation the int8 teacher quantises and\n"
+           "writes them into the model file (or save_as). Unreadable images are skipped and counted. This\n"
+           "Detector then uses them (precision=\"auto\" becomes int8 on CPUs with VNNI).")
       .def_property_readonly("threshold", &Detector::threshold, "the verdict threshold, or None")
       .def_property_readonly("image_size", &Detector::image_size, "(width, height) the model runs at, or None without a model")
       .def_property_readonly("graph_name", &Detector::graph_name)

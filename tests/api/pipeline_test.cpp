@@ -11,6 +11,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <ATen/ops/zeros.h>
+
 #include "fmam/pipeline.h"
 #include "framework/cpu_features.h"
 #include "framework/model_binding.h"
@@ -265,6 +267,20 @@ TEST_F(PipelineTest, Int8RunsACalibratedModelCloseToFp32) {
   for (size_t i = 0; i < 4; ++i) {
     EXPECT_NEAR(got[i], want[i], 0.05 * want[i]) << i;
     EXPECT_NE(got[i], want[i]) << i << ": int8 did not run";
+  }
+
+  // A damaged range (another tool wrote the file) is named with the file and the node.
+  Model damaged = saved;
+  damaged.int8_ranges["teacher/stem"] = at::zeros({3});
+  const std::string bad_model = (temp_dir() / "rkd_int8_damaged.fmam").string();
+  save_model(bad_model, damaged);
+  o.model = bad_model;
+  try {
+    Pipeline(kSrc + "/graphs/rkd.json", o).run_files(some_images(1), {});
+    FAIL();
+  } catch (const std::exception& e) {
+    EXPECT_THAT(e.what(), HasSubstr(bad_model + ": " + kSrc + "/graphs/rkd.json: node \"teacher\" (Backbone): int8 calibration: "
+                                    "activation \"stem\" must be a [min, max] float tensor"));
   }
 }
 

@@ -156,6 +156,30 @@ def test_precision(model):
         fmam.Detector(GRAPH, model=model, precision="half")
 
 
+# calibrate_int8: an uncalibrated model (training with train.int8_calibration_images=0) is refused
+# with precision="int8" and runs bf16/fp32 under "auto"; calibrating a copy from Python makes
+# "auto" pick int8 on CPUs with VNNI, and the copy then opens with precision="int8".
+@needs_data
+def test_calibrate_int8(model, tmp_path):
+    plain = tmp_path / "plain.fmam"
+    sets = [a for k, v in {**TINY, "train.int8_calibration_images": 0}.items() for a in ("--set", f"{k}={v}")]
+    subprocess.run([str(CLI), "train", TRAIN_GRAPH, "--data", str(BOTTLE), "--out", str(plain), "--max-images", "4", "-q",
+                    *sets], check=True, cwd=SOURCE, stdout=subprocess.DEVNULL)
+    with pytest.raises(ValueError, match="not calibrated for int8; run fmam quantize"):
+        fmam.Detector(GRAPH, model=str(plain), precision="int8")
+    d = fmam.Detector(GRAPH, model=str(plain))
+    assert d.precision in ("bf16", "fp32")
+    copy = tmp_path / "int8.fmam"
+    images = sorted(str(f) for f in (BOTTLE / "train" / "good").glob("*.png"))
+    c = d.calibrate_int8(images, save_as=copy, max_images=3)
+    assert c == {"images": 3, "skipped": 0, "nodes": ["teacher"], "points": 22, "saved_to": str(copy)}
+    vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text() or "avx_vnni" in Path("/proc/cpuinfo").read_text()
+    assert d.precision == ("int8" if vnni else d.precision)
+    assert fmam.Detector(GRAPH, model=str(copy), precision="int8").precision == "int8"
+    with pytest.raises(ValueError, match="max_images: must be >= 0"):
+        d.calibrate_int8(images, max_images=-1)
+
+
 # (c) gray input; what is refused and how.
 def test_gray_input(detector):
     rng = np.random.default_rng(0)
