@@ -279,7 +279,8 @@ TEST_F(PipelineTest, Int8RunsACalibratedModelCloseToFp32) {
     Pipeline(kSrc + "/graphs/rkd.json", o).run_files(some_images(1), {});
     FAIL();
   } catch (const std::exception& e) {
-    EXPECT_THAT(e.what(), HasSubstr(bad_model + ": " + kSrc + "/graphs/rkd.json: node \"teacher\" (Backbone): int8 calibration: "
+    EXPECT_THAT(e.what(), HasSubstr(bad_model + ": " + kSrc +
+                                    "/graphs/rkd.json: node \"teacher\" (Backbone): int8 calibration: "
                                     "activation \"stem\" must be a [min, max] float tensor"));
   }
 }
