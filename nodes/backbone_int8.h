@@ -1,7 +1,7 @@
 // The teacher in int8 (`--precision int8`): the BatchNorm-folded ResNet of backbone_net.h with
-// per-output-channel symmetric int8 weights and per-tensor affine uint8 activations, run by
-// libtorch's quantized CPU kernels on the onednn engine (VNNI dot products), as PyTorch's
-// post-training static quantization with the onednn qconfig would run it.
+// per-output-channel symmetric int8 weights and per-tensor affine uint8 activations
+// (networks/int8_ops.h), run by libtorch's quantized CPU kernels on the onednn engine (VNNI dot
+// products), as PyTorch's post-training static quantization with the onednn qconfig would.
 //
 // Static quantization needs each activation's range before the first frame: `fmam quantize`
 // runs the float32 network over defect-free images and records the range of every point where
@@ -20,12 +20,10 @@
 #include <utility>
 #include <vector>
 
+#include "networks/int8_ops.h"
 #include "nodes/backbone_node.h"
 
 namespace fmam {
-
-// Activation point name -> (min, max) seen.
-using ActivationRanges = std::map<std::string, std::pair<float, float>>;
 
 // Runs `net` (float32) on `x` [B, 3, H, W] up to layer `last_layer`, widening `ranges` at every
 // point. Returns nothing: the caller runs the ordinary forward for the outputs.
@@ -37,7 +35,8 @@ std::vector<std::string> activation_points(const BackboneNode::Net& net, int las
 // The int8 network: weights quantised and packed once, at construction.
 class Int8Backbone {
  public:
-  // Throws Error naming the first point `ranges` lacks, or a range that is not finite.
+  // Throws Error naming the first point `ranges` lacks, or a range that is not finite (or when
+  // libtorch has no onednn quantized engine).
   Int8Backbone(const BackboneNode::Net& net, int last_layer, const ActivationRanges& ranges);
   // image [B, 3, H, W] float32 -> the `layers` (1-based, increasing) as float32 in `out_format`.
   std::vector<at::Tensor> operator()(const at::Tensor& image, const std::vector<int>& layers, at::MemoryFormat out_format) const;
@@ -47,8 +46,5 @@ class Int8Backbone {
  private:
   std::shared_ptr<const Impl> impl_;
 };
-
-// Whether this build of libtorch can run the int8 network (the onednn quantized engine).
-bool int8_engine_available();
 
 }  // namespace fmam

@@ -1,0 +1,95 @@
+#include "networks/int8_ops.h"
+
+#include <ATen/Context.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/native/quantized/PackedParams.h>
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/quantize_per_channel.h>
+#include <ATen/ops/quantize_per_tensor.h>
+#include <ATen/ops/zeros.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "framework/error.h"
+#include "framework/flop_counter.h"
+
+namespace fmam {
+
+using PackedConv = c10::intrusive_ptr<ConvPackedParamsBase<2>>;
+
+struct Int8Conv::Packed {
+  PackedConv conv;
+};
+
+void widen(ActivationRanges& ranges, const std::string& point, const at::Tensor& t) {
+  auto [lo_t, hi_t] = at::aminmax(t);
+  const float lo = lo_t.item<float>(), hi = hi_t.item<float>();
+  auto [it, fresh] = ranges.emplace(point, std::make_pair(lo, hi));
+  if (!fresh) it->second = {std::min(it->second.first, lo), std::max(it->second.second, hi)};
+}
+
+QParams qparams_at(const ActivationRanges& ranges, const std::string& point) {
+  auto it = ranges.find(point);
+  if (it == ranges.end()) throw Error("int8 calibration: no range for activation \"" + point + "\"");
+  const auto [first, second] = it->second;
+  if (!std::isfinite(first) || !std::isfinite(second) || first > second)
+    throw Error("int8 calibration: activation \"" + point + "\" has an invalid range");
+  const double lo = std::min<double>(first, 0), hi = std::max<double>(second, 0);
+  QParams q;
+  q.scale = std::max((hi - lo) / 255.0, 1e-8);
+  q.zero_point = std::clamp<int64_t>(std::llround(-lo / q.scale), 0, 255);
+  return q;
+}
+
+bool int8_engine_available() {
+  const auto& engines = at::globalContext().supportedQEngines();
+  if (std::find(engines.begin(), engines.end(), at::QEngine::ONEDNN) == engines.end()) return false;
+  at::globalContext().setQEngine(at::QEngine::ONEDNN);  // what Int8Conv packs for
+  return true;
+}
+
+Int8Conv::Int8Conv(const at::Tensor& w_in, const at::Tensor& bias, int64_t stride, int64_t pad, const QParams& out, bool relu)
+    : out_(out), relu_(relu) {
+  if (!int8_engine_available()) throw Error("int8: this libtorch has no onednn quantized engine");
+  const at::Tensor w = w_in.to(at::kFloat).contiguous();
+  const at::Tensor scales = w.abs().amax({1, 2, 3}).div(127.0).clamp_min(1e-12).to(at::kDouble);
+  const at::Tensor qw = at::quantize_per_channel(w, scales, at::zeros({w.size(0)}, at::kLong), 0, at::kQInt8);
+  static auto prepack = c10::Dispatcher::singleton()
+                            .findSchemaOrThrow("quantized::conv2d_prepack", "")
+                            .typed<PackedConv(at::Tensor, c10::optional<at::Tensor>, c10::List<int64_t>, c10::List<int64_t>,
+                                              c10::List<int64_t>, int64_t)>();
+  auto p = std::make_shared<Packed>();
+  p->conv = prepack.call(qw, bias.defined() ? c10::optional<at::Tensor>(bias.to(at::kFloat)) : c10::nullopt,
+                         c10::List<int64_t>({stride, stride}), c10::List<int64_t>({pad, pad}), c10::List<int64_t>({1, 1}), 1);
+  packed_ = p;
+  macs_per_output_ = double(w.numel() / w.size(0));
+}
+
+at::Tensor Int8Conv::operator()(const at::Tensor& x) const {
+  const PackedConv& c = packed_->conv;
+  at::Tensor y = relu_ ? c->apply_relu(x, out_.scale, out_.zero_point) : c->apply(x, out_.scale, out_.zero_point);
+  count_flops(2.0 * double(y.numel()) * macs_per_output_);
+  return y;
+}
+
+at::Tensor int8_add_relu(const at::Tensor& a, const at::Tensor& b, const QParams& out) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("quantized::add_relu", "")
+                       .typed<at::Tensor(at::Tensor, at::Tensor, double, int64_t)>();
+  return op.call(a, b, out.scale, out.zero_point);
+}
+
+at::Tensor int8_cat(const std::vector<at::Tensor>& parts, const QParams& out) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("quantized::cat", "")
+                       .typed<at::Tensor(c10::List<at::Tensor>, int64_t, c10::optional<double>, c10::optional<int64_t>)>();
+  return op.call(c10::List<at::Tensor>(parts), 1, out.scale, out.zero_point);
+}
+
+at::Tensor int8_quantize(const at::Tensor& x, const QParams& q) {
+  return at::quantize_per_tensor(x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast), q.scale, q.zero_point,
+                                 at::kQUInt8);
+}
+
+}  // namespace fmam

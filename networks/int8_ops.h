@@ -1,0 +1,61 @@
+// The int8 building blocks the quantised networks share (nodes/backbone_int8.h: the teacher;
+// networks/reverse_student_int8.h: the RD4AD student): libtorch's quantized CPU kernels on the
+// onednn engine, as PyTorch's post-training static quantization with the onednn qconfig uses
+// them. Weights: int8, one symmetric scale per output channel. Activations: uint8, one affine
+// scale per tensor, from the [min, max] recorded on defect-free images in float32.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace fmam {
+
+// Activation point name -> (min, max) seen.
+using ActivationRanges = std::map<std::string, std::pair<float, float>>;
+
+// Widens ranges[point] to cover t's values.
+void widen(ActivationRanges& ranges, const std::string& point, const at::Tensor& t);
+
+// uint8 affine parameters covering [min, max] and zero (so that ReLU's and padding's zeros are
+// exact), as PyTorch's MinMax observers make them.
+struct QParams {
+  double scale = 1;
+  int64_t zero_point = 0;
+};
+// ranges[point]'s; throws Error naming a missing point or a range that is not finite.
+QParams qparams_at(const ActivationRanges& ranges, const std::string& point);
+
+// Whether this libtorch has the onednn quantized engine; selects it (process-wide) when it does.
+bool int8_engine_available();
+
+// A float convolution (BatchNorm already folded in: w [Cout, Cin, k, k], bias [Cout]) as an int8
+// one whose output is requantised to `out` (and ReLU'd if asked). Its arithmetic is added to
+// fmam bench's count (framework/flop_counter.h), which torch's op callbacks would not see.
+class Int8Conv {
+ public:
+  Int8Conv() = default;
+  Int8Conv(const at::Tensor& w, const at::Tensor& bias, int64_t stride, int64_t pad, const QParams& out, bool relu);
+  at::Tensor operator()(const at::Tensor& x) const;  // quint8 [B, Cin, H, W] -> quint8 [B, Cout, H', W']
+  const QParams& out() const { return out_; }
+
+  struct Packed;
+
+ private:
+  std::shared_ptr<const Packed> packed_;
+  QParams out_;
+  bool relu_ = false;
+  double macs_per_output_ = 0;  // Cin * kh * kw
+};
+
+// relu(a + b), requantised to `out` (quantized::add_relu).
+at::Tensor int8_add_relu(const at::Tensor& a, const at::Tensor& b, const QParams& out);
+// Concatenation along channels, requantised to `out` (quantized::cat).
+at::Tensor int8_cat(const std::vector<at::Tensor>& parts, const QParams& out);
+// Float to quint8 in channels-last memory.
+at::Tensor int8_quantize(const at::Tensor& x, const QParams& q);
+
+}  // namespace fmam
