@@ -4,6 +4,7 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/native/quantized/PackedParams.h>
 #include <ATen/ops/aminmax.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/quantize_per_channel.h>
 #include <ATen/ops/quantize_per_tensor.h>
 #include <ATen/ops/zeros.h>
@@ -27,6 +28,35 @@ void widen(ActivationRanges& ranges, const std::string& point, const at::Tensor&
   const float lo = lo_t.item<float>(), hi = hi_t.item<float>();
   auto [it, fresh] = ranges.emplace(point, std::make_pair(lo, hi));
   if (!fresh) it->second = {std::min(it->second.first, lo), std::max(it->second.second, hi)};
+}
+
+void merge(ActivationRanges& into, const ActivationRanges& from) {
+  for (const auto& [point, r] : from) {
+    auto [it, fresh] = into.emplace(point, r);
+    if (!fresh) it->second = {std::min(it->second.first, r.first), std::max(it->second.second, r.second)};
+  }
+}
+
+std::map<std::string, at::Tensor> ranges_to_tensors(const ActivationRanges& ranges) {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [point, r] : ranges) {
+    at::Tensor t = at::empty({2}, at::kFloat);
+    t.data_ptr<float>()[0] = r.first;
+    t.data_ptr<float>()[1] = r.second;
+    out[point] = t;
+  }
+  return out;
+}
+
+ActivationRanges ranges_from_tensors(const std::map<std::string, at::Tensor>& tensors) {
+  ActivationRanges r;
+  for (const auto& [point, t] : tensors) {
+    if (!t.defined() || t.numel() != 2 || !t.is_floating_point())
+      throw Error("int8 calibration: activation \"" + point + "\" must be a [min, max] float tensor");
+    const at::Tensor f = t.to(at::kFloat).contiguous();
+    r[point] = {f.data_ptr<float>()[0], f.data_ptr<float>()[1]};
+  }
+  return r;
 }
 
 QParams qparams_at(const ActivationRanges& ranges, const std::string& point) {
@@ -80,16 +110,8 @@ at::Tensor int8_add_relu(const at::Tensor& a, const at::Tensor& b, const QParams
   return op.call(a, b, out.scale, out.zero_point);
 }
 
-at::Tensor int8_cat(const std::vector<at::Tensor>& parts, const QParams& out) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("quantized::cat", "")
-                       .typed<at::Tensor(c10::List<at::Tensor>, int64_t, c10::optional<double>, c10::optional<int64_t>)>();
-  return op.call(c10::List<at::Tensor>(parts), 1, out.scale, out.zero_point);
-}
-
 at::Tensor int8_quantize(const at::Tensor& x, const QParams& q) {
-  return at::quantize_per_tensor(x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast), q.scale, q.zero_point,
-                                 at::kQUInt8);
+  return at::quantize_per_tensor(x.to(at::kFloat).contiguous(at::MemoryFormat::ChannelsLast), q.scale, q.zero_point, at::kQUInt8);
 }
 
 }  // namespace fmam

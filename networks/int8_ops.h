@@ -1,6 +1,6 @@
-// The int8 building blocks the quantised networks share (nodes/backbone_int8.h: the teacher;
-// networks/reverse_student_int8.h: the RD4AD student): libtorch's quantized CPU kernels on the
-// onednn engine, as PyTorch's post-training static quantization with the onednn qconfig uses
+// The int8 building blocks of a quantised network (nodes/backbone_int8.h, the teacher, uses them;
+// a student in int8 was tried and measured too inaccurate: docs/PERFORMANCE.md): libtorch's
+// quantized CPU kernels on the onednn engine, as PyTorch's post-training static quantization with the onednn qconfig uses
 // them. Weights: int8, one symmetric scale per output channel. Activations: uint8, one affine
 // scale per tensor, from the [min, max] recorded on defect-free images in float32.
 #pragma once
@@ -19,6 +19,12 @@ using ActivationRanges = std::map<std::string, std::pair<float, float>>;
 
 // Widens ranges[point] to cover t's values.
 void widen(ActivationRanges& ranges, const std::string& point, const at::Tensor& t);
+// Widens every range of `into` to cover `from`'s (adding the points it lacks).
+void merge(ActivationRanges& into, const ActivationRanges& from);
+// As model files keep them: point -> float32 [min, max]. from_tensors throws Error naming a point
+// whose tensor is not two floats.
+std::map<std::string, at::Tensor> ranges_to_tensors(const ActivationRanges& ranges);
+ActivationRanges ranges_from_tensors(const std::map<std::string, at::Tensor>& tensors);
 
 // uint8 affine parameters covering [min, max] and zero (so that ReLU's and padding's zeros are
 // exact), as PyTorch's MinMax observers make them.
@@ -53,8 +59,6 @@ class Int8Conv {
 
 // relu(a + b), requantised to `out` (quantized::add_relu).
 at::Tensor int8_add_relu(const at::Tensor& a, const at::Tensor& b, const QParams& out);
-// Concatenation along channels, requantised to `out` (quantized::cat).
-at::Tensor int8_cat(const std::vector<at::Tensor>& parts, const QParams& out);
 // Float to quint8 in channels-last memory.
 at::Tensor int8_quantize(const at::Tensor& x, const QParams& q);
 

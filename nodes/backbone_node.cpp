@@ -184,10 +184,7 @@ std::vector<at::Tensor> BackboneNode::forward(const at::Tensor& image) const {
     ActivationRanges seen;
     observe_ranges(*net_, image, layers_.back(), seen);
     std::lock_guard<std::mutex> lock(ranges_mutex_);
-    for (const auto& [point, r] : seen) {
-      auto [it, fresh] = observed_.emplace(point, r);
-      if (!fresh) it->second = {std::min(it->second.first, r.first), std::max(it->second.second, r.second)};
-    }
+    merge(observed_, seen);
   }
   return run(*fast_net_, image);
 }
@@ -196,24 +193,11 @@ void BackboneNode::observe_activation_ranges(bool on) { observing_ = on; }
 
 std::map<std::string, at::Tensor> BackboneNode::activation_ranges() const {
   std::lock_guard<std::mutex> lock(ranges_mutex_);
-  std::map<std::string, at::Tensor> out;
-  for (const auto& [point, r] : observed_) {
-    at::Tensor t = at::empty({2}, at::kFloat);
-    t.data_ptr<float>()[0] = r.first;
-    t.data_ptr<float>()[1] = r.second;
-    out[point] = t;
-  }
-  return out;
+  return ranges_to_tensors(observed_);
 }
 
 void BackboneNode::use_int8(const std::map<std::string, at::Tensor>& ranges) {
-  ActivationRanges r;
-  for (const auto& [point, t] : ranges) {
-    if (!t.defined() || t.numel() != 2 || !t.is_floating_point())
-      throw Error("int8 calibration: activation \"" + point + "\" must be a [min, max] float tensor");
-    const at::Tensor f = t.to(at::kFloat).contiguous();
-    r[point] = {f.data_ptr<float>()[0], f.data_ptr<float>()[1]};
-  }
+  const ActivationRanges r = ranges_from_tensors(ranges);
   for (const auto& point : activation_points(*net_, layers_.back()))
     if (!r.count(point)) throw Error("int8 calibration: no range for activation \"" + point + "\"; rerun fmam quantize");
   int8_ = std::make_shared<const Int8Backbone>(*net_, layers_.back(), r);
