@@ -119,7 +119,7 @@ struct Pipeline::Impl {
     throw Error(graph_file + ": precision must be auto, fp32, bf16 or int8, got \"" + p + "\"");
   }
   // auto picks int8 where it measured fastest at no measured cost (docs/PERFORMANCE.md: within
-  // 0.11 point of fp32's AUROC on 10 models): a calibrated model on a CPU with int8 dot products.
+  // 0.11 point of fp32's AUROC on 11 models): a calibrated model on a CPU with int8 dot products.
   bool int8() const {
     if (opt.precision == "int8") return true;
     return opt.precision == "auto" && model && !model->int8_ranges.empty() && cpu_has_int8_dot() && onednn_int8_available();
