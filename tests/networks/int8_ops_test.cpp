@@ -30,7 +30,11 @@ TEST(Int8OpsTest, QParamsMatchPyTorchsMinMaxObserver) {
     EXPECT_EQ(q.zero_point, c.zero_point) << c.lo << " " << c.hi;
   }
   EXPECT_THAT([] { qparams_at({}, "stem"); }, testing::ThrowsMessage<Error>(HasSubstr("no range for activation \"stem\"")));
-  EXPECT_THAT([] { qparams_at({{"x", {2.f, 1.f}}}, "x"); }, testing::ThrowsMessage<Error>(HasSubstr("\"x\" has an invalid range")));
+  EXPECT_THAT(
+      [] {
+        qparams_at({{"x", {2.f, 1.f}}}, "x");
+      },
+      testing::ThrowsMessage<Error>(HasSubstr("\"x\" has an invalid range")));
 }
 
 TEST(Int8OpsTest, RangesWidenMergeAndRoundTripAsTensors) {
@@ -42,8 +46,11 @@ TEST(Int8OpsTest, RangesWidenMergeAndRoundTripAsTensors) {
   EXPECT_EQ(a.at("x"), std::make_pair(-2.f, 3.f));
   EXPECT_EQ(a.at("y"), std::make_pair(0.f, 1.f));
   EXPECT_EQ(ranges_from_tensors(ranges_to_tensors(a)), a);
-  EXPECT_THAT([] { ranges_from_tensors({{"z", at::zeros({3})}}); },
-              testing::ThrowsMessage<Error>(HasSubstr("activation \"z\" must be a [min, max] float tensor")));
+  EXPECT_THAT(
+      [] {
+        ranges_from_tensors({{"z", at::zeros({3})}});
+      },
+      testing::ThrowsMessage<Error>(HasSubstr("activation \"z\" must be a [min, max] float tensor")));
 }
 
 }  // namespace
