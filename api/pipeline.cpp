@@ -161,6 +161,18 @@ struct Pipeline::Impl {
     return *memory_ex;
   }
 
+  // Feeds `files` through `ex` in order; `on_result` sees each one's Detection, in order.
+  RunStats run_file_list(Executor& ex, const std::vector<std::string>& files, const ResultCallback& on_result) {
+    size_t next = 0;
+    return ex.run(
+        [&](Frame& f) {
+          if (next >= files.size()) return false;
+          f.source = files[next++];
+          return true;
+        },
+        [&](const Frame& f) { on_result(to_detection(f)); });
+  }
+
   Detection to_detection(const Frame& f) const {
     Detection d;
     d.index = f.id();
@@ -282,19 +294,11 @@ std::vector<Detection> Pipeline::detect_batch(const std::vector<cv::Mat>& images
 RunSummary Pipeline::run_files(const std::vector<std::string>& files, const ResultCallback& on_result) {
   Impl& m = *impl_;
   if (m.open) throw Error(m.graph_file + ": run_files while a stream is open; close_stream() first");
-  size_t next = 0;
   long long failed = 0;
-  RunStats st = m.files().run(
-      [&](Frame& f) {
-        if (next >= files.size()) return false;
-        f.source = files[next++];
-        return true;
-      },
-      [&](const Frame& f) {
-        Detection d = m.to_detection(f);
-        failed += d.verdict == Verdict::kFail;
-        if (on_result) on_result(d);
-      });
+  RunStats st = m.run_file_list(m.files(), files, [&](const Detection& d) {
+    failed += d.verdict == Verdict::kFail;
+    if (on_result) on_result(d);
+  });
   return summarize(st, failed);
 }
 
@@ -318,18 +322,10 @@ Int8Calibration Pipeline::calibrate_int8(const std::vector<std::string>& all_fil
       c.nodes.push_back(vn.config.id);
     }
   if (c.nodes.empty()) throw Error(m.graph_file + ": no node of this graph can run in int8 (Backbone can)");
-  size_t next = 0;
-  ex->run(
-      [&](Frame& f) {
-        if (next >= files.size()) return false;
-        f.source = files[next++];
-        return true;
-      },
-      [&](const Frame& f) {
-        Detection d = m.to_detection(f);
-        (d.skipped ? c.skipped : c.images) += 1;
-        if (on_result) on_result(d);
-      });
+  m.run_file_list(*ex, files, [&](const Detection& d) {
+    (d.skipped ? c.skipped : c.images) += 1;
+    if (on_result) on_result(d);
+  });
   if (c.images == 0)
     throw Error(m.graph_file + ": int8 calibration: none of the " + std::to_string(files.size()) + " images could be read");
   Model& model = *m.model;

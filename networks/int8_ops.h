@@ -46,7 +46,6 @@ class Int8Conv {
   Int8Conv() = default;
   Int8Conv(const at::Tensor& w, const at::Tensor& bias, int64_t stride, int64_t pad, const QParams& out, bool relu);
   at::Tensor operator()(const at::Tensor& x) const;  // quint8 [B, Cin, H, W] -> quint8 [B, Cout, H', W']
-  const QParams& out() const { return out_; }
 
   struct Packed;
 
