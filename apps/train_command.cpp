@@ -55,7 +55,9 @@ int cmd_train(int argc, char** argv) {
   cli::Args a("train", "fmam train GRAPH --data CATEGORY_DIR --out MODEL [--set KEY=VALUE]... [--resume]",
               "Train a detector on defect-free images. GRAPH is a training graph (graphs/*_train.json):\n"
               "its \"train\" section sets the stages (e.g. stage 1: plain KD, Adam lr 1e-3, 50 epochs;\n"
-              "stage 2: FMAM, lr 1e-4 with an L1 penalty, 50 epochs), the batch size, image size and seed.\n"
+              "stage 2: the student continues KD while the feature mappings learn the angular margin\n"
+              "loss on synthetic defects, lr 1e-4 with an L1 penalty, 50 epochs), the batch size, image\n"
+              "size and seed.\n"
               "A model file is written atomically after every epoch; Ctrl-C saves a checkpoint that\n"
               "--resume continues bit-exactly. Use the model with the graph it names:\n"
               "  fmam run graphs/fmam_rkd.json --model MODEL -i IMAGES -o OUT",

@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=(rkd shipped_paper identity margin30 opacity aml_all fm_only_identity aml_no_kd_fm
-                                      routed_random routed_identity routed_identity_kd_raw recipe aml_only_raw
+                                      routed_random routed_identity routed_identity_kd_raw routed_identity_frozen_bn recipe aml_only_raw
                                       aml_weight0 aml_only_frozen_bn)
 mkdir -p "$OUT/graphs"
 STAGE1="--set stage1.lr=0.005 --set stage1.betas=[0.5,0.999] --set stage1.weight_decay=0 --set kd.distance=cos_flat
@@ -48,6 +48,13 @@ fm = next((n['params'] for n in g['nodes'] if n['id'] == 'fm'), {})
 syn = next((n['params'] for n in g['nodes'] if n['id'] == 'student_syn'), {})
 def syn_bn(update):  # the synthetic twin in the student's BatchNorm statistics or not
     syn['update_bn_stats'] = update
+def kd_fm_stage2():  # stage 2 as shipped until 2026-12-06: the student learns from KD on the
+    # mapped features (and AML), the mappings from AML alone
+    if not any(n['id'] == 'kd_fm' for n in g['nodes']):
+        g['nodes'].append({'id': 'kd_fm', 'type': 'KDLoss', 'in': {'teacher': 't_mapped', 'student': 's_mapped'},
+                           'out': {'loss': 'loss_kd_fm'}, 'params': {'distance': 'cos'}})
+    st['losses'] = {'loss_kd_fm': 1.0, 'loss_aml': 1.0}
+    st['updates'] = {'loss_kd_fm': ['student']}
 exec(code)
 json.dump(g, open(dst, 'w'), indent=1)
 EOF
@@ -81,17 +88,18 @@ variant() {  # name -> "training_graph inference_graph"
   # Rows measured before update_bn_stats existed put the synthetic twin in the statistics: syn_bn(True).
   case "$1" in
     rkd) echo "graphs/rkd_train.json rkd" ;;
-    shipped_paper) echo "$(edit $F "$1" "syn_bn(True); fm['init'] = 'random'; st.pop('updates', None)") fmam_rkd" ;;
-    identity) echo "$(edit $F "$1" "syn_bn(True); fm['init'] = 'identity'; st.pop('updates', None)") fmam_rkd" ;;
-    routed_random) echo "$(edit $F "$1" "syn_bn(True); fm['init'] = 'random'") fmam_rkd" ;;
-    routed_identity) echo "$(edit $F "$1" "syn_bn(True)") fmam_rkd" ;;
-    recipe) echo "$F fmam_rkd" ;;  # routed, identity, synthetic twin out of the statistics
-    fm_only_identity) echo "$(edit $F "$1" "syn_bn(True); st.pop('updates', None); st['train'] = ['fm']") fmam_rkd" ;;
-    aml_no_kd_fm) echo "$(edit $F "$1" "syn_bn(True); st.pop('updates', None); st['losses'] = {'loss_aml': 1.0}") fmam_rkd" ;;
-    margin30) echo "$(edit $F "$1" "syn_bn(True); st.pop('updates', None); [n['params'].update(margin=30.0) for n in g['nodes'] if n['id'] == 'aml']") fmam_rkd" ;;
-    opacity) echo "$(edit $F "$1" "syn_bn(True); st.pop('updates', None); [n['params'].update(opacity='uniform') for n in g['nodes'] if n['id'] == 'synth']") fmam_rkd" ;;
-    aml_all) echo "$(edit $F "$1" "syn_bn(True); st.pop('updates', None); [n['params'].update(region='all') for n in g['nodes'] if n['id'] == 'aml']") fmam_rkd" ;;
-    routed_identity_kd_raw) echo "$(edit $F "$1" "syn_bn(True); st['losses'] = {'loss_kd': 1.0, 'loss_kd_fm': 1.0, 'loss_aml': 1.0}; st['updates'] = {'loss_kd': ['student'], 'loss_kd_fm': ['student']}") fmam_rkd" ;;
+    shipped_paper) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); fm['init'] = 'random'; st.pop('updates', None)") fmam_rkd" ;;
+    identity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); fm['init'] = 'identity'; st.pop('updates', None)") fmam_rkd" ;;
+    routed_random) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); fm['init'] = 'random'") fmam_rkd" ;;
+    routed_identity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True)") fmam_rkd" ;;
+    routed_identity_frozen_bn) echo "$(edit $F "$1" "kd_fm_stage2()") fmam_rkd" ;;  # the recipe until 2026-12-06
+    recipe) echo "$F fmam_rkd" ;;  # the student as RKD's stage 2 trains it; the mappings by AML alone
+    fm_only_identity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); st['train'] = ['fm']") fmam_rkd" ;;
+    aml_no_kd_fm) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); st['losses'] = {'loss_aml': 1.0}") fmam_rkd" ;;
+    margin30) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); [n['params'].update(margin=30.0) for n in g['nodes'] if n['id'] == 'aml']") fmam_rkd" ;;
+    opacity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); [n['params'].update(opacity='uniform') for n in g['nodes'] if n['id'] == 'synth']") fmam_rkd" ;;
+    aml_all) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); [n['params'].update(region='all') for n in g['nodes'] if n['id'] == 'aml']") fmam_rkd" ;;
+    routed_identity_kd_raw) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st['losses'] = {'loss_kd': 1.0, 'loss_kd_fm': 1.0, 'loss_aml': 1.0}; st['updates'] = {'loss_kd': ['student'], 'loss_kd_fm': ['student']}") fmam_rkd" ;;
     aml_only_raw) echo "$(edit $A "$1" "syn_bn(True)") rkd" ;;
     aml_only_frozen_bn) echo "$A rkd" ;;
     aml_weight0) echo "$(edit $A "$1" "syn_bn(True); st['losses']['loss_aml'] = 0.0") rkd" ;;

@@ -190,7 +190,7 @@ void expect_same_losses(const CacheRun& a, const CacheRun& b) {
     ASSERT_EQ(a.losses[e].size(), b.losses[e].size()) << "epoch " << e;
     for (const auto& [name, v] : a.losses[e])
       // 1e-4, not tighter: two runs without any cache, one after the other in one process, were
-      // measured to differ by up to 2.8e-5 in loss_kd_fm after 4 epochs when other tests (the
+      // measured to differ by up to 2.8e-5 in a stage-2 loss after 4 epochs when other tests (the
       // PipelineTest suite) had run first (oneDNN's float32 kernels; in a fresh process they agree).
       EXPECT_NEAR(v, b.losses[e].at(name), 1e-4 * std::max(1.0, std::fabs(v))) << name << ", epoch " << e + 1 << " of 4";
   }
