@@ -407,7 +407,7 @@ TEST(TrainTest, UpdatesRoutesALossToItsNodesOnly) {
   EXPECT_THAT(bad2.err, HasSubstr("updates: \"loss_kd_fm\": \"teacher\" is not a node the stage trains"));
 }
 
-// FMAM's stage 2 as the recipes ship it (docs/RESULTS.md, "The student trained as RKD's"): the
+// FMAM's stage 2 as the recipes ship it (docs/RESULTS.md, "FMAM's image-AUROC gain"): the
 // student learns from plain KD alone, as RKD's stage 2 trains it, and the angular margin loss
 // reaches the mappings only. So a seed gives the baseline recipe's student, tensor for tensor,
 // and mappings that AML has moved away from the identity they start as.
