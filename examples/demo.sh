@@ -24,7 +24,7 @@ OUT=out/demo
 mkdir -p "$OUT"
 if [ "$FULL" = 1 ]; then
   SETS=()
-  echo "demo: the paper's schedule (256x256, 50 + 50 epochs): hours on 2 cores"
+  echo "demo: the paper's schedule (256x256, 50 + 50 epochs): about 20 minutes for bottle on 2 cores"
 else
   SETS=(--set stage1.epochs=5 --set stage2.epochs=5 --set train.image_size=128 --set train.batch_size=8)
   echo "demo: short schedule (128x128, 5 + 5 epochs); the paper's: bash fmam.sh demo --full"

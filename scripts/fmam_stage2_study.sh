@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 [ ${#VARIANTS[@]} -gt 0 ] || VARIANTS=(rkd shipped_paper identity margin30 opacity aml_all fm_only_identity aml_no_kd_fm
-                                      routed_random routed_identity routed_identity_kd_raw routed_identity_frozen_bn recipe aml_only_raw
+                                      routed_random routed_identity routed_identity_kd_raw routed_identity_frozen_bn recipe kd_fm_to_fm aml_only_raw
                                       aml_weight0 aml_only_frozen_bn)
 mkdir -p "$OUT/graphs"
 STAGE1="--set stage1.lr=0.005 --set stage1.betas=[0.5,0.999] --set stage1.weight_decay=0 --set kd.distance=cos_flat
@@ -94,6 +94,7 @@ variant() {  # name -> "training_graph inference_graph"
     routed_identity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True)") fmam_rkd" ;;
     routed_identity_frozen_bn) echo "$(edit $F "$1" "kd_fm_stage2()") fmam_rkd" ;;  # the recipe until 2026-12-06
     recipe) echo "$F fmam_rkd" ;;  # the student as RKD's stage 2 trains it; the mappings by AML alone
+    kd_fm_to_fm) echo "$(edit $F "$1" "kd_fm_stage2(); st['losses'] = {'loss_kd': 1.0, 'loss_kd_fm': 1.0, 'loss_aml': 1.0}; st['updates'] = {'loss_kd_fm': ['fm'], 'loss_aml': ['fm']}") fmam_rkd" ;;  # the recipe, plus KD on the mapped features for the mappings
     fm_only_identity) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); st['train'] = ['fm']") fmam_rkd" ;;
     aml_no_kd_fm) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); st['losses'] = {'loss_aml': 1.0}") fmam_rkd" ;;
     margin30) echo "$(edit $F "$1" "kd_fm_stage2(); syn_bn(True); st.pop('updates', None); [n['params'].update(margin=30.0) for n in g['nodes'] if n['id'] == 'aml']") fmam_rkd" ;;
