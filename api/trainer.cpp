@@ -297,7 +297,9 @@ void Trainer::Impl::resume_from_checkpoint() {
                 image_size_text(cfg.image_width, cfg.image_height) + ", " + std::to_string(cfg.batch_size) +
                 ": resume with the checkpoint's settings, or train a new model with another --out");
   if (model.progress.empty()) {
-    log(out + ": training already finished; raise the epochs with --set to train more");
+    log(out +
+        ": training already finished; raise the epochs with --set to train more (a finished model keeps no optimizer state: Adam "
+        "starts afresh)");
     // A finished model resumes after its last stage: re-run from the stage whose epochs grew.
     // Count finished epochs per stage from the history, so added epochs continue the schedule.
     progress = fresh_progress();

@@ -48,7 +48,11 @@ int cmd_train(int argc, char** argv) {
                 "                              (recompute the teacher every epoch; default 1024 MiB),\n"
                 "                              or a node param (synth.tau=0.4)",
                 true, ""},
-               {"resume", "", "continue from the checkpoint in --out (after Ctrl-C, or to add epochs)", false, ""},
+               {"resume", "",
+                "continue from the checkpoint in --out (after Ctrl-C: bit-exactly; or to add\n"
+                "                              epochs to a finished model, which keeps no optimizer state:\n"
+                "                              Adam starts afresh)",
+                false, ""},
                {"max-images", "N", "use only the first N training images (quick runs, tests)", false, ""},
                {"strict", "", "exit with status 3 if any training image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
