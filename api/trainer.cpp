@@ -40,6 +40,7 @@
 #include "framework/registry.h"
 #include "framework/stateful.h"
 #include "training/adam.h"
+#include "training/gradient_flow.h"
 
 namespace fmam {
 
@@ -117,6 +118,29 @@ void backward_routed(Frame& batch, const Stage& st, const std::map<std::string, 
   for (size_t k = 0; k < passes.size(); ++k)
     passes[k].first.backward({}, /*retain_graph=*/rest.defined() || k + 1 < passes.size(), false, *passes[k].second);
   if (rest.defined()) rest.backward();
+}
+
+// The trained nodes a stage can run without autograd (training/gradient_flow.h): `params` are
+// the stage's weights, `update_params` the routed losses' (every other loss updates all).
+std::vector<std::string> nodes_without_autograd(Executor& ex, const Stage& st, const std::vector<at::Tensor>& params,
+                                                const std::map<std::string, std::vector<at::Tensor>>& update_params) {
+  WeightSet all;
+  for (const auto& p : params) all.insert(p.unsafeGetTensorImpl());
+  std::map<std::string, WeightSet> node_weights, loss_updates;
+  for (const auto& vn : ex.graph().nodes)
+    if (auto* t = dynamic_cast<Trainable*>(&ex.node(vn.config.id)))
+      for (const auto& p : t->parameters())
+        if (all.count(p.unsafeGetTensorImpl())) node_weights[vn.config.id].insert(p.unsafeGetTensorImpl());
+  for (const auto& [loss, w] : st.losses) {
+    auto it = update_params.find(loss);
+    if (it == update_params.end()) {
+      loss_updates[loss] = all;
+      continue;
+    }
+    for (const auto& p : it->second) loss_updates[loss].insert(p.unsafeGetTensorImpl());
+  }
+  const auto ids = nodes_without_gradients(ex.graph(), node_weights, loss_updates);
+  return {ids.begin(), ids.end()};
 }
 
 // One stage's executor and optimizer.
@@ -415,12 +439,17 @@ std::unique_ptr<StageRun> Trainer::Impl::start_stage(size_t si) {
   ao.l1 = st.l1;
   ao.beta1 = st.beta1;
   ao.beta2 = st.beta2;
-  r->adam = std::make_unique<Adam>(stage_parameters(*r->ex, vg, st), ao);
+  const std::vector<at::Tensor> params = stage_parameters(*r->ex, vg, st);
+  r->adam = std::make_unique<Adam>(params, ao);
   // The parameters each restricted loss updates (see Stage::updates).
   for (const auto& [loss, ids] : st.updates)
     for (const auto& id : ids)
       if (auto* t = dynamic_cast<Trainable*>(&r->ex->node(id)))
         for (auto& p : t->parameters()) r->update_params[loss].push_back(p);
+  const auto untracked = nodes_without_autograd(*r->ex, st, params, r->update_params);
+  r->ex->set_without_autograd(untracked);
+  for (const auto& id : untracked)
+    log(st.name + ": node \"" + id + "\" runs without autograd (no loss it feeds updates its weights or any upstream)");
   if (!model.optimizer_state.empty() && progress["batches"].get<long long>() + progress["epoch"].get<int>() > 0)
     r->adam->load_state(model.optimizer_state);
   return r;

@@ -63,6 +63,15 @@ std::vector<std::string> Executor::cached_node_ids() const {
 
 Executor::~Executor() = default;
 
+void Executor::set_without_autograd(const std::vector<std::string>& ids) {
+  for (const auto& id : ids) {
+    bool found = false;
+    for (const auto& vn : graph_.nodes) found = found || vn.config.id == id;
+    if (!found) throw Error(graph_.config.file + ": no node \"" + id + "\" to run without autograd");
+  }
+  options_.without_autograd = ids;
+}
+
 namespace {
 
 // One run's flow graph:

@@ -65,6 +65,10 @@ struct RunOptions {
   // Training: where the outputs of frozen nodes fed only by deterministic nodes from the image
   // file are kept across runs (epochs, stages); null: none. See output_cache.h.
   std::shared_ptr<OutputCache> output_cache;
+  // Training: nodes that run with autograd off, because no loss they feed trains their weights
+  // or anything upstream (the trainer decides: training/gradient_flow.h). Their outputs carry no
+  // graph; gradients elsewhere are unchanged.
+  std::vector<std::string> without_autograd;
 };
 
 struct NodeStats {
@@ -113,6 +117,8 @@ class Executor {
   // Ids of the next run start here (training gives every epoch distinct ids, which seed the
   // per-frame randomness of anomaly synthesis).
   void set_first_frame_id(long long id) { options_.first_frame_id = id; }
+  // RunOptions::without_autograd, from the next run on. Throws Error naming an id not in the graph.
+  void set_without_autograd(const std::vector<std::string>& ids);
 
  private:
   void build_nodes();

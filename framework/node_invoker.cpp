@@ -1,5 +1,10 @@
 #include "framework/node_invoker.h"
 
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <optional>
+
 #include "framework/flop_counter.h"
 #include "framework/output_cache.h"
 
@@ -26,6 +31,11 @@ NodeInvoker::NodeInvoker(const ValidatedGraph& g, std::vector<std::unique_ptr<No
     stats_.nodes[i].type = g.nodes[i].config.type;
     done_msgs_[i] = 0;
     total_msgs_[i] = -1;
+  }
+  without_autograd_.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& ids = options_.without_autograd;
+    without_autograd_[i] = std::find(ids.begin(), ids.end(), g.nodes[i].config.id) != ids.end();
   }
 }
 
@@ -132,7 +142,11 @@ void NodeInvoker::invoke(size_t i, const std::vector<Msg>& frames, int batch_siz
   for (const auto& o : k.outputs()) ctx.outputs().push_back({o.name, Packet()});
   const double flops_before = thread_flops();  // process() runs on this thread (its ops may fan out, not its calls)
   const auto start = Clock::now();
-  nodes_[i]->process(ctx);
+  {
+    std::optional<c10::NoGradGuard> no_grad;  // grad mode is per thread: set where process() runs
+    if (without_autograd_[i]) no_grad.emplace();
+    nodes_[i]->process(ctx);
+  }
   record(i, start, Clock::now(), thread_flops() - flops_before);
   if (ctx.dropped()) return mark_dropped(i, frames, ctx.drop_reason());
   store_outputs(i, frames, ctx);

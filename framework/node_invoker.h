@@ -49,6 +49,7 @@ class NodeInvoker {
   RunStats& stats_;
   const bool record_intervals_;
   const std::vector<bool> cached_;
+  std::vector<bool> without_autograd_;  // RunOptions::without_autograd, per node
   const std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
   std::vector<std::mutex> stat_mutex_;
   // Messages done and announced (by the end-of-stream marker's position) per node.

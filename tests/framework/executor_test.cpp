@@ -5,6 +5,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <c10/core/GradMode.h>
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -371,6 +373,7 @@ class TestBatchNode final : public Node {
     c.first_frame = ctx.frame_id();
     c.batch_size = ctx.batch_size();
     c.sources = ctx.sources();
+    c.grad_enabled = c10::GradMode::is_enabled();
     for (int64_t b = 0; b < t.size(0); ++b) c.values.push_back(t[b][0][0][0].item<float>());
     calls.push_back(c);
     kOut(ctx).send(Tensor{t * 10 + 1});
@@ -384,6 +387,7 @@ class TestBatchNode final : public Node {
     int batch_size;
     std::vector<std::string> sources;
     std::vector<float> values;
+    bool grad_enabled = true;
   };
   std::vector<Call> calls;
   int finishes = 0;
@@ -1122,6 +1126,40 @@ TEST(SerialTailTest, RunsWholeBatchesInOrderThenTheBatchSinkThenFinish) {
   EXPECT_TRUE(at::equal(outputs[1][1], at::full({2, 3, 3}, 61.0f)));
   EXPECT_EQ(net.finishes, 1);
   EXPECT_EQ(net.calls_at_finish, 3u) << "finish() after the partial last batch";
+}
+
+// RunOptions::without_autograd: the named node's process() runs with grad mode off (on the thread
+// that runs it), the nodes after it with grad mode as it was; a name not in the graph is an error.
+TEST(SerialTailTest, NodesWithoutAutogradRunWithGradModeOffAndOnlyThey) {
+  RunOptions o = options(8, 2, /*batch=*/2);
+  o.tail_from = {"first"};
+  Executor ex(graph(R"({"schema": 1, "inputs": {"t": "Tensor"}, "outputs": {"v": "Tensor"}, "nodes": [
+      {"id": "first", "type": "TestBatch", "in": {"t": "t"}, "out": {"u": "u"}},
+      {"id": "second", "type": "TestBatch", "in": {"t": "u"}, "out": {"u": "v"}}]})"),
+              o);
+  EXPECT_THROW(ex.set_without_autograd({"fist"}), Error);
+  auto run = [&] {
+    long long k = 0;
+    ex.run(
+        [&](Frame& f) {
+          if (k >= 4) return false;
+          f.set("t", Packet::make(Tensor{at::full({1, 2, 3, 3}, float(k++))}));
+          return true;
+        },
+        [](const Frame&) {}, false, [](Frame&, const std::vector<const Frame*>&) {});
+  };
+  run();
+  ex.set_without_autograd({"first"});
+  run();
+  const auto& first = node_as<TestBatchNode>(ex, "first");
+  const auto& second = node_as<TestBatchNode>(ex, "second");
+  ASSERT_EQ(first.calls.size(), 4u);
+  ASSERT_EQ(second.calls.size(), 4u);
+  EXPECT_TRUE(first.calls[0].grad_enabled && first.calls[1].grad_enabled)
+      << "by default every node runs as the caller's grad mode";
+  EXPECT_FALSE(first.calls[2].grad_enabled || first.calls[3].grad_enabled);
+  EXPECT_TRUE(second.calls[2].grad_enabled && second.calls[3].grad_enabled) << "grad mode is restored after the node";
+  EXPECT_TRUE(c10::GradMode::is_enabled());
 }
 
 // A Trainable node on the flow graph (upstream of the tail) of a training run takes one frame at a
