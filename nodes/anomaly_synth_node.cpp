@@ -72,6 +72,20 @@ void paste(const cv::Mat& image, const cv::Mat& x, const cv::Mat& mask, float be
   blended.copyTo(out, mask);
 }
 
+// paste() with soft edges: the weight beta * mask blurred with a Gaussian of `sigma` pixels
+// (reflected at the border), out = (1 - w) * out + w * X everywhere, rounded to 8 bits.
+void paste_feathered(const cv::Mat& x, const cv::Mat& mask, float beta, float sigma, cv::Mat& out) {
+  cv::Mat w, wn, xf, of;
+  mask.convertTo(w, CV_32F, beta);
+  cv::GaussianBlur(w, w, cv::Size(0, 0), sigma, sigma, cv::BORDER_REFLECT);
+  if (out.channels() == 3) cv::merge(std::vector<cv::Mat>{w, w, w}, w);
+  x.convertTo(xf, CV_32F);
+  out.convertTo(of, CV_32F);
+  cv::subtract(cv::Scalar::all(1.0), w, wn);
+  of = of.mul(wn) + xf.mul(w);
+  of.convertTo(out, out.type());  // saturating, round to nearest
+}
+
 }  // namespace
 
 // ---- TextureBank -----------------------------------------------------------------------------
@@ -274,12 +288,18 @@ AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint
   r.image = image.clone();
   if (cv::countNonZero(r.m1) > 0) {
     r.structure = structure_image(image, p.grid, p.flips, structure_seed);
-    paste(image, r.structure, r.m1, r.beta, r.image);
+    if (p.feather > 0)
+      paste_feathered(r.structure, r.m1, r.beta, p.feather, r.image);
+    else
+      paste(image, r.structure, r.m1, r.beta, r.image);
   }
   if (cv::countNonZero(r.m2) > 0) {
     FMAM_CHECK(!bank.empty()) << "param \"textures\": no texture images loaded";
     r.texture = bank.load(size_t(texture_draw % bank.size()), image.size(), image.channels());
-    paste(image, r.texture, r.m2, r.beta, r.image);
+    if (p.feather > 0)
+      paste_feathered(r.texture, r.m2, r.beta, p.feather, r.image);
+    else
+      paste(image, r.texture, r.m2, r.beta, r.image);
   }
   return r;
 }

@@ -3,6 +3,8 @@
 // image S (I cut into grid x grid patches, each rotated by a multiple of 90 deg, shuffled), M2 a
 // texture T (a random image of a folder, DTD by default, resized to I):
 //   I' = I*(1-M) + (1-beta)*I*M + beta*(S*M1 + T*M2),  M = M1 + M2  (beta = 1: opacity "none").
+// With feather > 0 the pasting weights beta*M1 and beta*M2 are Gaussian-blurred (sigma = feather
+// pixels), so a defect fades into the image instead of ending at a hard edge; the mask stays M1|M2.
 // Every draw derives from (seed, frame id), so the output never depends on thread scheduling.
 #pragma once
 
@@ -58,6 +60,7 @@ class AnomalySynthNode final : public Node {
     Opacity opacity = Opacity::kNone;  // the paper's Fig. 3 pastes S and T as they are
     float beta_min = 0.2f;             // DRAEM's 1 - U(0, 0.8): the pasted content keeps >= 20 %
     float beta_max = 1.0f;
+    float feather = 0.0f;      // the paper's masks have hard edges
     float probability = 1.0f;  // DRAEM: 0.5; AML needs an anomaly in every frame
     int seed = 0;
   };
@@ -93,6 +96,11 @@ class AnomalySynthNode final : public Node {
                Choices<Opacity>{{"none", Opacity::kNone}, {"uniform", Opacity::kUniform}})
         .param(&Params::beta_min, "beta_min", "opacity uniform: lowest weight of the pasted content", Range{0.0f, 1.0f})
         .param(&Params::beta_max, "beta_max", "opacity uniform: highest weight of the pasted content", Range{0.0f, 1.0f})
+        .param(&Params::feather, "feather",
+               "sigma, in pixels, of a Gaussian blur of the pasting weights: defects fade into the "
+               "image over about 2 sigma instead of ending at a hard edge (0: hard edges, the paper's); "
+               "the mask output stays M1 | M2",
+               Range{0.0f, 64.0f})
         .param(&Params::probability, "probability", "chance that a frame gets an anomaly; otherwise I' = I and the mask is 0",
                Range{0.0f, 1.0f})
         .param(&Params::seed, "seed", "with the frame id, seeds every random draw of a frame")

@@ -324,6 +324,47 @@ TEST(AnomalySynthNodeTest, OpacityUniformBlendsWithBeta) {
   }
 }
 
+// feather: the texture shows as it is deep inside M2, the image as it is far outside, and a blend
+// on M2's edge; the mask stays binary. A constant image makes the structure image S = I, so only
+// M2 changes pixels.
+TEST(AnomalySynthNodeTest, FeatherFadesTheDefectsEdges) {
+  SolidTextures tex;
+  TextureBank bank(tex.dir.path());
+  Params p = solid_params(tex);
+  p.feather = 2.0f;
+  p.perlin_max_scale = 2;  // big blobs: interiors far from any edge
+  const cv::Mat img(96, 96, CV_8UC3, cv::Scalar(50, 50, 50));
+  int blended_edges = 0, frames_with_m2 = 0;
+  for (int seed = 0; seed < 8; ++seed) {
+    auto r = AnomalySynthNode::synthesize(img, seed, p, bank);
+    if (cv::countNonZero(r.m2) == 0) continue;
+    ++frames_with_m2;
+    cv::Mat inside, outside;  // distance to the nearest pixel on the other side of M2's edge
+    cv::distanceTransform(r.m2, inside, cv::DIST_L2, 5);
+    cv::distanceTransform(1 - r.m2, outside, cv::DIST_L2, 5);
+    const at::Tensor mask = AnomalySynthNode::mask_tensor(r);
+    const float* m = mask.data_ptr<float>();
+    for (int64_t i = 0; i < mask.numel(); ++i) ASSERT_TRUE(m[i] == 0.0f || m[i] == 1.0f) << "the mask stays M1 | M2";
+    bool blended = false;
+    for (int y = 0; y < img.rows; ++y)
+      for (int x = 0; x < img.cols; ++x) {
+        const cv::Vec3b v = r.image.at<cv::Vec3b>(y, x);
+        if (inside.at<float>(y, x) >= 8)
+          for (int c = 0; c < 3; ++c) ASSERT_LE(std::abs(v[c] - kTextureColor[c]), 1) << y << "," << x;
+        if (outside.at<float>(y, x) >= 8) ASSERT_EQ(v, cv::Vec3b(50, 50, 50)) << y << "," << x;
+        if (inside.at<float>(y, x) == 1) blended |= v[1] > 60 && v[1] < 190;  // G: 50 in I, 200 in T
+      }
+    blended_edges += blended;
+  }
+  EXPECT_GT(frames_with_m2, 2);
+  EXPECT_EQ(blended_edges, frames_with_m2) << "every frame's M2 edge is a blend of image and texture";
+  p.feather = 0.0f;  // hard edges: the edge pixel is the texture itself
+  auto hard = AnomalySynthNode::synthesize(img, 0, p, bank);
+  for (int y = 0; y < img.rows; ++y)
+    for (int x = 0; x < img.cols; ++x)
+      if (hard.m2.at<uchar>(y, x)) ASSERT_EQ(hard.image.at<cv::Vec3b>(y, x), kTextureColor);
+}
+
 TEST(AnomalySynthNodeTest, GrayAndOnePixelImages) {
   SolidTextures tex;
   TextureBank bank(tex.dir.path());
