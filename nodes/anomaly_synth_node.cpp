@@ -86,6 +86,14 @@ void paste_feathered(const cv::Mat& x, const cv::Mat& mask, float beta, float si
   of.convertTo(out, out.type());  // saturating, round to nearest
 }
 
+// X onto `out` on the mask, with hard edges (paste) or soft ones (params' feather > 0).
+void paste_region(const cv::Mat& image, const cv::Mat& x, const cv::Mat& mask, float beta, float feather, cv::Mat& out) {
+  if (feather > 0)
+    paste_feathered(x, mask, beta, feather, out);
+  else
+    paste(image, x, mask, beta, out);
+}
+
 }  // namespace
 
 // ---- TextureBank -----------------------------------------------------------------------------
@@ -288,18 +296,12 @@ AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint
   r.image = image.clone();
   if (cv::countNonZero(r.m1) > 0) {
     r.structure = structure_image(image, p.grid, p.flips, structure_seed);
-    if (p.feather > 0)
-      paste_feathered(r.structure, r.m1, r.beta, p.feather, r.image);
-    else
-      paste(image, r.structure, r.m1, r.beta, r.image);
+    paste_region(image, r.structure, r.m1, r.beta, p.feather, r.image);
   }
   if (cv::countNonZero(r.m2) > 0) {
     FMAM_CHECK(!bank.empty()) << "param \"textures\": no texture images loaded";
     r.texture = bank.load(size_t(texture_draw % bank.size()), image.size(), image.channels());
-    if (p.feather > 0)
-      paste_feathered(r.texture, r.m2, r.beta, p.feather, r.image);
-    else
-      paste(image, r.texture, r.m2, r.beta, r.image);
+    paste_region(image, r.texture, r.m2, r.beta, p.feather, r.image);
   }
   return r;
 }

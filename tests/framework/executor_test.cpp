@@ -489,6 +489,16 @@ Executor::Source scalar_source(long long n, const std::string& stream = "x") {
   };
 }
 
+// A source of `n` frames: stream "t" = a [1, 2, 3, 3] tensor filled with the frame's number.
+Executor::Source tensor_source(long long n) {
+  auto k = std::make_shared<long long>(0);
+  return [k, n](Frame& f) {
+    if (*k >= n) return false;
+    f.set("t", Packet::make(Tensor{at::full({1, 2, 3, 3}, float((*k)++))}));
+    return true;
+  };
+}
+
 // What the sink saw, in call order.
 struct Sunk {
   long long id;
@@ -1096,17 +1106,11 @@ TEST(SerialTailTest, RunsWholeBatchesInOrderThenTheBatchSinkThenFinish) {
       {"id": "net", "type": "TestBatch", "in": {"t": "kept"}, "out": {"u": "u"}}]})"),
               o);
   EXPECT_EQ(ex.in_tail(), (std::vector<bool>{false, true}));
-  long long k = 0;
   std::vector<std::vector<long long>> batches;
   std::vector<at::Tensor> outputs;
   long long sunk = 0;
   ex.run(
-      [&](Frame& f) {
-        if (k >= 10) return false;
-        f.set("t", Packet::make(Tensor{at::full({1, 2, 3, 3}, float(k++))}));
-        return true;
-      },
-      [&](const Frame&) { ++sunk; }, false,
+      tensor_source(10), [&](const Frame&) { ++sunk; }, false,
       [&](Frame& batch, const std::vector<const Frame*>& frames) {
         std::vector<long long> ids;
         for (const Frame* f : frames) ids.push_back(f->id());
@@ -1139,14 +1143,8 @@ TEST(SerialTailTest, NodesWithoutAutogradRunWithGradModeOffAndOnlyThey) {
               o);
   EXPECT_THROW(ex.set_without_autograd({"fist"}), Error);
   auto run = [&] {
-    long long k = 0;
     ex.run(
-        [&](Frame& f) {
-          if (k >= 4) return false;
-          f.set("t", Packet::make(Tensor{at::full({1, 2, 3, 3}, float(k++))}));
-          return true;
-        },
-        [](const Frame&) {}, false, [](Frame&, const std::vector<const Frame*>&) {});
+        tensor_source(4), [](const Frame&) {}, false, [](Frame&, const std::vector<const Frame*>&) {});
   };
   run();
   ex.set_without_autograd({"first"});
