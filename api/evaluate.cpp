@@ -15,7 +15,9 @@
 #include "eval/report.h"
 #include "fmam/pipeline.h"
 #include "framework/error.h"
+#include "framework/graph.h"
 #include "framework/io.h"
+#include "framework/model_binding.h"
 #include "framework/model_file.h"
 #include "framework/node_runner.h"
 #include "framework/types.h"
@@ -170,11 +172,25 @@ PipelineOptions pipeline_options(const EvalOptions& options, const std::string& 
   return po;
 }
 
+// --calibrate writes the threshold and range into the model, where they stand for the model's own
+// graph: another graph's would replace them on a different scale, unseen.
+void refuse_calibrating_another_graph(const std::string& graph_file, const std::string& model_file) {
+  const Model model = load_model(model_file);
+  const std::string name = load_graph_file(graph_file).name;
+  if (!calibration_applies(model, name))
+    throw Error(graph_file + ": --calibrate: " + model_file + " belongs to graph \"" + model.graph_name +
+                "\"; calibrating it on graph \"" + name +
+                "\" would replace that graph's threshold and heatmap range with another scale's. Calibrate with "
+                "graph \"" +
+                model.graph_name + "\", or evaluate this one without --calibrate");
+}
+
 }  // namespace
 
 EvalResult evaluate(const std::string& graph_file, const EvalOptions& options) {
   if (options.model.empty()) throw Error(graph_file + ": evaluate needs a model (--model)");
   if (options.data.empty()) throw Error(graph_file + ": evaluate needs a data folder (--data)");
+  if (options.calibrate) refuse_calibrating_another_graph(graph_file, options.model);
   Pipeline pipeline(graph_file, pipeline_options(options, options.precision));
   if (pipeline.map_stream().empty() || pipeline.score_stream().empty())
     throw Error(graph_file + ": evaluation needs a graph with a Map2D output (the anomaly map) and a Scalar output (the score)");

@@ -248,6 +248,12 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
     m.model = load_model(m.opt.model);
     if (m.int8() && m.model->int8_ranges.empty())
       throw Error(m.opt.model + ": " + not_calibrated_for_int8(graph_file, m.opt.model));
+    if (!calibration_applies(*m.model, m.graph.name) && (m.model->threshold || m.model->map_lo)) {
+      std::fprintf(stderr, "fmam: warning: %s\n", calibration_mismatch(*m.model, m.opt.model, m.graph.name).c_str());
+      m.model->threshold.reset();
+      m.model->map_lo.reset();
+      m.model->map_hi.reset();
+    }
     if (m.threshold < 0 && m.model->threshold) m.threshold = *m.model->threshold;
     bind_params(m.graph, model_bindings(*m.model, m.opt.threshold), m.opt.overrides, m.opt.model);
   } else {

@@ -21,6 +21,17 @@ std::vector<ModelBinding> model_bindings(const Model& m, double threshold) {
   return b;
 }
 
+bool calibration_applies(const Model& m, const std::string& graph_name) {
+  return m.graph_name.empty() || m.graph_name == graph_name;
+}
+
+std::string calibration_mismatch(const Model& m, const std::string& model_file, const std::string& graph_name) {
+  return model_file + " was calibrated on graph \"" + m.graph_name + "\"; graph \"" + graph_name +
+         "\" scores on its own scale, so the model's threshold and heatmap range do not apply to it (give a "
+         "threshold, e.g. --threshold, or run graph \"" +
+         m.graph_name + "\")";
+}
+
 namespace {
 
 bool graph_sets(const NodeConfig& n, const std::string& param) {

@@ -25,6 +25,12 @@ struct ModelBinding {
 // What a model binds: its image size (forced), calibrated range and threshold (defaults).
 // `threshold` >= 0 (a caller's explicit one) replaces the model's, forced.
 std::vector<ModelBinding> model_bindings(const Model& m, double threshold = -1);
+// Whether a model's calibration (threshold, heatmap range) holds for `graph_name`: it was made on
+// the model's own inference graph, and another graph (an ablation on the same weights, say)
+// scores on another scale. A model without a graph name (none was recorded) is taken as calibrated.
+bool calibration_applies(const Model& m, const std::string& graph_name);
+// Why it does not, for a warning or an error: names the model file, both graphs and the way out.
+std::string calibration_mismatch(const Model& m, const std::string& model_file, const std::string& graph_name);
 // The image size alone (training: train.image_size), forced.
 std::vector<ModelBinding> image_size_bindings(int width, int height);
 

@@ -13,6 +13,7 @@
 
 #include <ATen/ops/zeros.h>
 
+#include "fmam/evaluate.h"
 #include "fmam/pipeline.h"
 #include "framework/cpu_features.h"
 #include "framework/model_binding.h"
@@ -106,6 +107,43 @@ TEST_F(PipelineTest, TheModelsThresholdGivesVerdictsAndAnExplicitOneWins) {
   o.model = model_file();
   o.threshold = -1;
   EXPECT_EQ(Pipeline(kSrc + "/graphs/rkd.json", o).detect(img).verdict, Verdict::kNone) << "no threshold, no verdict";
+}
+
+// A calibration stands for the graph it was made on: another graph on the same weights (the raw +
+// mapped ablation) gets no verdicts or colour range from it unless given a threshold, and
+// fmam eval --calibrate will not overwrite it with that graph's.
+TEST_F(PipelineTest, TheModelsCalibrationHoldsOnlyForItsOwnGraph) {
+  const std::string path = (temp_dir() / "fmam_rkd_calibrated.fmam").string();
+  Model model = test::tiny_model("graphs/fmam_rkd.json", 64);
+  model.threshold = 0.0;  // every score is >= 0: FAIL
+  model.map_lo = 0.1;
+  model.map_hi = 0.9;
+  save_model(path, model);
+  const cv::Mat img = cv::imread(some_images(1)[0], cv::IMREAD_COLOR);
+  PipelineOptions o;
+  o.model = path;
+  double lo = 0, hi = 0;
+  Pipeline own(kSrc + "/graphs/fmam_rkd.json", o);
+  EXPECT_EQ(own.detect(img).verdict, Verdict::kFail);
+  EXPECT_TRUE(own.map_range(&lo, &hi));
+  const std::string other = kSrc + "/graphs/ablations/fmam_rkd_raw_plus_mapped.json";
+  testing::internal::CaptureStderr();
+  Pipeline ablation(other, o);
+  const std::string warning = testing::internal::GetCapturedStderr();
+  EXPECT_THAT(warning, HasSubstr("was calibrated on graph \"fmam_rkd\"; graph \"fmam_rkd_raw_plus_mapped\" scores on its "
+                                 "own scale"));
+  EXPECT_LT(ablation.threshold(), 0);
+  EXPECT_EQ(ablation.detect(img).verdict, Verdict::kNone);
+  EXPECT_FALSE(ablation.map_range(&lo, &hi));
+  o.threshold = 0.0;
+  EXPECT_EQ(Pipeline(other, o).detect(img).verdict, Verdict::kFail) << "an explicit threshold still gives verdicts";
+  EvalOptions e;
+  e.model = path;
+  e.data = kSrc + "/../shared/data/mvtec_ad/bottle";
+  e.calibrate = true;
+  EXPECT_THAT([&] { evaluate(other, e); },
+              testing::ThrowsMessage<Error>(HasSubstr("--calibrate: " + path + " belongs to graph \"fmam_rkd\"")));
+  EXPECT_EQ(load_model(path).threshold, 0.0) << "the model is untouched";
 }
 
 TEST_F(PipelineTest, GrayAndBgraFramesAreScoredAndOthersRefused) {
