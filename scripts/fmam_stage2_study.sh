@@ -62,26 +62,7 @@ EOF
 }
 
 # The model's student alone, for graphs/rkd.json (the mappings dropped).
-student_only() {
-  /usr/bin/python3 - "$1" "$2" "$PWD/graphs/rkd.json" <<'EOF'
-import pickle, sys, types, torch
-src, dst, rkd = sys.argv[1:4]
-m = torch.load(src, map_location='cpu')
-m['tensors'] = {k: v for k, v in m['tensors'].items() if not k.startswith('fm/')}
-m['fingerprints'] = {k: v for k, v in m['fingerprints'].items() if k != 'fm'}
-m['graph_name'], m['graph_json'] = 'rkd', open(rkd).read()
-m.pop('tensors_sha256', None)  # the checksum of the tensors dropped above
-class P(pickle._Pickler):  # libtorch's unpickler reads SETITEMS only
-    def _batch_setitems(self, items):
-        items = list(items)
-        if items:
-            self.write(pickle.MARK)
-            for k, v in items:
-                self.save(k); self.save(v)
-            self.write(pickle.SETITEMS)
-torch.save(m, dst, pickle_module=types.SimpleNamespace(__name__='p', Pickler=P))
-EOF
-}
+student_only() { bash scripts/student_only.sh "$1" "$2"; }
 
 variant() {  # name -> "training_graph inference_graph"
   local F=graphs/fmam_rkd_train.json A=graphs/ablations/aml_only_rkd_train.json
