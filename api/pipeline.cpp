@@ -235,6 +235,11 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   if (m.opt.batch < 1 || m.opt.max_in_flight < 1 || m.opt.threads < 0)
     throw Error(graph_file + ": batch and max_in_flight must be >= 1 and threads >= 0");
   (void)m.run_options();  // a bad device or precision is an error now, not at the first frame
+  if (m.opt.precision == "bf16" && !cpu_has_native_bf16())
+    std::fprintf(stderr,
+                 "fmam: warning: precision bf16: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated, "
+                 "several times slower than fp32 (docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
+                 cpu_has_int8_dot() ? "int8 for a calibrated model, else fp32" : "fp32");
   if (m.int8() && m.opt.model.empty())
     throw Error(graph_file + ": precision int8 needs a model calibrated for it (fmam quantize); none was given");
   ensure_plugins(m.opt.plugins);
