@@ -59,18 +59,21 @@ ActivationRanges ranges_from_tensors(const std::map<std::string, at::Tensor>& te
   return r;
 }
 
-QParams qparams_at(const ActivationRanges& ranges, const std::string& point) {
+QParams qparams_at(const ActivationRanges& ranges, const std::string& point, int quant_max) {
   auto it = ranges.find(point);
   if (it == ranges.end()) throw Error("int8 calibration: no range for activation \"" + point + "\"");
   const auto [first, second] = it->second;
   if (!std::isfinite(first) || !std::isfinite(second) || first > second)
     throw Error("int8 calibration: activation \"" + point + "\" has an invalid range");
+  if (quant_max < 1 || quant_max > 255) throw Error("int8: quant_max must be in 1..255, got " + std::to_string(quant_max));
   const double lo = std::min<double>(first, 0), hi = std::max<double>(second, 0);
   QParams q;
-  q.scale = std::max((hi - lo) / 255.0, 1e-8);
-  q.zero_point = std::clamp<int64_t>(std::llround(-lo / q.scale), 0, 255);
+  q.scale = std::max((hi - lo) / quant_max, 1e-8);
+  q.zero_point = std::clamp<int64_t>(std::llround(-lo / q.scale), 0, quant_max);
   return q;
 }
+
+int int8_activation_max(bool has_int8_dot_products) { return has_int8_dot_products ? 255 : 127; }
 
 bool int8_engine_available() {
   const auto& engines = at::globalContext().supportedQEngines();

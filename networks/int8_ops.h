@@ -27,13 +27,21 @@ std::map<std::string, at::Tensor> ranges_to_tensors(const ActivationRanges& rang
 ActivationRanges ranges_from_tensors(const std::map<std::string, at::Tensor>& tensors);
 
 // uint8 affine parameters covering [min, max] and zero (so that ReLU's and padding's zeros are
-// exact), as PyTorch's MinMax observers make them.
+// exact) with the codes 0..quant_max, as PyTorch's MinMax observers make them.
 struct QParams {
   double scale = 1;
   int64_t zero_point = 0;
 };
 // ranges[point]'s; throws Error naming a missing point or a range that is not finite.
-QParams qparams_at(const ActivationRanges& ranges, const std::string& point);
+QParams qparams_at(const ActivationRanges& ranges, const std::string& point, int quant_max);
+
+// The largest uint8 code an activation may take on a CPU with or without int8 dot products
+// (framework/cpu_features.h). With them (VNNI), oneDNN sums u8 x s8 products in int32: 255.
+// Without, it multiplies with vpmaddubsw, which adds each pair of products into a saturating
+// int16, and 2 x 255 x 127 overflows it: on an AVX2 host the teacher's features came out at a
+// mean cosine of 0.90 to fp32's at layer2 (docs/PERFORMANCE.md). 127 cannot overflow: PyTorch's
+// reduce_range, which its onednn qconfig asks for on CPUs without VNNI, at one bit of resolution.
+int int8_activation_max(bool has_int8_dot_products);
 
 // Whether this libtorch has the onednn quantized engine; selects it (process-wide) when it does.
 bool int8_engine_available();

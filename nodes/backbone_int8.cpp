@@ -73,10 +73,11 @@ struct Int8Backbone::Impl {
   std::vector<std::vector<Block>> layers;
 };
 
-Int8Backbone::Int8Backbone(const BackboneNode::Net& net, int last_layer, const ActivationRanges& ranges) {
+Int8Backbone::Int8Backbone(const BackboneNode::Net& net, int last_layer, const ActivationRanges& ranges, int activation_max) {
+  const auto point_qparams = [&](const std::string& point) { return qparams_at(ranges, point, activation_max); };
   auto impl = std::make_shared<Impl>();
-  impl->input = qparams_at(ranges, "input");
-  impl->stem = quantized(net.stem, qparams_at(ranges, "stem"), true);
+  impl->input = point_qparams("input");
+  impl->stem = quantized(net.stem, point_qparams("stem"), true);
   for (size_t l = 0; l < net.layers.size() && int(l) < last_layer; ++l) {
     std::vector<Impl::Block> blocks;
     for (size_t b = 0; b < net.layers[l].size(); ++b) {
@@ -85,10 +86,10 @@ Int8Backbone::Int8Backbone(const BackboneNode::Net& net, int last_layer, const A
       Impl::Block q;
       const auto convs = main_path(blk);
       for (size_t i = 0; i < convs.size(); ++i)
-        q.main.push_back(quantized(*convs[i], qparams_at(ranges, conv_name(name, i)), i + 1 < convs.size()));
+        q.main.push_back(quantized(*convs[i], point_qparams(conv_name(name, i)), i + 1 < convs.size()));
       q.has_down = blk.has_down;
-      if (blk.has_down) q.down = quantized(blk.down, qparams_at(ranges, name + ".downsample"), false);
-      q.out = qparams_at(ranges, name + ".out");
+      if (blk.has_down) q.down = quantized(blk.down, point_qparams(name + ".downsample"), false);
+      q.out = point_qparams(name + ".out");
       blocks.push_back(std::move(q));
     }
     impl->layers.push_back(std::move(blocks));

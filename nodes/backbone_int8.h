@@ -35,9 +35,10 @@ std::vector<std::string> activation_points(const BackboneNode::Net& net, int las
 // The int8 network: weights quantised and packed once, at construction.
 class Int8Backbone {
  public:
+  // Activations take the codes 0..activation_max (int8_activation_max(): 255 with VNNI, else 127).
   // Throws Error naming the first point `ranges` lacks, or a range that is not finite (or when
   // libtorch has no onednn quantized engine).
-  Int8Backbone(const BackboneNode::Net& net, int last_layer, const ActivationRanges& ranges);
+  Int8Backbone(const BackboneNode::Net& net, int last_layer, const ActivationRanges& ranges, int activation_max);
   // image [B, 3, H, W] float32 -> the `layers` (1-based, increasing) as float32 in `out_format`.
   std::vector<at::Tensor> operator()(const at::Tensor& image, const std::vector<int>& layers, at::MemoryFormat out_format) const;
 

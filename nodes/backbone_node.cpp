@@ -11,6 +11,7 @@
 #include <ATen/ops/max_pool2d.h>
 #include <c10/core/InferenceMode.h>
 
+#include "framework/cpu_features.h"
 #include "networks/weights.h"
 #include "nodes/backbone_int8.h"
 #include "nodes/backbone_net.h"
@@ -197,10 +198,14 @@ std::map<std::string, at::Tensor> BackboneNode::activation_ranges() const {
 }
 
 void BackboneNode::use_int8(const std::map<std::string, at::Tensor>& ranges) {
+  use_int8(ranges, int8_activation_max(cpu_has_int8_dot()));
+}
+
+void BackboneNode::use_int8(const std::map<std::string, at::Tensor>& ranges, int activation_max) {
   const ActivationRanges r = ranges_from_tensors(ranges);
   for (const auto& point : activation_points(*net_, layers_.back()))
     if (!r.count(point)) throw Error("int8 calibration: no range for activation \"" + point + "\"; rerun fmam quantize");
-  int8_ = std::make_shared<const Int8Backbone>(*net_, layers_.back(), r);
+  int8_ = std::make_shared<const Int8Backbone>(*net_, layers_.back(), r, activation_max);
 }
 
 std::vector<at::Tensor> BackboneNode::run(const Net& net, const at::Tensor& image) const {

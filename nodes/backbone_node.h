@@ -80,7 +80,9 @@ class BackboneNode final : public Node, public Fingerprinted, public Int8Quantiz
   // int8 (backbone_int8.h): calibration and the int8 network.
   void observe_activation_ranges(bool on) override;
   std::map<std::string, at::Tensor> activation_ranges() const override;
+  // This CPU's activation codes (int8_activation_max()), or those given.
   void use_int8(const std::map<std::string, at::Tensor>& ranges) override;
+  void use_int8(const std::map<std::string, at::Tensor>& ranges, int activation_max);
   bool runs_int8() const { return int8_ != nullptr; }
 
   struct Net;  // the BatchNorm-folded network (backbone_net.h)

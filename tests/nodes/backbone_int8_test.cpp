@@ -7,12 +7,15 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <thread>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "framework/cpu_features.h"
 #include "framework/error.h"
 #include "nodes/backbone_int8.h"
 #include "nodes/backbone_node.h"
@@ -58,29 +61,73 @@ std::map<std::string, at::Tensor> Calibrate(BackboneNode& node, const at::Tensor
   return node.activation_ranges();
 }
 
-TEST(BackboneInt8Test, StaysCloseToFloat32OnRealImages) {
-  if (!int8_engine_available()) GTEST_SKIP() << "no onednn quantized engine";
+struct Closeness {
+  double mean, min;  // per-pixel cosine to fp32's features, at every level
+};
+
+// The per-pixel cosine of the int8 teacher's features to fp32's on 8 test images, per level,
+// calibrated on 16 train images; use_int8 picks the activation codes.
+std::vector<Closeness> CosineToFloat32(
+    const std::function<void(BackboneNode&, const std::map<std::string, at::Tensor>&)>& use_int8) {
   BackboneNode fp32(Teacher()), int8(Teacher());
   const auto ranges = Calibrate(int8, Images(kBottle + "/train/good", 16));
   // Every point of resnet18 to layer3: input, stem, 6 blocks x (conv1, conv2, out) + 2 downsamples.
   EXPECT_EQ(ranges.size(), 2u + 6 * 3 + 2);
   EXPECT_GT(ranges.at("stem")[1].item<float>(), 0.f);
   EXPECT_EQ(ranges.at("stem")[0].item<float>(), 0.f);  // after a ReLU
-  int8.use_int8(ranges);
-  ASSERT_TRUE(int8.runs_int8());
+  use_int8(int8, ranges);
+  EXPECT_TRUE(int8.runs_int8());
 
   const at::Tensor test = Images(kBottle + "/test/broken_large", 8);
   const auto want = fp32.forward(test), got = int8.forward(test);
-  ASSERT_EQ(got.size(), 3u);
-  for (size_t j = 0; j < got.size(); ++j) {
-    ASSERT_EQ(got[j].sizes(), want[j].sizes());
+  EXPECT_EQ(got.size(), 3u);
+  std::vector<Closeness> out;
+  for (size_t j = 0; j < got.size() && j < want.size(); ++j) {
+    EXPECT_EQ(got[j].sizes(), want[j].sizes());
     EXPECT_EQ(got[j].scalar_type(), at::kFloat);
     const at::Tensor cos = at::cosine_similarity(got[j], want[j], 1);
-    // Measured per level: mean 0.9982 / 0.9955 / 0.9970, min 0.984 / 0.933 / 0.983 (bf16: 0.9998
-    // and 0.998). Clipping the ranges (x0.8) or widening them (x1.3) both measured worse.
-    EXPECT_GT(cos.mean().item<double>(), 0.994) << "level " << j;
-    EXPECT_GT(cos.min().item<double>(), 0.9) << "level " << j;
+    out.push_back({cos.mean().item<double>(), cos.min().item<double>()});
+    std::printf("level %zu: cosine to fp32 mean %.4f min %.3f\n", j, out.back().mean, out.back().min);
   }
+  return out;
+}
+
+// What each activation width must keep. 8 bits (with VNNI), measured on an AMD Zen 4 host: mean
+// 0.9982 / 0.9955 / 0.9970, min 0.984 / 0.933 / 0.983 (bf16: 0.9998 and 0.998); clipping the
+// ranges (x0.8) or widening them (x1.3) both measured worse. 7 bits, measured on an AVX2 host:
+// mean 0.9948 / 0.9872 / 0.9908, min 0.956 / 0.822 / 0.923 (twice the rounding step).
+void ExpectClose(const std::vector<Closeness>& got, int activation_max) {
+  ASSERT_EQ(got.size(), 3u);
+  const Closeness want = activation_max == 255 ? Closeness{0.994, 0.9} : Closeness{0.984, 0.75};
+  for (size_t j = 0; j < got.size(); ++j) {
+    EXPECT_GT(got[j].mean, want.mean) << "level " << j << ", codes 0.." << activation_max;
+    EXPECT_GT(got[j].min, want.min) << "level " << j << ", codes 0.." << activation_max;
+  }
+}
+
+// The teacher as use_int8 runs it on this CPU: 8-bit activations with VNNI, 7-bit without.
+TEST(BackboneInt8Test, StaysCloseToFloat32OnRealImages) {
+  if (!int8_engine_available()) GTEST_SKIP() << "no onednn quantized engine";
+  ExpectClose(CosineToFloat32([](BackboneNode& n, const auto& r) { n.use_int8(r); }), int8_activation_max(cpu_has_int8_dot()));
+}
+
+// 7-bit activations, what CPUs without VNNI get, checked on every CPU.
+TEST(BackboneInt8Test, SevenBitActivationsStayCloseOnEveryCpu) {
+  if (!int8_engine_available()) GTEST_SKIP() << "no onednn quantized engine";
+  ExpectClose(CosineToFloat32([](BackboneNode& n, const auto& r) { n.use_int8(r, 127); }), 127);
+}
+
+// Why CPUs without VNNI get 7 bits: with 8, oneDNN's int16 pair sums overflow there, and the
+// features drift far from fp32's (measured on an AVX2 host: mean 0.933 / 0.904 / 0.910, min
+// 0.692 / 0.590 / 0.574).
+// If this starts failing, the overflow is gone and int8_activation_max() may give such CPUs 255.
+TEST(BackboneInt8Test, EightBitActivationsOverflowWithoutInt8DotProducts) {
+  if (!int8_engine_available()) GTEST_SKIP() << "no onednn quantized engine";
+  if (cpu_has_int8_dot()) GTEST_SKIP() << "this CPU has int8 dot products (VNNI): nothing overflows";
+  const auto got = CosineToFloat32([](BackboneNode& n, const auto& r) { n.use_int8(r, 255); });
+  double worst = 1;
+  for (const Closeness& c : got) worst = std::min(worst, c.mean);
+  EXPECT_LT(worst, 0.95);
 }
 
 TEST(BackboneInt8Test, TwoThreadsAtOnceGiveTheSameFeatures) {
