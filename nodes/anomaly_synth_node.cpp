@@ -46,6 +46,8 @@ void check_params(const AnomalySynthNode::Params& p) {
   FMAM_CHECK(p.perlin_min_scale < p.perlin_max_scale) << "param \"perlin_max_scale\": must be greater than perlin_min_scale ("
                                                       << p.perlin_min_scale << "), got " << p.perlin_max_scale;
   FMAM_CHECK(p.beta_min <= p.beta_max) << "param \"beta_max\": must be >= beta_min (" << p.beta_min << "), got " << p.beta_max;
+  FMAM_CHECK(p.shade_gain_min <= p.shade_gain_max)
+      << "param \"shade_gain_max\": must be >= shade_gain_min (" << p.shade_gain_min << "), got " << p.shade_gain_max;
 }
 
 bool is_dir(const fs::path& p) {
@@ -262,12 +264,15 @@ AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint
   const bool anomalous = uniform01(rng) < double(p.probability);
   const uint64_t noise_seed = rng(), structure_seed = rng(), texture_draw = rng();
   const double beta_draw = uniform01(rng);
+  const double shade_draw = uniform01(rng), gain_draw = uniform01(rng);  // drawn last: the paper's draws stay as they were
   if (!anomalous) {
     r.image = image.clone();
     return r;
   }
   r.anomalous = true;
   r.beta = p.opacity == Opacity::kNone ? 1.0f : float(p.beta_min + (p.beta_max - p.beta_min) * beta_draw);
+  r.shaded = shade_draw < double(p.shade);
+  if (r.shaded) r.shade_gain = float(p.shade_gain_min + (p.shade_gain_max - p.shade_gain_min) * gain_draw);
 
   // Masks: fresh noise until M1 or M2 is non-empty; one of them alone is fine (the frame then has
   // only a structure or only a texture defect; the AML only needs the union).
@@ -299,8 +304,12 @@ AnomalySynthNode::Result AnomalySynthNode::synthesize(const cv::Mat& image, uint
     paste_region(image, r.structure, r.m1, r.beta, p.feather, r.image);
   }
   if (cv::countNonZero(r.m2) > 0) {
-    FMAM_CHECK(!bank.empty()) << "param \"textures\": no texture images loaded";
-    r.texture = bank.load(size_t(texture_draw % bank.size()), image.size(), image.channels());
+    if (r.shaded) {
+      image.convertTo(r.texture, image.type(), r.shade_gain);  // saturating, round to nearest
+    } else {
+      FMAM_CHECK(!bank.empty()) << "param \"textures\": no texture images loaded";
+      r.texture = bank.load(size_t(texture_draw % bank.size()), image.size(), image.channels());
+    }
     paste_region(image, r.texture, r.m2, r.beta, p.feather, r.image);
   }
   return r;

@@ -5,6 +5,9 @@
 //   I' = I*(1-M) + (1-beta)*I*M + beta*(S*M1 + T*M2),  M = M1 + M2  (beta = 1: opacity "none").
 // With feather > 0 the pasting weights beta*M1 and beta*M2 are Gaussian-blurred (sigma = feather
 // pixels), so a defect fades into the image instead of ending at a hard edge; the mask stays M1|M2.
+// With shade > 0, that share of frames shows in M2 not a texture but I itself darkened, T = g*I:
+// a change of intensity without new structure, as foreign matter in a bottle (MVTec's
+// contamination) looks; feathered, a smooth dark blob.
 // Every draw derives from (seed, frame id), so the output never depends on thread scheduling.
 #pragma once
 
@@ -60,7 +63,10 @@ class AnomalySynthNode final : public Node {
     Opacity opacity = Opacity::kNone;  // the paper's Fig. 3 pastes S and T as they are
     float beta_min = 0.2f;             // DRAEM's 1 - U(0, 0.8): the pasted content keeps >= 20 %
     float beta_max = 1.0f;
-    float feather = 0.0f;      // the paper's masks have hard edges
+    float feather = 0.0f;  // the paper's masks have hard edges
+    float shade = 0.0f;    // the paper's M2 always shows a texture
+    float shade_gain_min = 0.4f;
+    float shade_gain_max = 0.8f;
     float probability = 1.0f;  // DRAEM: 0.5; AML needs an anomaly in every frame
     int seed = 0;
   };
@@ -101,6 +107,13 @@ class AnomalySynthNode final : public Node {
                "image over about 2 sigma instead of ending at a hard edge (0: hard edges, the paper's); "
                "the mask output stays M1 | M2",
                Range{0.0f, 64.0f})
+        .param(&Params::shade, "shade",
+               "chance that a frame's M2 shows the image itself darkened, T = g * I with g ~ "
+               "U[shade_gain_min, shade_gain_max], instead of a texture: an intensity defect without new "
+               "structure (0: always a texture, the paper's)",
+               Range{0.0f, 1.0f})
+        .param(&Params::shade_gain_min, "shade_gain_min", "shade: lowest gain g (0: black)", Range{0.0f, 4.0f})
+        .param(&Params::shade_gain_max, "shade_gain_max", "shade: highest gain g (above 1 brightens)", Range{0.0f, 4.0f})
         .param(&Params::probability, "probability", "chance that a frame gets an anomaly; otherwise I' = I and the mask is 0",
                Range{0.0f, 1.0f})
         .param(&Params::seed, "seed", "with the frame id, seeds every random draw of a frame")
@@ -113,10 +126,12 @@ class AnomalySynthNode final : public Node {
 
   // ---- the work, for the trainer and tests -------------------------------------------------
   struct Result {
-    cv::Mat image;           // I', same size and type as the input
-    cv::Mat m1, m2;          // CV_8UC1, 0 or 1: structure and texture regions (disjoint)
-    cv::Mat structure;       // S (empty when M1 is empty or no anomaly)
-    cv::Mat texture;         // T (empty when M2 is empty or no anomaly)
+    cv::Mat image;        // I', same size and type as the input
+    cv::Mat m1, m2;       // CV_8UC1, 0 or 1: structure and texture regions (disjoint)
+    cv::Mat structure;    // S (empty when M1 is empty or no anomaly)
+    cv::Mat texture;      // T (empty when M2 is empty or no anomaly): a texture, or g * I when shaded
+    bool shaded = false;  // T is the image darkened (params' shade), by shade_gain
+    float shade_gain = 1.0f;
     bool anomalous = false;  // false: probability said no, I' = I, masks 0
     float beta = 1.0f;       // weight of the pasted content
     float tau = 0.0f;        // the threshold used (below params.tau after the fallback)

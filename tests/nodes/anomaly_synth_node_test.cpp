@@ -365,6 +365,73 @@ TEST(AnomalySynthNodeTest, FeatherFadesTheDefectsEdges) {
       if (hard.m2.at<uchar>(y, x)) ASSERT_EQ(hard.image.at<cv::Vec3b>(y, x), kTextureColor);
 }
 
+// The draws of the paper's synthesis stay as they were when params are added (new draws come after
+// them): FNV-1a of I' and of M1 | M2 for three frames at the defaults (textures: one solid image),
+// recorded before the shade params existed. A change here changes every RKD+FMAM model's training.
+uint64_t fnv1a(const cv::Mat& m) {
+  uint64_t h = 1469598103934665603ULL;
+  for (int y = 0; y < m.rows; ++y)
+    for (size_t i = 0; i < m.cols * m.elemSize(); ++i) h = (h ^ m.ptr<uchar>(y)[i]) * 1099511628211ULL;
+  return h;
+}
+
+TEST(AnomalySynthNodeTest, ThePapersDrawsStayAsTheyWere) {
+  SolidTextures tex;
+  TextureBank bank(tex.dir.path());
+  const cv::Mat img = random_image(80, 96);
+  const uint64_t want[3][2] = {{6255507264390904532ULL, 10469273412359151803ULL},
+                               {11819860005850892739ULL, 9049671437791469894ULL},
+                               {4217993778362820264ULL, 16516378941210120087ULL}};
+  for (int frame = 0; frame < 3; ++frame) {
+    auto r = AnomalySynthNode::synthesize(img, AnomalySynthNode::frame_seed(9, frame), solid_params(tex), bank);
+    EXPECT_EQ(fnv1a(r.image), want[frame][0]) << "frame " << frame;
+    EXPECT_EQ(fnv1a(r.m1 | r.m2), want[frame][1]) << "frame " << frame;
+  }
+}
+
+// shade: M2 shows the image itself times g (rounded, saturating), not a texture; M1 and the outside
+// are as without it, so the same frame with shade 0 differs only in M2. shade 0.5 shades about
+// half the frames, with gains inside [shade_gain_min, shade_gain_max].
+TEST(AnomalySynthNodeTest, ShadeDarkensTheImageInM2) {
+  SolidTextures tex;
+  TextureBank bank(tex.dir.path());
+  Params p = solid_params(tex);
+  p.shade = 1.0f;
+  p.shade_gain_min = p.shade_gain_max = 0.5f;
+  const cv::Mat img = random_image(96, 96);
+  int frames_with_m2 = 0;
+  for (int seed = 0; seed < 6; ++seed) {
+    const auto r = AnomalySynthNode::synthesize(img, seed, p, bank);
+    const auto paper = AnomalySynthNode::synthesize(img, seed, solid_params(tex), bank);
+    ASSERT_TRUE(r.shaded);
+    EXPECT_FLOAT_EQ(r.shade_gain, 0.5f);
+    EXPECT_FALSE(paper.shaded);
+    ASSERT_TRUE(equal_mats(r.m1, paper.m1) && equal_mats(r.m2, paper.m2)) << "the masks do not depend on shade";
+    frames_with_m2 += cv::countNonZero(r.m2) > 0;
+    for (int y = 0; y < img.rows; ++y)
+      for (int x = 0; x < img.cols; ++x) {
+        const cv::Vec3b got = r.image.at<cv::Vec3b>(y, x), i = img.at<cv::Vec3b>(y, x);
+        if (r.m2.at<uchar>(y, x)) {
+          for (int c = 0; c < 3; ++c) ASSERT_EQ(got[c], cvRound(0.5 * i[c])) << y << "," << x;
+        } else {
+          ASSERT_EQ(got, paper.image.at<cv::Vec3b>(y, x)) << y << "," << x;
+        }
+      }
+  }
+  EXPECT_GT(frames_with_m2, 2);
+  p.shade = 0.5f;
+  p.shade_gain_min = 0.3f;
+  p.shade_gain_max = 0.6f;
+  int shaded = 0;
+  for (int seed = 0; seed < 200; ++seed) {
+    const auto r = AnomalySynthNode::synthesize(random_image(8, 8), seed, p, bank);
+    shaded += r.shaded;
+    if (r.shaded) EXPECT_TRUE(r.shade_gain >= 0.3f && r.shade_gain <= 0.6f) << r.shade_gain;
+  }
+  EXPECT_GT(shaded, 70);
+  EXPECT_LT(shaded, 130);
+}
+
 TEST(AnomalySynthNodeTest, GrayAndOnePixelImages) {
   SolidTextures tex;
   TextureBank bank(tex.dir.path());
@@ -494,6 +561,9 @@ TEST(AnomalySynthNodeTest, BadParamsAreNamed) {
   throws(R"("perlin_min_scale": 3, "perlin_max_scale": 3)",
          R"(param "perlin_max_scale": must be greater than perlin_min_scale (3), got 3)");
   throws(R"("beta_min": 0.8, "beta_max": 0.5)", R"(param "beta_max": must be >= beta_min (0.8), got 0.5)");
+  throws(R"("shade_gain_min": 0.9, "shade_gain_max": 0.5)",
+         R"(param "shade_gain_max": must be >= shade_gain_min (0.9), got 0.5)");
+  throws(R"("shade": 2)", R"(param "shade": must be in [0, 1], got 2)");
   throws(R"("taus": 0.5)", R"(unknown param "taus")");
   throws(R"("seed": 1.5)", R"(param "seed": must be an integer)");
 }
