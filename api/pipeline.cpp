@@ -118,11 +118,12 @@ struct Pipeline::Impl {
     if (p == "auto" || p == "int8") return cpu_has_native_bf16() ? Precision::kBFloat16Mixed : Precision::kFloat32;
     throw Error(graph_file + ": precision must be auto, fp32, bf16 or int8, got \"" + p + "\"");
   }
-  // auto picks int8 where it measured fastest at no measured cost (docs/PERFORMANCE.md: within
-  // 0.11 point of fp32's AUROC on 11 models): a calibrated model on a CPU with int8 dot products.
+  // auto picks int8 where it measured fastest at a measured cost within 0.5 point of fp32's AUROC
+  // (docs/PERFORMANCE.md: 0.11 point on 11 models with int8 dot products, 0.16 on AVX2 without):
+  // a calibrated model on a CPU with AVX2 or int8 dot products (cpu_has_fast_int8).
   bool int8() const {
     if (opt.precision == "int8") return true;
-    return opt.precision == "auto" && model && !model->int8_ranges.empty() && cpu_has_int8_dot() && onednn_int8_available();
+    return opt.precision == "auto" && model && !model->int8_ranges.empty() && cpu_has_fast_int8() && onednn_int8_available();
   }
   static bool onednn_int8_available() {
     const auto& engines = at::globalContext().supportedQEngines();
@@ -239,7 +240,7 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
     std::fprintf(stderr,
                  "fmam: warning: precision bf16: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated, "
                  "several times slower than fp32 (docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
-                 cpu_has_int8_dot() ? "int8 for a calibrated model, else fp32" : "fp32");
+                 cpu_has_fast_int8() ? "int8 for a calibrated model, else fp32" : "fp32");
   if (m.int8() && m.opt.model.empty())
     throw Error(graph_file + ": precision int8 needs a model calibrated for it (fmam quantize); none was given");
   ensure_plugins(m.opt.plugins);

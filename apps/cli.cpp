@@ -198,7 +198,7 @@ std::vector<Args::Option> common_options() {
 Args::Option precision_option() {
   return {"precision", "P",
           "the networks' arithmetic: auto (default: int8 for a model calibrated for it on CPUs with\n"
-          "                              VNNI, else bf16 on CPUs with AVX512-BF16, else fp32), fp32, bf16\n"
+          "                              AVX2 or VNNI, else bf16 on CPUs with AVX512-BF16, else fp32), fp32, bf16\n"
           "                              (convolutions in bfloat16, ~2x faster), or int8 (the teacher in\n"
           "                              int8; fmam train calibrates models for it, fmam quantize older\n"
           "                              ones). docs/PERFORMANCE.md",

@@ -353,7 +353,7 @@ static void gst_fmam_class_init(GstFmamClass* klass) {
   g_object_class_install_property(
       oc, PROP_PRECISION,
       g_param_spec_string("precision", "Precision",
-                          "The networks' arithmetic: auto (int8 for a model calibrated for it on CPUs with VNNI, else "
+                          "The networks' arithmetic: auto (int8 for a model calibrated for it on CPUs with AVX2 or VNNI, else "
                           "bf16 on CPUs with AVX512-BF16, else fp32), fp32, bf16 (convolutions in bfloat16, about 2x "
                           "faster) or int8 (the teacher in int8; the model must be calibrated: fmam quantize)",
                           "auto", flags));

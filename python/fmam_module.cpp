@@ -494,7 +494,7 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
   plugins    extra node plugins (.so paths)
   device     "cpu" or "cuda" (the Halide post-processing kernels on a GPU; the networks stay on
              the CPU; slower than "cpu" at usual map sizes, see docs/PERFORMANCE.md)
-  precision  the networks' arithmetic: "auto" (int8 for a model calibrated for it on CPUs with VNNI,
+  precision  the networks' arithmetic: "auto" (int8 for a model calibrated for it on CPUs with AVX2 or VNNI,
              else bf16 on CPUs with AVX512-BF16, else fp32), "fp32", "bf16" (convolutions in bfloat16,
              about 2x faster) or "int8" (the teacher in int8; the model must be calibrated: fmam train
              does it, or fmam quantize); .precision says what runs
@@ -520,7 +520,7 @@ Detector(graph, model=None, threshold=None, batch=4, threads=0, overrides=None, 
            "finishes): runs the defect-free `images` (paths; at most max_images of them, spread over the\n"
            "list, if > 0) in float32, records the range of every activation the int8 teacher quantises and\n"
            "writes them into the model file (or save_as). Unreadable images are skipped and counted. This\n"
-           "Detector then uses them (precision=\"auto\" becomes int8 on CPUs with VNNI).")
+           "Detector then uses them (precision=\"auto\" becomes int8 on CPUs with AVX2 or VNNI).")
       .def_property_readonly("threshold", &Detector::threshold, "the verdict threshold, or None")
       .def_property_readonly("image_size", &Detector::image_size, "(width, height) the model runs at, or None without a model")
       .def_property_readonly("graph_name", &Detector::graph_name)

@@ -37,7 +37,7 @@ struct PipelineOptions {
   // nodes float32; CPU only), int8 (the frozen teacher in int8 through onednn, the trained networks
   // as bf16/fp32 would run them; needs a model calibrated by fmam train or fmam quantize /
   // calibrate_int8()) or auto: int8 for a calibrated model on CPUs with int8 dot products
-  // (AVX512-VNNI / AVX-VNNI), else bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
+  // (AVX512-VNNI / AVX-VNNI) or AVX2 (7-bit activations there), else bf16 on CPUs that multiply bfloat16 natively (AVX512-BF16),
   // else fp32 (the networks run on the CPU with either device). docs/PERFORMANCE.md has their
   // speed and accuracy.
   std::string precision = "auto";

@@ -256,7 +256,7 @@ TEST_F(PipelineTest, PrecisionIsChosenPerRunAndBf16StaysCloseToFp32) {
 // int8: a model must be calibrated first, and saying so names the command; calibrate_int8
 // records the teacher's activation ranges (in float32, whatever was asked) into a copy of the
 // model, reporting and skipping an unreadable image; the calibrated copy then runs the teacher
-// in int8 (auto picks it on CPUs with VNNI), its scores close to fp32's, and the original file
+// in int8 (auto picks it on CPUs with AVX2 or VNNI), its scores close to fp32's, and the original file
 // is left as it was.
 TEST_F(PipelineTest, Int8RunsACalibratedModelCloseToFp32) {
   PipelineOptions o;
@@ -299,7 +299,7 @@ TEST_F(PipelineTest, Int8RunsACalibratedModelCloseToFp32) {
   o.model = copy;
   o.precision = "auto";  // a calibrated model: int8 where the CPU has int8 dot products
   EXPECT_EQ(Pipeline(kSrc + "/graphs/rkd.json", o).precision(),
-            cpu_has_int8_dot() ? "int8" : (cpu_has_native_bf16() ? "bf16" : "fp32"));
+            cpu_has_fast_int8() ? "int8" : (cpu_has_native_bf16() ? "bf16" : "fp32"));
   o.precision = "int8";
   Pipeline int8(kSrc + "/graphs/rkd.json", o);
   EXPECT_EQ(int8.precision(), "int8");

@@ -158,7 +158,7 @@ def test_precision(model):
 
 # calibrate_int8: an uncalibrated model (training with train.int8_calibration_images=0) is refused
 # with precision="int8" and runs bf16/fp32 under "auto"; calibrating a copy from Python makes
-# "auto" pick int8 on CPUs with VNNI, and the copy then opens with precision="int8".
+# "auto" pick int8 on CPUs with AVX2 or VNNI, and the copy then opens with precision="int8".
 @needs_data
 def test_calibrate_int8(model, tmp_path):
     plain = tmp_path / "plain.fmam"
@@ -173,8 +173,9 @@ def test_calibrate_int8(model, tmp_path):
     images = sorted(str(f) for f in (BOTTLE / "train" / "good").glob("*.png"))
     c = d.calibrate_int8(images, save_as=copy, max_images=3)
     assert c == {"images": 3, "skipped": 0, "nodes": ["teacher"], "points": 22, "saved_to": str(copy)}
-    vnni = "avx512_vnni" in Path("/proc/cpuinfo").read_text() or "avx_vnni" in Path("/proc/cpuinfo").read_text()
-    assert d.precision == ("int8" if vnni else d.precision)
+    flags = Path("/proc/cpuinfo").read_text().split()
+    fast_int8 = any(f in flags for f in ("avx2", "avx512_vnni", "avx_vnni"))  # framework/cpu_features.h
+    assert d.precision == ("int8" if fast_int8 else d.precision)
     assert fmam.Detector(GRAPH, model=str(copy), precision="int8").precision == "int8"
     with pytest.raises(ValueError, match="max_images: must be >= 0"):
         d.calibrate_int8(images, max_images=-1)
