@@ -27,7 +27,7 @@ inline bool cpu_has_int8_dot() {
 
 // Whether oneDNN's int8 convolutions beat float32 on this CPU, so that `auto` runs a calibrated
 // model's teacher in int8: with int8 dot products (measured on Zen 4 and Ice Lake-class hosts,
-// 8-bit activations), and on AVX2 without them (an AMD EPYC AVX2 host: 1.27x the whole fp32 run,
+// 8-bit activations), and on AVX2 without them (an AMD EPYC AVX2 host: 1.13-1.27x the whole fp32 run,
 // 7-bit activations, within 0.2 point of fp32's AUROC; docs/PERFORMANCE.md).
 inline bool cpu_has_fast_int8() {
 #if defined(__x86_64__) || defined(__i386__)
