@@ -239,7 +239,8 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   if (m.opt.precision == "bf16" && !cpu_has_native_bf16())
     std::fprintf(stderr,
                  "fmam: warning: precision bf16: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated, "
-                 "several times slower than fp32 (docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
+                 "several times slower than fp32%s (docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
+                 cpu_has_bf16_kernels() ? "" : ", and less accurate: without AVX-512 the convolutions sum in bfloat16",
                  cpu_has_fast_int8() ? "int8 for a calibrated model, else fp32" : "fp32");
   if (m.int8() && m.opt.model.empty())
     throw Error(graph_file + ": precision int8 needs a model calibrated for it (fmam quantize); none was given");

@@ -224,6 +224,8 @@ TEST_F(PipelineTest, PrecisionIsChosenPerRunAndBf16StaysCloseToFp32) {
     EXPECT_EQ(pipe.precision(), p == "auto" ? (cpu_has_native_bf16() ? "bf16" : "fp32") : p);
     // bf16 asked for on a CPU that emulates it (several times slower than fp32) says so, and only then.
     EXPECT_EQ(warning.find("no native bfloat16") != std::string::npos, p == "bf16" && !cpu_has_native_bf16()) << warning;
+    // ... and, where oneDNN has no bfloat16 kernels (no AVX-512), that it is less accurate too.
+    EXPECT_EQ(warning.find("less accurate") != std::string::npos, p == "bf16" && !cpu_has_bf16_kernels()) << warning;
     pipe.run_files(some_images(4), [&](const Detection& d) { scores[p].push_back(d.score); });
   }
   ASSERT_EQ(scores["fp32"].size(), 4u);
