@@ -238,10 +238,9 @@ Pipeline::Pipeline(const std::string& graph_file, PipelineOptions options) : imp
   (void)m.run_options();  // a bad device or precision is an error now, not at the first frame
   if (m.opt.precision == "bf16" && !cpu_has_native_bf16())
     std::fprintf(stderr,
-                 "fmam: warning: precision bf16: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated, "
-                 "several times slower than fp32%s (docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
-                 cpu_has_bf16_kernels() ? "" : ", and less accurate: without AVX-512 the convolutions sum in bfloat16",
-                 cpu_has_fast_int8() ? "int8 for a calibrated model, else fp32" : "fp32");
+                 "fmam: warning: precision bf16: this CPU has no native bfloat16 (AVX512-BF16), %s "
+                 "(docs/PERFORMANCE.md); \"auto\" would pick %s here\n",
+                 bf16_emulation_cost(), cpu_has_fast_int8() ? "int8 for a calibrated model, else fp32" : "fp32");
   if (m.int8() && m.opt.model.empty())
     throw Error(graph_file + ": precision int8 needs a model calibrated for it (fmam quantize); none was given");
   ensure_plugins(m.opt.plugins);

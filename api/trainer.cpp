@@ -283,9 +283,7 @@ void Trainer::Impl::load() {
   check_one_image_size(files, batch, graph, cfg, graph_path, good);
   precision = resolve_precision(cfg.precision);
   if (cfg.precision == "bf16-mixed" && !cpu_has_native_bf16())
-    log(std::string("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), so it is emulated and "
-                    "slower than fp32") +
-        (cpu_has_bf16_kernels() ? "" : ", and less accurate: without AVX-512 the convolutions sum in bfloat16") +
+    log(std::string("train.precision bf16-mixed: this CPU has no native bfloat16 (AVX512-BF16), ") + bf16_emulation_cost() +
         "; \"auto\" would pick fp32 here");
 
   // One cache for the whole run, both stages: the teacher and its input are the same in each.

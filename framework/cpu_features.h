@@ -28,6 +28,14 @@ inline bool cpu_has_bf16_kernels() {
 #endif
 }
 
+// What asking for bfloat16 costs on a CPU without AVX512-BF16, for the warnings of inference and
+// training: always speed, and accuracy too where oneDNN has no bfloat16 kernels.
+inline const char* bf16_emulation_cost() {
+  return cpu_has_bf16_kernels() ? "so it is emulated, several times slower than fp32"
+                                : "so it is emulated, several times slower than fp32, and less accurate: without AVX-512 "
+                                  "the convolutions sum in bfloat16";
+}
+
 // Whether this CPU has int8 dot-product instructions (AVX512-VNNI: Cascade Lake, Ice Lake, Zen 4
 // and later; AVX-VNNI: Alder Lake): what makes oneDNN's int8 convolutions faster than bfloat16.
 inline bool cpu_has_int8_dot() {
