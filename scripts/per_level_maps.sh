@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One RKD+FMAM model, which level's mapping gains or costs (docs/RESULTS.md, "Which level's mapping
+# costs bottle"): the paper's map (every level mapped), the student alone (every level raw: the RKD
+# baseline of the same weights), then for each level j the paper's map with level j alone taken
+# from the raw features (graphs/ablations/fmam_rkd_per_level.json). fp32 evaluation; prints image
+# AUROC / pixel AUROC / AUPRO over all test images and pixel AUROC / AUPRO per defect type.
+#
+#   bash scripts/per_level_maps.sh MODEL DATA_DIR [OUT_DIR (default MODEL.levels)]
+#
+# A benchmark, not a test: five evaluations of the test split (about a minute each on 2 cores).
+set -euo pipefail
+[ $# -ge 2 ] || { sed -n 2,10p "$0" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+FMAM=${FMAM:-build/apps/fmam}
+MODEL=$1 DATA=$2 OUT=${3:-$1.levels}
+GRAPH=graphs/ablations/fmam_rkd_per_level.json
+mkdir -p "$OUT"
+row() {  # NAME RAW_LEVELS MAPPED_LEVELS
+  "$FMAM" eval "$GRAPH" --model "$MODEL" --data "$DATA" --out "$OUT/$1" --precision fp32 -q \
+    --set "raw_pick.levels=$2" --set "mapped_pick.levels=$3" > "$OUT/$1.log" 2>&1
+  /usr/bin/python3 - "$1" "$OUT/$1/results.json" <<'PY'
+import json, sys
+name, path = sys.argv[1:3]
+r = json.load(open(path))
+a = r['all']
+types = ', '.join('%s %.4f / %.4f' % (t, v['pixel_auroc'], v['aupro']) for t, v in sorted(r['per_type'].items()))
+print('| %s | %.4f / %.4f / %.4f | %s |' % (name, a['image_auroc'], a['pixel_auroc'], a['aupro'], types))
+PY
+}
+echo "| map | image AUROC / pixel AUROC / AUPRO | per defect type: pixel AUROC / AUPRO |"
+echo "|---|---|---|"
+row all_mapped '[]' '[0,1,2]'
+row all_raw '[0,1,2]' '[]'
+row level0_raw '[0]' '[1,2]'
+row level1_raw '[1]' '[0,2]'
+row level2_raw '[2]' '[0,1]'
