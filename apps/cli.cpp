@@ -155,10 +155,21 @@ Progress::Progress(std::string what, long long total, double per_step, std::stri
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
+// A rate needs time to measure: the first item often arrives microseconds after the start (a
+// prefetched frame), and "2207505.5 images/s" would be a lie. Until a quarter second has passed,
+// the rate and the ETA print as "--".
+std::string Progress::rate_and_eta(long long done, double secs) const {
+  if (secs < 0.25 || done <= 0) return "-- " + unit_ + "  ETA --";
+  const double rate = done / secs;
+  const double eta = total_ > 0 ? (total_ - done) / rate : 0;
+  char text[96];
+  std::snprintf(text, sizeof text, "%.1f %s  ETA %.0fs", rate * per_step_, unit_.c_str(), eta);
+  return text;
+}
+
 void Progress::update(long long done, const std::string& extra) {
   auto now = std::chrono::steady_clock::now();
   double secs = std::chrono::duration<double>(now - start_).count();
-  double rate = secs > 0 ? done / secs : 0;
   int decile = total_ > 0 ? int(10 * done / total_) : 0;
   if (tty_) {
     if (done != total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
@@ -171,9 +182,8 @@ void Progress::update(long long done, const std::string& extra) {
   int filled = total_ > 0 ? int(width * done / total_) : 0;
   std::string bar = std::string(filled, '=') + (filled < width ? ">" : "") + std::string(std::max(0, width - filled - 1), ' ');
   char line[256];
-  double eta = rate > 0 && total_ > 0 ? (total_ - done) / rate : 0;
-  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %.1f %s  ETA %.0fs", what_.c_str(), bar.c_str(), done, total_,
-                rate * per_step_, unit_.c_str(), eta);
+  std::snprintf(line, sizeof line, "%s [%s] %lld/%lld  %s", what_.c_str(), bar.c_str(), done, total_,
+                rate_and_eta(done, secs).c_str());
   std::cerr << (tty_ ? "\r" : "") << line << (extra.empty() ? "" : "  " + extra) << (tty_ ? "\033[K" : "\n") << std::flush;
 }
 

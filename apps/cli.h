@@ -49,6 +49,7 @@ class Progress {
   void finish(const std::string& extra = "");
 
  private:
+  std::string rate_and_eta(long long done, double secs) const;
   std::string what_;
   long long total_;
   double per_step_;

@@ -7,12 +7,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <string>
 
 #include <opencv2/imgcodecs.hpp>
 
+#include "framework/model_file.h"
 #include "tests/support/helpers.h"
+#include "tests/support/tiny_model.h"
 
 namespace {
 
@@ -153,6 +156,35 @@ TEST(CliTest, BenchPrintsPrecisionAndGflopsPerNode) {
     if (type == "GaussianBlur") EXPECT_EQ(gflop, "-") << line;
   }
   EXPECT_TRUE(teacher) << r.out;
+}
+
+// A progress bar's rate is measured, not guessed: eval's bar starts at its first image, so that
+// image came "microseconds" after the start and the bar printed "2207505.5 images/s". Until a
+// quarter second has passed the rate reads "--"; after, no rate can exceed images / 0.25 s.
+TEST(CliTest, ProgressRatesAreMeasuredNotGuessed) {
+  const fs::path dir = fmam::test::process_temp_dir("fmam_cli_test") / "progress";
+  const fs::path bottle = fs::path(FMAM_SOURCE_DIR) / "../shared/data/mvtec_ad/bottle";
+  fs::remove_all(dir);
+  for (const char* t : {"good", "broken_large"}) fs::create_directories(dir / "data" / "test" / t);
+  fs::create_directories(dir / "data" / "ground_truth" / "broken_large");
+  fs::copy_file(bottle / "test/good/000.png", dir / "data/test/good/000.png");
+  fs::copy_file(bottle / "test/good/001.png", dir / "data/test/good/001.png");
+  fs::copy_file(bottle / "test/broken_large/000.png", dir / "data/test/broken_large/000.png");
+  fs::copy_file(bottle / "ground_truth/broken_large/000_mask.png", dir / "data/ground_truth/broken_large/000_mask.png");
+  fmam::save_model((dir / "m.fmam").string(), fmam::test::tiny_model("graphs/rkd.json"));
+  Result r = fmam("eval graphs/rkd.json --model " + (dir / "m.fmam").string() + " -d " + (dir / "data").string() + " -o " +
+                  (dir / "report").string() + " --precision fp32");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const std::regex bar(R"(eval \[[=> ]+\] (\d+)/3  (--|[0-9.]+) images/s  ETA (--|\d+s))");
+  int lines = 0;
+  for (auto it = std::sregex_iterator(r.err.begin(), r.err.end(), bar); it != std::sregex_iterator(); ++it) {
+    ++lines;
+    const std::string rate = (*it)[2];
+    if (rate != "--") EXPECT_LE(std::stod(rate), 3 / 0.25) << it->str();
+    EXPECT_EQ(rate == "--", (*it)[3] == "--") << "a rate and its ETA come together: " << it->str();
+  }
+  EXPECT_GE(lines, 1) << r.err;
+  fs::remove_all(dir);
 }
 
 TEST(CliTest, RunWithoutInputSaysWhatIsMissing) {
