@@ -19,8 +19,8 @@ void check_levels_param(const std::vector<int>& levels) {
 }
 
 std::string out_of_range(int index, size_t count) {
-  return "param \"levels\" names level " + std::to_string(index) + " but the pyramid has " + std::to_string(count) + " (0.." +
-         std::to_string(int(count) - 1) + ")";
+  const std::string has = count == 0 ? "no levels" : std::to_string(count) + " (0.." + std::to_string(count - 1) + ")";
+  return "param \"levels\" names level " + std::to_string(index) + " but the pyramid has " + has;
 }
 
 }  // namespace
