@@ -155,8 +155,8 @@ Progress::Progress(std::string what, long long total, double per_step, std::stri
       start_(std::chrono::steady_clock::now()),
       last_draw_(start_) {}
 
-// A rate needs time to measure: the first item often arrives microseconds after the start (a
-// prefetched frame), and "2207505.5 images/s" would be a lie. Until a quarter second has passed,
+// A rate needs time to measure: the first item can arrive microseconds after the bar starts
+// (eval starts its bar at its first image), and "2207505.5 images/s" would be a lie. Until a quarter second has passed,
 // the rate and the ETA print as "--".
 std::string Progress::rate_and_eta(long long done, double secs) const {
   if (secs < 0.25 || done <= 0) return "-- " + unit_ + "  ETA --";

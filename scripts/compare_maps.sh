@@ -17,14 +17,7 @@ mkdir -p "$OUT"
 bash scripts/student_only.sh "$MODEL" "$OUT/student_only.fmam"
 row() {  # NAME GRAPH MODEL
   "$FMAM" eval "$2" --model "$3" --data "$DATA" --out "$OUT/$1" --precision fp32 -q > "$OUT/$1.log" 2>&1
-  /usr/bin/python3 - "$1" "$OUT/$1/results.json" <<'PY'
-import json, sys
-name, path = sys.argv[1:3]
-r = json.load(open(path))
-a = r['all']
-types = ', '.join('%s %.4f / %.4f' % (t, v['pixel_auroc'], v['aupro']) for t, v in sorted(r['per_type'].items()))
-print('| %s | %.4f / %.4f / %.4f | %s |' % (name, a['image_auroc'], a['pixel_auroc'], a['aupro'], types))
-PY
+  /usr/bin/python3 scripts/results_row.py "$1" "$OUT/$1/results.json"
 }
 echo "| map | image AUROC / pixel AUROC / AUPRO | per defect type: pixel AUROC / AUPRO |"
 echo "|---|---|---|"

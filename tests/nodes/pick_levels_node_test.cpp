@@ -16,7 +16,7 @@
 #include "framework/graph.h"
 #include "framework/node_runner.h"
 #include "tests/support/helpers.h"
-#include "tests/support/tiny_model.h"
+#include "tests/support/map_ablation.h"
 
 namespace fmam {
 namespace {
@@ -68,18 +68,10 @@ TEST(PickLevelsNodeTest, PerLevelGraphMixesTheRawAndTheMappedMapsLevelByLevel) {
   const std::string image = src + "/../shared/data/mvtec_ad/bottle/test/broken_large/000.png";
   if (!fs::exists(image)) GTEST_SKIP() << "no shared image at " << image;
   const fs::path dir = test::process_temp_dir("fmam_pick_levels_test");
-  Model fmam = test::tiny_model("graphs/fmam_rkd.json", 64);
-  save_model((dir / "fmam_rkd.fmam").string(), fmam);
-  Model rkd = test::tiny_model("graphs/rkd.json", 64);
-  for (auto& [name, t] : rkd.tensors) t = fmam.tensors.at(name);  // the same teacher and student
-  save_model((dir / "rkd.fmam").string(), rkd);
+  test::save_fmam_rkd_and_rkd_twins(dir);
   const cv::Mat img = cv::imread(image, cv::IMREAD_COLOR);
   auto map_of = [&](const std::string& graph, const std::string& model, std::vector<std::string> sets = {}) {
-    PipelineOptions o;
-    o.model = (dir / model).string();
-    o.precision = "fp32";
-    o.overrides = std::move(sets);
-    return Pipeline(src + "/" + graph, o).detect(img).map;
+    return test::fp32_map(graph, (dir / model).string(), img, std::move(sets));
   };
   const std::string per_level = "graphs/ablations/fmam_rkd_per_level.json";
   const cv::Mat mapped = map_of("graphs/fmam_rkd.json", "fmam_rkd.fmam");
