@@ -2,6 +2,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <sstream>
 
 #include "nodes/halide_support.h"
@@ -18,12 +19,30 @@ std::string level_problem(size_t j, const std::string& what) {
   return "level " + std::to_string(j) + " " + what + "; UpsampleSum needs one 1-channel map per level, [1, 1, h, w]";
 }
 
+// Checked where the graph is read: a weight is a finite factor >= 0 (a negative one would turn
+// a level's discrepancy into normality).
+void check_weights_param(const std::vector<float>& weights) {
+  for (size_t j = 0; j < weights.size(); ++j)
+    FMAM_CHECK(std::isfinite(weights[j]) && weights[j] >= 0.0f)
+        << "param \"weights\": level " << j << "'s weight must be a finite number >= 0, got " << weights[j];
+}
+
+// Param "weights" must give one factor per level (or none at all).
+void check_weight_count(const std::vector<float>& weights, size_t levels) {
+  if (weights.empty() || weights.size() == levels) return;
+  throw PortError("input", UpsampleSumNode::kIn.name,
+                  "has " + std::to_string(levels) + " levels but param \"weights\" gives " + std::to_string(weights.size()) +
+                      "; give one weight per level, or [] for 1 each");
+}
+
 }  // namespace
 
 Shapes UpsampleSumNode::infer(const Params& p, const Shapes& in) {
+  check_weights_param(p.weights);
   const Shape& s = in.at(kIn);
   if (s.known) {
     if (s.levels.empty()) throw PortError("input", kIn.name, "has no levels");
+    check_weight_count(p.weights, s.levels.size());
     for (size_t j = 0; j < s.levels.size(); ++j) {
       const auto& l = s.levels[j];
       if (l.size() != 3) throw PortError("input", kIn.name, level_problem(j, "has " + std::to_string(l.size()) + " dims"));
@@ -36,6 +55,7 @@ Shapes UpsampleSumNode::infer(const Params& p, const Shapes& in) {
 
 cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, const Params& p, Device device) {
   if (levels.empty()) throw PortError("input", kIn.name, "has no levels");
+  check_weight_count(p.weights, levels.size());
   // Contiguous float32 host copies only where a level is not one already (no copy normally).
   std::vector<at::Tensor> maps;
   for (size_t j = 0; j < levels.size(); ++j) {
@@ -48,7 +68,10 @@ cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, con
                                                      : level_problem(j, "has shape " + shape.str()));
     }
     if (t.size(2) < 1 || t.size(3) < 1) throw PortError("input", kIn.name, level_problem(j, "is empty"));
-    maps.push_back(t.to(at::kCPU, at::kFloat).contiguous());
+    at::Tensor map = t.to(at::kCPU, at::kFloat).contiguous();
+    // Weighted levels are scaled copies; the input stays as it was (other nodes may read it).
+    if (!p.weights.empty() && p.weights[j] != 1.0f) map = map.mul(double(p.weights[j]));
+    maps.push_back(map);
   }
   const bool multiply = p.mode == Mode::kMultiply;
   // Two accumulators, ping-ponged: level j reads one and writes the other.
@@ -91,6 +114,8 @@ cv::Mat UpsampleSumNode::upsample_sum(const std::vector<at::Tensor>& levels, con
   hl::run("upsample_add", device, cpu, cuda);
   return acc[maps.size() % 2];
 }
+
+UpsampleSumNode::UpsampleSumNode(const Params& p) : params_(p) { check_weights_param(params_.weights); }
 
 void UpsampleSumNode::process(Context& ctx) { kOut(ctx).send(Map2D{upsample_sum(kIn(ctx).get().levels, params_, ctx.device())}); }
 

@@ -1,7 +1,8 @@
 // Builds S_L of Eq. 8: bilinearly upsamples each level's discrepancy map D^j to width x height and
 // combines them, summing (mode "add", the paper and RD4AD) or multiplying (mode "multiply",
 // anomalib's AnomalyMapGenerationMode). Bilinear as torch F.interpolate(mode="bilinear");
-// align_corners defaults to true, as RD4AD's cal_anomaly_map and anomalib do. Halide kernel
+// align_corners defaults to true, as RD4AD's cal_anomaly_map and anomalib do. Optional per-level
+// weights scale each level first (default: none, Eq. 8). Halide kernel
 // "upsample_add", one call per level.
 // Levels 64/32/16 -> 256x256: 0.06 ms per frame, 1 thread (AMD EPYC Zen 4, 2026-11); details
 // beside the schedule in halide_generators/upsample_add_generator.cpp.
@@ -23,6 +24,7 @@ class UpsampleSumNode final : public Node {
     int height = 256;
     bool align_corners = true;
     Mode mode = Mode::kAdd;
+    std::vector<float> weights;  // per level; empty: 1 each (Eq. 8)
   };
   static constexpr In<FeaturePyramid> kIn{"maps"};
   static constexpr Out<Map2D> kOut{"map"};
@@ -40,10 +42,14 @@ class UpsampleSumNode final : public Node {
                "(anomalib's STFPM uses false)")
         .param(&Params::mode, "mode", "how levels combine: add (Eq. 8) or multiply (anomalib)",
                Choices<Mode>{{"add", Mode::kAdd}, {"multiply", Mode::kMultiply}})
+        .param(&Params::weights, "weights",
+               "one factor per level, shallow to deep, each level's map is multiplied by before "
+               "they combine (S_L = sum_j w_j Phi(D^j)); [] (default): 1 each, the paper's Eq. 8. "
+               "Mapped features change each level's scale, and the sum weighs levels by it")
         .concurrency(Concurrency::kUnlimited);  // pure function of its input
   }
   static Shapes infer(const Params& p, const Shapes& in);
-  explicit UpsampleSumNode(const Params& p) : params_(p) {}
+  explicit UpsampleSumNode(const Params& p);
   void process(Context& ctx) override;
 
   // The work itself, for callers outside a graph.

@@ -131,6 +131,35 @@ TEST(UpsampleSumNodeTest, PaperPyramidMatchesReference) {
   EXPECT_LT(MaxAbsDiff(prod, reference::UpsampleSum(levels, 256, 256, true, true)), kRefTol);
 }
 
+// Per-level weights scale each level before the sum: the reference run on pre-scaled levels.
+TEST(UpsampleSumNodeTest, WeightsScaleEachLevelBeforeTheyAdd) {
+  std::vector<cv::Mat> levels = {RandomMap(64, 64, 1), RandomMap(32, 32, 2), RandomMap(16, 16, 3)};
+  const std::vector<float> weights = {0.5f, 2.0f, 0.0f};
+  std::vector<cv::Mat> scaled;
+  for (size_t j = 0; j < levels.size(); ++j) scaled.push_back(levels[j] * weights[j]);
+  cv::Mat out = RunUpsample(levels, R"({"weights": [0.5, 2, 0]})");
+  EXPECT_LT(MaxAbsDiff(out, reference::UpsampleSum(scaled, 256, 256, true)), kRefTol);
+  EXPECT_GT(MaxAbsDiff(out, reference::UpsampleSum(levels, 256, 256, true)), 0.1);  // they did change it
+  // All ones is Eq. 8 exactly, as is no weights at all.
+  EXPECT_EQ(MaxAbsDiff(RunUpsample(levels, R"({"weights": [1, 1, 1]})"), RunUpsample(levels, "{}")), 0.0);
+}
+
+TEST(UpsampleSumNodeTest, WeightsMustMatchTheLevelsAndBeFactors) {
+  UpsampleSumNode::Params two;
+  two.weights = {1.0f, 2.0f};
+  EXPECT_THAT(
+      [&] {
+        UpsampleSumNode::infer(two, Shapes{{"maps", Shape::pyramid({{1, 8, 8}, {1, 4, 4}, {1, 2, 2}})}});
+      },
+      testing::ThrowsMessage<PortError>(HasSubstr(R"(has 3 levels but param "weights" gives 2)")));
+  NodeRunner runner(R"({"id": "up", "type": "UpsampleSum", "params": {"weights": [1, 2]}})");
+  runner.push(UpsampleSumNode::kIn, FeaturePyramid{{at::zeros({1, 1, 8, 8})}});
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(has 1 levels but param "weights" gives 2)")));
+  EXPECT_THAT([] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"weights": [1, -0.5]}})"); },
+              testing::ThrowsMessage<GraphError>(
+                  HasSubstr(R"(param "weights": level 1's weight must be a finite number >= 0, got -0.5)")));
+}
+
 TEST(UpsampleSumNodeTest, NonSquareOutputAndLevels) {
   std::vector<cv::Mat> levels = {RandomMap(12, 20, 4), RandomMap(5, 3, 5)};
   for (bool ac : {true, false}) {
