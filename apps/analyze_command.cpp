@@ -122,6 +122,10 @@ int cmd_analyze(int argc, char** argv) {
               {{"data", "DIR", "a category in MVTec AD layout (test/ and ground_truth/)", false, "d"},
                {"out", "DIR", "writes analysis.html (histograms) and analysis.json here", false, "o"},
                {"stream", "NAME", "the Map2D stream to analyse (default raw_map: summed 1 - cos before blur)", false, ""},
+               {"set", "ID.PARAM=VALUE",
+                "override a node param of every GRAPH, e.g. --set mapped_pick.levels=[1] with "
+                "graphs/ablations/fmam_rkd_per_level.json for layer 2's mapped map alone",
+                true, ""},
                {"strict", "", "exit with status 3 if any test image was skipped (unreadable); default 0", false, ""},
                {"quiet", "", "no progress bar", false, "q"}});
   cli::Args a("analyze", "fmam analyze GRAPH:MODEL [GRAPH:MODEL ...] --data CATEGORY_DIR --out DIR",
@@ -144,6 +148,8 @@ int cmd_analyze(int argc, char** argv) {
   if (a.positionals().empty()) throw Error("fmam analyze: give at least one GRAPH:MODEL; see fmam analyze --help");
   if (a.get("data").empty() || a.get("out").empty()) throw Error("fmam analyze: --data and --out are required");
   const std::string stream = a.get("stream", "raw_map");
+  std::vector<ParamOverride> overrides;
+  for (const auto& s : a.all("set")) overrides.push_back(parse_override(s));
   const fs::path test = fs::path(a.get("data")) / "test";
   if (!fs::is_directory(test)) throw Error("--data \"" + a.get("data") + "\": no test/ folder (MVTec AD layout expected)");
   std::vector<std::pair<std::string, std::string>> items;  // image, mask ("" = good)
@@ -179,6 +185,7 @@ int cmd_analyze(int argc, char** argv) {
     const std::string graph_path = pair.substr(0, colon), model_path = pair.substr(colon + 1);
     Model model = load_model(model_path);
     GraphConfig g = load_graph_file(graph_path);
+    apply_overrides(g, overrides);
     bind_params(g, model_bindings(model));
     bool found = false;
     for (const auto& n : g.nodes)
@@ -256,6 +263,7 @@ int cmd_analyze(int argc, char** argv) {
     out_json.push_back({{"graph", graph_path},
                         {"model", model_path},
                         {"stream", stream},
+                        {"set", a.all("set")},
                         {"normal", to_json(sn)},
                         {"defect", to_json(sd)},
                         {"separation", sep_defined ? nlohmann::json(sep) : nlohmann::json(nullptr)}});

@@ -235,6 +235,31 @@ TEST(BadInputTest, AnalyzeNeedsImagesAndBothKindsOfPixels) {
   EXPECT_TRUE(j[0]["separation"].is_null());
 }
 
+// --set reaches every GRAPH (an ablation's param without a graph file per variant) and a bad one
+// is named: doubling every level's weight doubles the summed map.
+TEST(BadInputTest, AnalyzeAppliesSetToTheGraphAndNamesABadOne) {
+  const std::string m = saved_model("graphs/rkd.json", "analyze_set.fmam");
+  const fs::path data = temp_dir() / "analyze_set";
+  fs::create_directories(data / "test" / "good");
+  fs::copy_file(kCorpus + "/good.png", data / "test" / "good" / "000.png");
+  auto normal_mean = [&](const std::string& set, const std::string& out) {
+    Result r = fmam("analyze graphs/rkd.json:" + m + " -q -d " + data.string() + " -o " + (temp_dir() / out).string() + set);
+    EXPECT_EQ(r.rc, 0) << r.err;
+    const auto j = nlohmann::json::parse(fmam::test::read_bytes((temp_dir() / out / "analysis.json").string()));
+    return std::make_pair(j[0]["normal"]["mean"].get<double>(), j[0]["set"]);
+  };
+  const auto [plain, no_set] = normal_mean("", "an_set1");
+  const auto [doubled, set] = normal_mean(" --set upsample.weights=[2,2,2]", "an_set2");
+  EXPECT_GT(plain, 0.0);
+  EXPECT_NEAR(doubled, 2 * plain, 1e-6 * plain);
+  EXPECT_TRUE(no_set.empty());
+  EXPECT_EQ(set, nlohmann::json::array({"upsample.weights=[2,2,2]"}));  // the JSON says what was run
+  Result bad = fmam("analyze graphs/rkd.json:" + m + " -q -d " + data.string() + " -o " + (temp_dir() / "an_set3").string() +
+                    " --set nope.x=1");
+  EXPECT_EQ(bad.rc, 1);
+  EXPECT_THAT(bad.err, HasSubstr("graphs/rkd.json: --set nope.x: no node \"nope\""));
+}
+
 TEST(BadInputTest, AnalyzeStrictExitsThreeWhenAnImageWasSkippedAndNamesDefectsWithoutMasks) {
   const std::string m = saved_model("graphs/rkd.json", "analyze_strict.fmam");
   const fs::path data = temp_dir() / "analyze_strict";
