@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -114,6 +115,146 @@ std::string density_svg(const std::string& title, const std::vector<float>& norm
   return o.str();
 }
 
+// One test image and its ground-truth mask ("" for a good image).
+struct TestItem {
+  std::string image, mask;
+};
+
+// test/<type>/<image> of an MVTec AD category; defect images without a mask are named and left out
+// (their pixels are neither known normal nor known defect).
+std::vector<TestItem> list_test_items(const std::string& data) {
+  const fs::path test = fs::path(data) / "test";
+  if (!fs::is_directory(test)) throw Error("--data \"" + data + "\": no test/ folder (MVTec AD layout expected)");
+  std::vector<TestItem> items;
+  for (const auto& p : list_images((test / "*" / "*").string())) {
+    const std::string type = fs::path(p).parent_path().filename().string();
+    std::string mask;
+    if (type != "good") {
+      mask = (fs::path(data) / "ground_truth" / type / (fs::path(p).stem().string() + "_mask.png")).string();
+      if (!fs::exists(mask)) {
+        cli::log("left out: " + p + ": no ground-truth mask " + mask);
+        continue;
+      }
+    }
+    items.push_back({p, mask});
+  }
+  return items;
+}
+
+// The map's values on normal pixels (every pixel of the good images) and on defect pixels.
+struct PixelSample {
+  std::vector<float> normal, defect;
+  long long skipped = 0;  // unreadable images, each named on stderr
+};
+
+struct SampleOptions {
+  std::vector<ParamOverride> overrides;
+  std::string stream;
+  int threads = 0;
+  bool quiet = false;
+};
+
+// GRAPH with MODEL's weights, pruned to the stream, ready to run.
+ValidatedGraph analysis_graph(const std::string& graph_path, const Model& model, const SampleOptions& o) {
+  GraphConfig g = load_graph_file(graph_path);
+  apply_overrides(g, o.overrides);
+  bind_params(g, model_bindings(model));
+  bool found = false;
+  for (const auto& n : g.nodes)
+    for (const auto& [port, s] : n.out) found |= s == o.stream;
+  if (!found) throw Error(graph_path + ": no node produces stream \"" + o.stream + "\" (choose one with --stream)");
+  g = prune_to_streams(g, {o.stream});
+  attach_io(g, true, "");
+  ValidatedGraph vg = validate(g);
+  if (vg.streams[vg.stream(o.stream)].type != "Map2D") throw Error(graph_path + ": stream \"" + o.stream + "\" is not a Map2D");
+  return vg;
+}
+
+// Sorts one frame's map into normal and defect pixels.
+void add_pixels(const cv::Mat& m, const std::string& mask_path, const std::string& source, PixelSample& s) {
+  if (mask_path.empty()) {
+    for (int y = 0; y < m.rows; ++y)
+      for (int x = 0; x < m.cols; ++x) s.normal.push_back(m.at<float>(y, x));
+    return;
+  }
+  cv::Mat mask = read_mask(mask_path, source);
+  cv::resize(mask, mask, m.size(), 0, 0, cv::INTER_NEAREST);
+  for (int y = 0; y < m.rows; ++y)
+    for (int x = 0; x < m.cols; ++x)
+      if (mask.at<uchar>(y, x)) s.defect.push_back(m.at<float>(y, x));
+}
+
+PixelSample sample_pixels(const std::string& graph_path, const std::string& model_path, const std::vector<TestItem>& items,
+                          const SampleOptions& o) {
+  Model model = load_model(model_path);
+  RunOptions ro;
+  ro.threads = o.threads;
+  Executor ex(analysis_graph(graph_path, model, o), ro);
+  apply_model(model, ex, model_path);
+  PixelSample s;
+  size_t next = 0;
+  long long done = 0;
+  cli::Progress bar("analyze " + fs::path(model_path).filename().string(), (long long)items.size(), 1, "images/s");
+  ex.run(
+      [&](Frame& f) {
+        if (next >= items.size()) return false;
+        f.source = items[next++].image;
+        return true;
+      },
+      [&](const Frame& f) {
+        ++done;
+        if (!o.quiet) bar.update(done);
+        if (f.dropped) {
+          ++s.skipped;
+          return cli::log("skipped: " + f.drop_reason);
+        }
+        const cv::Mat& m = f.get<Map2D>(o.stream).mat;
+        if (!cv::checkRange(m))
+          throw Error(model_path + ": the map \"" + o.stream + "\" of " + f.source +
+                      " holds NaN or infinite values; the model is unusable (did training diverge?)");
+        add_pixels(m, items[size_t(f.id())].mask, f.source, s);
+      });
+  if (!o.quiet) bar.finish();
+  return s;
+}
+
+// (mean_defect - mean_normal) / std_normal; nullopt without both kinds of pixels or spread, said why.
+std::optional<double> separation_of(const Stats& sn, const Stats& sd, const std::string& model_path) {
+  if (sn.n > 0 && sd.n > 0 && sn.std > 0) return (sd.mean - sn.mean) / sn.std;
+  cli::log(model_path + ": separation undefined: " +
+           (sd.n == 0   ? "no defect pixels (no test image with a ground-truth mask was read)"
+            : sn.n == 0 ? "no normal pixels (no good test image was read)"
+                        : "normal pixels have zero spread"));
+  return std::nullopt;
+}
+
+// One model's two rows (normal, defect) on stdout and in the HTML table.
+void print_rows(const std::string& name, const std::string& graph_path, const std::string& model_path, const Stats& sn,
+                const Stats& sd, const std::string& sep_text, std::string& html) {
+  for (const auto& [label, s] : {std::pair<const char*, const Stats&>{"normal", sn}, {"defect", sd}}) {
+    const char* sep = std::string(label) == "defect" ? sep_text.c_str() : "";
+    std::printf("%-24s %-8s %10.4g %10.4g %10.4g %10.4g %10.4g %10s\n", name.c_str(), label, s.mean, s.std, s.p25, s.median,
+                s.p75, sep);
+    char row[512];
+    std::snprintf(row, sizeof row,
+                  "<tr><td>%s</td><td>%s</td><td>%s "
+                  "(%zu)</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%s</td></tr>",
+                  graph_path.c_str(), model_path.c_str(), label, s.n, s.mean, s.std, s.p25, s.median, s.p75, sep);
+    html += row;
+  }
+}
+
+// The report's page up to the table's header row.
+std::string html_head(const std::string& data, const std::string& stream) {
+  return "<!doctype html><html><head><meta charset='utf-8'><title>fmam "
+         "analyze</title><style>body{font-family:sans-serif;margin:24px}"
+         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
+         "<h1>Distance statistics: normal vs defect pixels</h1><p>data: " +
+         data + ", stream: " + stream +
+         "</p><table><tr><th>graph</th><th>model</th><th>pixels</th><th>mean</th><th>std</th><th>p25</th><th>median</th><th>p75</"
+         "th><th>separation</th></tr>";
+}
+
 }  // namespace
 
 int cmd_analyze(int argc, char** argv) {
@@ -147,34 +288,15 @@ int cmd_analyze(int argc, char** argv) {
   cli::load_plugins(a);
   if (a.positionals().empty()) throw Error("fmam analyze: give at least one GRAPH:MODEL; see fmam analyze --help");
   if (a.get("data").empty() || a.get("out").empty()) throw Error("fmam analyze: --data and --out are required");
-  const std::string stream = a.get("stream", "raw_map");
-  std::vector<ParamOverride> overrides;
-  for (const auto& s : a.all("set")) overrides.push_back(parse_override(s));
-  const fs::path test = fs::path(a.get("data")) / "test";
-  if (!fs::is_directory(test)) throw Error("--data \"" + a.get("data") + "\": no test/ folder (MVTec AD layout expected)");
-  std::vector<std::pair<std::string, std::string>> items;  // image, mask ("" = good)
-  for (const auto& p : list_images((test / "*" / "*").string())) {
-    const std::string type = fs::path(p).parent_path().filename().string();
-    std::string mask;
-    if (type != "good") {
-      mask = (fs::path(a.get("data")) / "ground_truth" / type / (fs::path(p).stem().string() + "_mask.png")).string();
-      if (!fs::exists(mask)) {  // no ground truth: neither normal nor known defect pixels
-        cli::log("left out: " + p + ": no ground-truth mask " + mask);
-        continue;
-      }
-    }
-    items.emplace_back(p, mask);
-  }
+  SampleOptions so;
+  so.stream = a.get("stream", "raw_map");
+  for (const auto& s : a.all("set")) so.overrides.push_back(parse_override(s));
+  so.threads = a.get_int("threads", 0);
+  so.quiet = a.flag("quiet");
+  const std::vector<TestItem> items = list_test_items(a.get("data"));
 
   nlohmann::json out_json = nlohmann::json::array();
-  std::string html =
-      "<!doctype html><html><head><meta charset='utf-8'><title>fmam "
-      "analyze</title><style>body{font-family:sans-serif;margin:24px}"
-      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head><body>"
-      "<h1>Distance statistics: normal vs defect pixels</h1><p>data: " +
-      a.get("data") + ", stream: " + stream +
-      "</p><table><tr><th>graph</th><th>model</th><th>pixels</th><th>mean</th><th>std</th><th>p25</th><th>median</th><th>p75</"
-      "th><th>separation</th></tr>";
+  std::string html = html_head(a.get("data"), so.stream);
   std::string svgs;
   long long skipped_in_all = 0;  // over every model, for --strict
   std::printf("%-24s %-8s %10s %10s %10s %10s %10s %10s\n", "graph:model", "pixels", "mean", "std", "p25", "median", "p75",
@@ -183,90 +305,23 @@ int cmd_analyze(int argc, char** argv) {
     auto colon = pair.rfind(':');
     if (colon == std::string::npos) throw Error("fmam analyze: \"" + pair + "\": expected GRAPH:MODEL");
     const std::string graph_path = pair.substr(0, colon), model_path = pair.substr(colon + 1);
-    Model model = load_model(model_path);
-    GraphConfig g = load_graph_file(graph_path);
-    apply_overrides(g, overrides);
-    bind_params(g, model_bindings(model));
-    bool found = false;
-    for (const auto& n : g.nodes)
-      for (const auto& [port, s] : n.out) found |= s == stream;
-    if (!found) throw Error(graph_path + ": no node produces stream \"" + stream + "\" (choose one with --stream)");
-    g = prune_to_streams(g, {stream});
-    attach_io(g, true, "");
-    ValidatedGraph vg = validate(g);
-    if (vg.streams[vg.stream(stream)].type != "Map2D") throw Error(graph_path + ": stream \"" + stream + "\" is not a Map2D");
-    RunOptions ro;
-    ro.threads = a.get_int("threads", 0);
-    Executor ex(vg, ro);
-    apply_model(model, ex, model_path);
-    std::vector<float> normal, defect;
-    size_t next = 0;
-    long long done = 0, skipped = 0;
-    cli::Progress bar("analyze " + fs::path(model_path).filename().string(), (long long)items.size(), 1, "images/s");
-    ex.run(
-        [&](Frame& f) {
-          if (next >= items.size()) return false;
-          f.source = items[next++].first;
-          return true;
-        },
-        [&](const Frame& f) {
-          ++done;
-          if (!a.flag("quiet")) bar.update(done);
-          if (f.dropped) {
-            ++skipped;
-            return cli::log("skipped: " + f.drop_reason);
-          }
-          const cv::Mat& m = f.get<Map2D>(stream).mat;
-          const std::string& mask_path = items[size_t(f.id())].second;
-          if (!cv::checkRange(m))
-            throw Error(model_path + ": the map \"" + stream + "\" of " + f.source +
-                        " holds NaN or infinite values; the model is unusable (did training diverge?)");
-          if (mask_path.empty()) {
-            for (int y = 0; y < m.rows; ++y)
-              for (int x = 0; x < m.cols; ++x) normal.push_back(m.at<float>(y, x));
-            return;
-          }
-          cv::Mat mask = read_mask(mask_path, f.source);
-          cv::resize(mask, mask, m.size(), 0, 0, cv::INTER_NEAREST);
-          for (int y = 0; y < m.rows; ++y)
-            for (int x = 0; x < m.cols; ++x)
-              if (mask.at<uchar>(y, x)) defect.push_back(m.at<float>(y, x));
-        });
-    if (!a.flag("quiet")) bar.finish();
-    skipped_in_all += skipped;
-    if (normal.empty() && defect.empty())
-      throw Error("fmam analyze: " + model_path + ": no test image of " + test.string() + " could be read (" +
-                  std::to_string(skipped) + " skipped, each named above); nothing to analyse");
-    Stats sn = stats_of(normal), sd = stats_of(defect);
-    // Undefined without both kinds of pixels or without spread: printed "undefined", null in JSON.
-    const bool sep_defined = !normal.empty() && !defect.empty() && sn.std > 0;
-    const double sep = sep_defined ? (sd.mean - sn.mean) / sn.std : 0;
-    const std::string sep_text = sep_defined ? std::to_string(sep).substr(0, 6) : "undefined";
-    if (!sep_defined)
-      cli::log(model_path + ": separation undefined: " +
-               (defect.empty()   ? "no defect pixels (no test image with a ground-truth mask was read)"
-                : normal.empty() ? "no normal pixels (no good test image was read)"
-                                 : "normal pixels have zero spread"));
+    const PixelSample px = sample_pixels(graph_path, model_path, items, so);
+    skipped_in_all += px.skipped;
+    if (px.normal.empty() && px.defect.empty())
+      throw Error("fmam analyze: " + model_path + ": no test image of " + (fs::path(a.get("data")) / "test").string() +
+                  " could be read (" + std::to_string(px.skipped) + " skipped, each named above); nothing to analyse");
+    const Stats sn = stats_of(px.normal), sd = stats_of(px.defect);
+    const std::optional<double> sep = separation_of(sn, sd, model_path);
     const std::string name = fs::path(graph_path).stem().string() + ":" + fs::path(model_path).filename().string();
-    for (const auto& [label, s] : {std::pair<const char*, const Stats&>{"normal", sn}, {"defect", sd}}) {
-      std::printf("%-24s %-8s %10.4g %10.4g %10.4g %10.4g %10.4g %10s\n", name.c_str(), label, s.mean, s.std, s.p25, s.median,
-                  s.p75, std::string(label) == "defect" ? sep_text.c_str() : "");
-      char row[512];
-      std::snprintf(row, sizeof row,
-                    "<tr><td>%s</td><td>%s</td><td>%s "
-                    "(%zu)</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%.4g</td><td>%s</td></tr>",
-                    graph_path.c_str(), model_path.c_str(), label, s.n, s.mean, s.std, s.p25, s.median, s.p75,
-                    std::string(label) == "defect" ? sep_text.c_str() : "");
-      html += row;
-    }
-    svgs += density_svg(name, normal, defect);
+    print_rows(name, graph_path, model_path, sn, sd, sep ? std::to_string(*sep).substr(0, 6) : "undefined", html);
+    svgs += density_svg(name, px.normal, px.defect);
     out_json.push_back({{"graph", graph_path},
                         {"model", model_path},
-                        {"stream", stream},
+                        {"stream", so.stream},
                         {"set", a.all("set")},
                         {"normal", to_json(sn)},
                         {"defect", to_json(sd)},
-                        {"separation", sep_defined ? nlohmann::json(sep) : nlohmann::json(nullptr)}});
+                        {"separation", sep ? nlohmann::json(*sep) : nlohmann::json(nullptr)}});
   }
   html += "</table><p>separation = (mean over defect pixels - mean over normal pixels) / std over normal pixels.</p>" + svgs +
           "</body></html>";
