@@ -156,8 +156,8 @@ Progress::Progress(std::string what, long long total, double per_step, std::stri
       last_draw_(start_) {}
 
 // A rate needs time to measure: the first item can arrive microseconds after the bar starts
-// (eval starts its bar at its first image), and "2207505.5 images/s" would be a lie. Until a quarter second has passed,
-// the rate and the ETA print as "--".
+// (eval starts its bar at its first image), and "2207505.5 images/s" would be a lie. Until a
+// quarter second has passed, the rate and the ETA print as "--".
 std::string Progress::rate_and_eta(long long done, double secs) const {
   if (secs < 0.25 || done <= 0) return "-- " + unit_ + "  ETA --";
   const double rate = done / secs;

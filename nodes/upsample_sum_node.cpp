@@ -31,8 +31,8 @@ void check_weights_param(const std::vector<float>& weights) {
 void check_weight_count(const std::vector<float>& weights, size_t levels) {
   if (weights.empty() || weights.size() == levels) return;
   throw PortError("input", UpsampleSumNode::kIn.name,
-                  "has " + std::to_string(levels) + " levels but param \"weights\" gives " + std::to_string(weights.size()) +
-                      "; give one weight per level, or [] for 1 each");
+                  "has " + std::to_string(levels) + (levels == 1 ? " level" : " levels") + " but param \"weights\" gives " +
+                      std::to_string(weights.size()) + "; give one weight per level, or [] for 1 each");
 }
 
 }  // namespace

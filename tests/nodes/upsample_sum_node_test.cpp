@@ -154,7 +154,7 @@ TEST(UpsampleSumNodeTest, WeightsMustMatchTheLevelsAndBeFactors) {
       testing::ThrowsMessage<PortError>(HasSubstr(R"(has 3 levels but param "weights" gives 2)")));
   NodeRunner runner(R"({"id": "up", "type": "UpsampleSum", "params": {"weights": [1, 2]}})");
   runner.push(UpsampleSumNode::kIn, FeaturePyramid{{at::zeros({1, 1, 8, 8})}});
-  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(has 1 levels but param "weights" gives 2)")));
+  EXPECT_THAT([&] { runner.run(); }, testing::ThrowsMessage<NodeError>(HasSubstr(R"(has 1 level but param "weights" gives 2)")));
   EXPECT_THAT([] { NodeRunner r(R"({"id": "up", "type": "UpsampleSum", "params": {"weights": [1, -0.5]}})"); },
               testing::ThrowsMessage<GraphError>(
                   HasSubstr(R"(param "weights": level 1's weight must be a finite number >= 0, got -0.5)")));
