@@ -20,12 +20,13 @@ constexpr const char* kNeedsMask =
 at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn, const P& p) {
   if (p.distance == AngularMarginLossNode::Distance::kAngular) {
     // Only theta_p goes through acos; cos theta_n is used as it is (Eq. 5 needs no angle of it).
-    const at::Tensor cos_p = loss::cosine(t, s_syn);
     const at::Tensor cos_n = loss::cosine(t, t_syn);
+    const double theta_m = double(p.margin) * M_PI / 180.0;
+    if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(cos_n - std::cos(theta_m), 0.0);
+    const at::Tensor cos_p = loss::cosine(t, s_syn);
     // acos' slope is -1/sqrt(1 - x^2): infinite at +-1 (identical or opposite vectors), so clamp
     // first. Outside the clamp the gradient is 0, inside it is at most 1/sqrt(2 eps).
     const at::Tensor theta_p = at::acos(at::clamp(cos_p, -1.0 + p.eps, 1.0 - p.eps));
-    const double theta_m = double(p.margin) * M_PI / 180.0;
     // Eq. 6 keeps angles in [0, pi]; past pi, cos would rise again and reward a worse student.
     const at::Tensor angle = at::clamp_max(theta_p + theta_m, M_PI);
     return at::clamp_min(cos_n - at::cos(angle), 0.0);
@@ -33,8 +34,9 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
   // Table 3's L1ML / L2ML: a Euclidean triplet loss on the raw distances. linalg_vector_norm's
   // backward is 0 (not NaN) at a zero difference, as is abs'.
   const double ord = p.distance == AngularMarginLossNode::Distance::kL1 ? 1.0 : 2.0;
-  const at::Tensor d_p = at::linalg_vector_norm(t - s_syn, ord, {1});
   const at::Tensor d_n = at::linalg_vector_norm(t - t_syn, ord, {1});
+  if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(double(p.l_margin) - d_n, 0.0);
+  const at::Tensor d_p = at::linalg_vector_norm(t - s_syn, ord, {1});
   return at::clamp_min(d_p + double(p.l_margin) - d_n, 0.0);
 }
 

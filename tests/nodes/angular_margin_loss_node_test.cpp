@@ -211,6 +211,36 @@ TEST(AngularMarginLossNodeTest, L1AndL2MarginVariants) {
   EXPECT_NEAR(aml(t, s, ts, p)[1].item<float>(), 3.0, 1e-6);
 }
 
+// positive "none" (the ablation without theta_p): the hinge is max(0, cos theta_n - cos theta_m)
+// (l1 / l2: max(0, l_margin - d_n)) whatever the student's twin holds, which gets no gradient.
+//   beta = theta_n:  0 -> 1 - cos 15;  10 -> cos 10 - cos 15;  15, 90 -> 0 (margin met)
+TEST(AngularMarginLossNodeTest, PositiveNoneDropsThetaP) {
+  const double beta[] = {0, 10, 15, 90};
+  const double expect[] = {1 - std::cos(15 * kDeg), std::cos(10 * kDeg) - std::cos(15 * kDeg), 0.0, 0.0};
+  std::vector<std::vector<float>> t, ts;
+  for (double b : beta) {
+    t.push_back(polar(0, 2.0));
+    ts.push_back(polar(b, 3.0));
+  }
+  Params p = all_region();
+  p.positive = Node::Positive::kNone;
+  const at::Tensor s = at::randn({4, 2, 1, 1}).requires_grad_(true);
+  const at::Tensor tsyn = frames(ts).requires_grad_(true);
+  const at::Tensor l = aml(frames(t), s, tsyn, p);
+  for (int i = 0; i < 4; ++i) EXPECT_NEAR(l[i].item<float>(), expect[i], 2e-6) << "beta " << beta[i];
+  // The same student at 90 degrees under the paper's loss: the positive pair does count there.
+  const at::Tensor paper = aml(frames(t), frames({polar(90), polar(90), polar(90), polar(90)}), frames(ts), all_region());
+  EXPECT_GT(paper[3].item<float>(), 0.0f);
+  l.sum().backward();
+  EXPECT_FALSE(s.grad().defined() && s.grad().abs().sum().item<float>() > 0) << "the student's twin got a gradient";
+  ASSERT_TRUE(tsyn.grad().defined());
+  EXPECT_GT(tsyn.grad()[1].abs().sum().item<float>(), 0.0f) << "theta_n below the margin must be pushed";
+  // l2: max(0, l_margin - |t - t'|): 1 - |(2,0) - (3,0)| = 0; margin 4: 3.
+  p.distance = Node::Distance::kL2;
+  p.l_margin = 4;
+  EXPECT_NEAR(aml(frames({{2, 0}}), frames({{9, 9}}), frames({{3, 0}}), p)[0].item<float>(), 3.0, 1e-6);
+}
+
 // Backward at every singular point, for each distance and at margins 0, 15, 180: cos theta_p =
 // +1 (student equals teacher) and -1 (opposite), cos theta_n = +1 (untouched pixel) and -1, and
 // zero vectors in each input. Loss and gradients stay finite.
