@@ -23,7 +23,8 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
     const at::Tensor cos_n = loss::cosine(t, t_syn);
     const double theta_m = double(p.margin) * M_PI / 180.0;
     if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(cos_n - std::cos(theta_m), 0.0);
-    const at::Tensor cos_p = loss::cosine(t, s_syn);
+    at::Tensor cos_p = loss::cosine(t, s_syn);
+    if (p.positive == AngularMarginLossNode::Positive::kFixed) cos_p = cos_p.detach();
     // acos' slope is -1/sqrt(1 - x^2): infinite at +-1 (identical or opposite vectors), so clamp
     // first. Outside the clamp the gradient is 0, inside it is at most 1/sqrt(2 eps).
     const at::Tensor theta_p = at::acos(at::clamp(cos_p, -1.0 + p.eps, 1.0 - p.eps));
@@ -36,7 +37,8 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
   const double ord = p.distance == AngularMarginLossNode::Distance::kL1 ? 1.0 : 2.0;
   const at::Tensor d_n = at::linalg_vector_norm(t - t_syn, ord, {1});
   if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(double(p.l_margin) - d_n, 0.0);
-  const at::Tensor d_p = at::linalg_vector_norm(t - s_syn, ord, {1});
+  at::Tensor d_p = at::linalg_vector_norm(t - s_syn, ord, {1});
+  if (p.positive == AngularMarginLossNode::Positive::kFixed) d_p = d_p.detach();
   return at::clamp_min(d_p + double(p.l_margin) - d_n, 0.0);
 }
 
