@@ -16,6 +16,13 @@ constexpr const char* kNeedsMask =
     "is not connected, and region \"mask\" needs it; connect the synthetic-defect mask or set "
     "region \"all\"";
 
+// x's value with its gradient scaled by g (g = 1: x itself; 0: detached).
+at::Tensor scale_gradient(const at::Tensor& x, float g) {
+  if (g == 1.0f) return x;
+  const at::Tensor fixed = x.detach();
+  return g == 0.0f ? fixed : fixed + double(g) * (x - fixed);
+}
+
 // The per-cell hinge of one level, [B, H, W].
 at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor& t_syn, const P& p) {
   if (p.distance == AngularMarginLossNode::Distance::kAngular) {
@@ -23,8 +30,7 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
     const at::Tensor cos_n = loss::cosine(t, t_syn);
     const double theta_m = double(p.margin) * M_PI / 180.0;
     if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(cos_n - std::cos(theta_m), 0.0);
-    at::Tensor cos_p = loss::cosine(t, s_syn);
-    if (p.positive == AngularMarginLossNode::Positive::kFixed) cos_p = cos_p.detach();
+    const at::Tensor cos_p = scale_gradient(loss::cosine(t, s_syn), p.theta_p_grad);
     // acos' slope is -1/sqrt(1 - x^2): infinite at +-1 (identical or opposite vectors), so clamp
     // first. Outside the clamp the gradient is 0, inside it is at most 1/sqrt(2 eps).
     const at::Tensor theta_p = at::acos(at::clamp(cos_p, -1.0 + p.eps, 1.0 - p.eps));
@@ -37,8 +43,7 @@ at::Tensor hinge(const at::Tensor& t, const at::Tensor& s_syn, const at::Tensor&
   const double ord = p.distance == AngularMarginLossNode::Distance::kL1 ? 1.0 : 2.0;
   const at::Tensor d_n = at::linalg_vector_norm(t - t_syn, ord, {1});
   if (p.positive == AngularMarginLossNode::Positive::kNone) return at::clamp_min(double(p.l_margin) - d_n, 0.0);
-  at::Tensor d_p = at::linalg_vector_norm(t - s_syn, ord, {1});
-  if (p.positive == AngularMarginLossNode::Positive::kFixed) d_p = d_p.detach();
+  const at::Tensor d_p = scale_gradient(at::linalg_vector_norm(t - s_syn, ord, {1}), p.theta_p_grad);
   return at::clamp_min(d_p + double(p.l_margin) - d_n, 0.0);
 }
 

@@ -2,9 +2,10 @@
 //   theta_p = angle(f_t(I), f_s(I')), theta_n = angle(f_t(I), f_t(I')),
 //   D_AML = max(0, cos theta_n - cos(min(theta_p + theta_m, pi))), averaged over a region of
 //   each level, then (1/L) sum_j. cos theta_p is clamped into [-1+eps, 1-eps] before acos.
-// positive, ablations of Eq. 6's positive pair (not the paper's): "fixed" keeps theta_p in the
-// hinge but passes no gradient through it, so the mapping only learns to push f(t(I')) away where
-// the paper's hinge is active; "none" sets theta_p = 0 (the student's twin is unused).
+// Ablations of Eq. 6's positive pair (not the paper's): theta_p_grad scales the gradient that
+// flows through theta_p (1: the paper; 0: the hinge keeps theta_p's value, so the same cells are
+// active, but the mapping only learns to push f(t(I')) away from f(t(I))); positive "none" sets
+// theta_p = 0 (the student's twin is unused).
 // region "mask" (default): only where I' was changed, since elsewhere f_t(I') = f_t(I), theta_n
 // = 0 and the hinge cannot be met. The mask is area-pooled to each level; a cell counts when more
 // than half of it is defect ("threshold") or with its coverage as weight ("coverage"). A level
@@ -24,7 +25,7 @@ class AngularMarginLossNode final : public Node {
   enum class Region { kMask, kAll };
   enum class Distance { kAngular, kL1, kL2 };
   enum class MaskPooling { kThreshold, kCoverage };
-  enum class Positive { kStudent, kFixed, kNone };
+  enum class Positive { kStudent, kNone };
   struct Params {
     float margin = 15.0f;  // theta_m, degrees (Table 5)
     Region region = Region::kMask;
@@ -33,6 +34,7 @@ class AngularMarginLossNode final : public Node {
     float l_margin = 1.0f;  // margin of the l1 / l2 variants (torch's TripletMarginLoss default)
     float eps = 1e-6f;
     Positive positive = Positive::kStudent;
+    float theta_p_grad = 1.0f;
   };
   static constexpr In<FeaturePyramid> kTeacher{"teacher"};
   static constexpr In<FeaturePyramid> kStudentSynthetic{"student_synthetic"};
@@ -63,11 +65,14 @@ class AngularMarginLossNode final : public Node {
                Choices<Distance>{{"angular", Distance::kAngular}, {"l1", Distance::kL1}, {"l2", Distance::kL2}})
         .param(&Params::l_margin, "l_margin", "margin of the l1 / l2 distances, in feature units", Range{0.0f, 1e6f})
         .param(&Params::positive, "positive",
-               "the positive pair: student: Eq. 6, theta_p = angle(f(t(I)), f(s(I'))) (the paper); "
-               "ablations: fixed: the same theta_p, but no gradient flows through it, so the loss only "
-               "pushes f(t(I')) from f(t(I)) where the paper's hinge is active; none: theta_p = 0 (l1 / "
-               "l2: d_p = 0) and the student's twin is ignored",
-               Choices<Positive>{{"student", Positive::kStudent}, {"fixed", Positive::kFixed}, {"none", Positive::kNone}})
+               "the positive pair: student: Eq. 6, theta_p = angle(f(t(I)), f(s(I'))) (the paper); none: "
+               "theta_p = 0 (l1 / l2: d_p = 0), an ablation in which the loss only pushes f(t(I')) from "
+               "f(t(I)) by the margin and the student's twin is ignored",
+               Choices<Positive>{{"student", Positive::kStudent}, {"none", Positive::kNone}})
+        .param(&Params::theta_p_grad, "theta_p_grad",
+               "scale on the gradient through theta_p (d_p for l1 / l2), its value unchanged: 1 is the "
+               "paper; 0 keeps the hinge's active cells but only pushes f(t(I')) away (an ablation)",
+               Range{0.0f, 1.0f})
         .param(&Params::eps, "eps",
                "cos theta_p is clamped into [-1+eps, 1-eps] before acos (whose slope is infinite "
                "at +-1)",

@@ -241,32 +241,36 @@ TEST(AngularMarginLossNodeTest, PositiveNoneDropsThetaP) {
   EXPECT_NEAR(aml(frames({{2, 0}}), frames({{9, 9}}), frames({{3, 0}}), p)[0].item<float>(), 3.0, 1e-6);
 }
 
-// positive "fixed": the paper's loss value, but theta_p passes no gradient: the student's twin
-// gets none, the synthetic teacher's (theta_n's only input) gets the paper's, for each distance.
-TEST(AngularMarginLossNodeTest, PositiveFixedKeepsTheLossAndStopsThetaPsGradient) {
+// theta_p_grad: the paper's loss value whatever the scale; the gradient through theta_p scales
+// with it: the student's twin (theta_p's only input) gets g times the paper's gradient, the
+// synthetic teacher's (theta_n's only input) the paper's, for each distance.
+TEST(AngularMarginLossNodeTest, ThetaPGradScalesOnlyThetaPsGradient) {
   at::manual_seed(5);
   const at::Tensor t0 = at::randn({2, 6, 3, 3}), s0 = at::randn({2, 6, 3, 3}), ts0 = t0 + 0.5 * at::randn({2, 6, 3, 3});
   for (auto distance : {Node::Distance::kAngular, Node::Distance::kL2}) {
-    auto run = [&](Node::Positive positive, std::vector<at::Tensor>* grads) {
+    auto run = [&](float g, std::vector<at::Tensor>* grads) {
       std::vector<at::Tensor> in{t0.clone().requires_grad_(true), s0.clone().requires_grad_(true),
                                  ts0.clone().requires_grad_(true)};
       Params p = all_region();
       p.distance = distance;
-      p.positive = positive;
+      p.theta_p_grad = g;
       const at::Tensor l = aml(in[0], in[1], in[2], p);
       l.sum().backward();
       for (const auto& x : in) grads->push_back(x.grad().defined() ? x.grad() : at::zeros_like(x));
       return l.detach();
     };
-    std::vector<at::Tensor> g_paper, g_fixed;
-    const at::Tensor paper = run(Node::Positive::kStudent, &g_paper);
-    const at::Tensor fixed = run(Node::Positive::kFixed, &g_fixed);
+    std::vector<at::Tensor> g_paper, g_half, g_fixed;
+    const at::Tensor paper = run(1.0f, &g_paper);
+    const at::Tensor half = run(0.5f, &g_half);
+    const at::Tensor fixed = run(0.0f, &g_fixed);
     const std::string what = distance == Node::Distance::kAngular ? "angular" : "l2";
     EXPECT_GT(paper.sum().item<float>(), 0.0f) << what << ": some hinge must be active";
-    EXPECT_TRUE(at::allclose(fixed, paper)) << what;
+    EXPECT_TRUE(at::allclose(half, paper) && at::allclose(fixed, paper)) << what;
     EXPECT_GT(g_paper[1].abs().sum().item<float>(), 0.0f) << what;
+    EXPECT_TRUE(at::allclose(g_half[1], 0.5 * g_paper[1])) << what;
     EXPECT_EQ(g_fixed[1].abs().sum().item<float>(), 0.0f) << what << ": the student's twin got a gradient";
-    EXPECT_TRUE(at::allclose(g_fixed[2], g_paper[2])) << what << ": theta_n's gradient changed";
+    EXPECT_TRUE(at::allclose(g_fixed[2], g_paper[2]) && at::allclose(g_half[2], g_paper[2]))
+        << what << ": theta_n's gradient changed";
     EXPECT_FALSE(at::allclose(g_fixed[0], g_paper[0])) << what << ": f(t(I)) still got theta_p's gradient";
   }
 }
