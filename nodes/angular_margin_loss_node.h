@@ -2,10 +2,11 @@
 //   theta_p = angle(f_t(I), f_s(I')), theta_n = angle(f_t(I), f_t(I')),
 //   D_AML = max(0, cos theta_n - cos(min(theta_p + theta_m, pi))), averaged over a region of
 //   each level, then (1/L) sum_j. cos theta_p is clamped into [-1+eps, 1-eps] before acos.
-// Ablations of Eq. 6's positive pair (not the paper's): theta_p_grad scales the gradient that
-// flows through theta_p (1: the paper; 0: the hinge keeps theta_p's value, so the same cells are
-// active, but the mapping only learns to push f(t(I')) away from f(t(I))); positive "none" sets
-// theta_p = 0 (the student's twin is unused).
+// Departures from Eq. 6's positive pair: theta_p_grad scales the gradient that flows through
+// theta_p (1: the paper; 0: the hinge keeps theta_p's value, so the same cells are active, but the
+// mapping only learns to push f(t(I')) away from f(t(I))). The FMAM recipes use 0.5: there only the
+// mappings learn from AML, and the whole pull damps what a defect changes in the student's output.
+// positive "none" sets theta_p = 0 (the student's twin is unused; an ablation).
 // region "mask" (default): only where I' was changed, since elsewhere f_t(I') = f_t(I), theta_n
 // = 0 and the hinge cannot be met. The mask is area-pooled to each level; a cell counts when more
 // than half of it is defect ("threshold") or with its coverage as weight ("coverage"). A level
@@ -71,7 +72,8 @@ class AngularMarginLossNode final : public Node {
                Choices<Positive>{{"student", Positive::kStudent}, {"none", Positive::kNone}})
         .param(&Params::theta_p_grad, "theta_p_grad",
                "scale on the gradient through theta_p (d_p for l1 / l2), its value unchanged: 1 is the "
-               "paper; 0 keeps the hinge's active cells but only pushes f(t(I')) away (an ablation)",
+               "paper; 0 keeps the hinge's active cells but only pushes f(t(I')) away (an ablation); "
+               "the FMAM recipes use 0.5, since only their mappings learn from AML (docs/RESULTS.md)",
                Range{0.0f, 1.0f})
         .param(&Params::eps, "eps",
                "cos theta_p is clamped into [-1+eps, 1-eps] before acos (whose slope is infinite "
